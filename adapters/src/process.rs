@@ -1,0 +1,180 @@
+//! # The process adapter: a Pathway-style pool of child processes
+//!
+//! The broker starts the workers itself, from the class's `command`, and talks to each over its
+//! stdin (requests) and stdout (replies) with the wire protocol (`adapters/PROTOCOL.md`). The pool
+//! (`pool.rs`) does the scheduling; this file only knows how to start one child:
+//!
+//! - `kill_on_drop(true)`: whatever path drops a worker, its process does not outlive it;
+//! - stdin and stdout piped for the protocol; **stderr piped and forwarded line by line** to
+//!   `tracing` (target `worker`, with the class and worker id as fields), so a worker's complaints
+//!   land in the broker's log next to the requests they concern;
+//! - its own process group (Unix), so a Ctrl-C in the broker's terminal reaches only the broker,
+//!   which then drains requests and stops the workers in order instead of having them die mid-reply.
+//!
+//! And the contract the worker keeps: answer `HELLO`, serve one request at a time, and **exit when
+//! stdin closes**. That last rule is what cleans up after a broker killed with `kill -9`: its end
+//! of every pipe closes, every worker reads end-of-file and leaves.
+
+use async_trait::async_trait;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::runtime::Handle;
+
+use crate::pool::{Connector, Link, Pool};
+use crate::{AdapterError, AdapterKind, BackendReply, BackendRequest, ServerClass};
+use crate::{ServerClassConfig, WorkerId};
+
+pub use crate::pool::{PoolStatus, WorkerStatus};
+
+/// Longest stderr line forwarded as one log event; longer ones are split.
+const MAX_LOG_LINE: u64 = 8 * 1024;
+
+/// A server class whose workers are child processes of the broker.
+pub struct ProcessClass {
+    config: ServerClassConfig,
+    pool: Pool,
+}
+
+impl ProcessClass {
+    /// Start `min_workers` workers (each handshaken) and return the class.
+    ///
+    /// Fails with [`AdapterError::Unreachable`], naming the command and the OS error, when no
+    /// worker can be started (a missing program, a program that exits at once).
+    pub async fn start(
+        config: ServerClassConfig,
+        runtime: Handle,
+    ) -> Result<Arc<ProcessClass>, AdapterError> {
+        let AdapterKind::Process { command, env, cwd } = config.adapter.clone() else {
+            return Err(AdapterError::Unsupported {
+                class: config.name.clone(),
+                reason: "not a process adapter configuration".to_string(),
+            });
+        };
+        if command.is_empty() {
+            return Err(AdapterError::Unreachable {
+                class: config.name.clone(),
+                reason: "the process adapter's command is empty".to_string(),
+            });
+        }
+        let connector = ProcessConnector {
+            class: config.name.clone(),
+            display: display_command(&command),
+            command,
+            env,
+            cwd,
+        };
+        let pool = Pool::start(config.clone(), Box::new(connector), runtime, true).await?;
+        Ok(Arc::new(ProcessClass { config, pool }))
+    }
+
+    /// The workers as they are now: ids, pids, busy or idle.
+    pub fn status(&self) -> PoolStatus {
+        self.pool.status()
+    }
+}
+
+#[async_trait]
+impl ServerClass for ProcessClass {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn config(&self) -> &ServerClassConfig {
+        &self.config
+    }
+
+    async fn call(&self, request: BackendRequest) -> Result<BackendReply, AdapterError> {
+        self.pool.call(request).await
+    }
+
+    async fn shutdown(&self, grace: Duration) {
+        self.pool.shutdown(grace).await
+    }
+}
+
+/// The command as an operator would type it, for error messages.
+fn display_command(command: &[String]) -> String {
+    command
+        .iter()
+        .map(|arg| {
+            if arg.is_empty() || arg.contains(|c: char| c.is_whitespace() || c == '\'') {
+                format!("{arg:?}")
+            } else {
+                arg.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+struct ProcessConnector {
+    class: String,
+    command: Vec<String>,
+    display: String,
+    env: Vec<(String, String)>,
+    cwd: Option<PathBuf>,
+}
+
+#[async_trait]
+impl Connector for ProcessConnector {
+    async fn connect(&self, worker: &WorkerId) -> Result<Link, String> {
+        let mut cmd = tokio::process::Command::new(&self.command[0]);
+        cmd.args(&self.command[1..])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        if let Some(dir) = &self.cwd {
+            cmd.current_dir(dir);
+        }
+        #[cfg(unix)]
+        cmd.process_group(0);
+
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start `{}`: {e}", self.display))?;
+        let pid = child.id();
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(format!("`{}`: the child's pipes are missing", self.display));
+        };
+        // We run on the class's runtime here (the pool spawns start tasks there).
+        tokio::spawn(forward_stderr(stderr, self.class.clone(), worker.clone()));
+        Ok(Link {
+            reader: Box::new(stdout),
+            writer: Box::new(stdin),
+            child: Some(child),
+            pid,
+            peer: pid.map_or_else(|| "exited process".to_string(), |p| format!("pid {p}")),
+        })
+    }
+}
+
+/// Copy a worker's stderr to the log, one event per line, until the pipe closes.
+async fn forward_stderr(stderr: impl AsyncRead + Unpin, class: String, worker: WorkerId) {
+    let mut reader = BufReader::new(stderr);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        // `take` bounds a line, so a worker printing without newlines cannot grow our memory.
+        match (&mut reader)
+            .take(MAX_LOG_LINE)
+            .read_until(b'\n', &mut line)
+            .await
+        {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&line);
+                let text = text.trim_end_matches(['\r', '\n']);
+                if !text.is_empty() {
+                    tracing::info!(target: "worker", class = %class, worker = %worker, "{text}");
+                }
+            }
+        }
+    }
+}

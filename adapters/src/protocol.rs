@@ -1,0 +1,1109 @@
+//! # The backend wire protocol
+//!
+//! The process and tcp adapters talk to workers with this protocol; `adapters/PROTOCOL.md` is the
+//! specification for the people who write those workers (in any language). This module is the Rust
+//! codec: the broker's side, and the sample server's.
+//!
+//! ## The shape, in one screen
+//!
+//! Every message is one **frame**:
+//!
+//! ```text
+//! +----------------+----------------------------------------------+-----------------+
+//! | length: u32 BE | header block (UTF-8 text)                    | payload (bytes) |
+//! |  = N           | "REQUEST 17\n" "key: value\n" ... "\n"       | the rest of N   |
+//! +----------------+----------------------------------------------+-----------------+
+//! ```
+//!
+//! - `N` counts everything after the four length bytes. A frame longer than the agreed maximum
+//!   (default 16 MiB) is refused *before* reading it, so a broken peer cannot make us allocate
+//!   gigabytes.
+//! - The first line is `KIND ID`: the message kind in capitals and a decimal message id. A reply
+//!   echoes the id of the message it answers. `HELLO` uses id 0.
+//! - Then `key: value` lines (keys lower case; values one line, so CR and LF are refused when
+//!   encoding), then an empty line.
+//! - The payload is whatever remains: XML for requests and replies, text for the others.
+//!
+//! Text headers and a length-prefixed frame are the compromise that makes a conforming server easy
+//! to write (read four bytes, read N bytes, split at the first empty line; no escaping rules, no
+//! schema compiler) while keeping binary-safe payloads and a hard size bound.
+//!
+//! ## Layers
+//!
+//! - [`Frame`]: the generic kind/id/headers/payload, with [`Frame::encode`] and [`Frame::decode`].
+//! - [`Message`]: the typed messages (`HELLO`, `REQUEST`, `REPLY`, the transaction and dialog
+//!   control messages), converted to and from frames.
+//! - [`FrameReader`]: reads frames from any `AsyncRead`. Like mini-redis's `Connection`, it buffers
+//!   what it has read, so `read_frame` is cancel safe and can sit in a `select!` next to a timer.
+//! - [`read_frame_blocking`]: the same for plain `std::io::Read` (the sample server's stdin).
+//!
+//! Every decoding failure is a [`ProtocolError`]; the caller closes the connection and logs the
+//! reason. Nothing in here panics on input or waits for bytes that will never come: the length
+//! prefix says exactly how much to read.
+
+use bytes::{Buf, Bytes, BytesMut};
+use std::fmt;
+use std::io::Read;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use crate::ReplyStatus;
+
+/// The protocol version this crate speaks (and the highest it offers in `HELLO`).
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Every version this crate can speak, offered in the broker's `HELLO`.
+pub const SUPPORTED_VERSIONS: &[u32] = &[1];
+
+/// The default largest frame, in bytes after the length prefix (16 MiB).
+pub const DEFAULT_MAX_FRAME: usize = 16 * 1024 * 1024;
+
+/// Why bytes could not be read as a frame, or a frame could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolError {
+    /// The length prefix announces more than the agreed maximum.
+    #[error("frame of {len} bytes exceeds the maximum of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+    /// The peer closed the stream in the middle of a frame.
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+    /// The frame's content breaks the rules (the text says which).
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// A header or first-line value cannot be encoded (for example it contains a line break).
+    #[error("cannot encode frame: {0}")]
+    Unencodable(String),
+    /// The stream failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+fn malformed(reason: impl Into<String>) -> ProtocolError {
+    ProtocolError::Malformed(reason.into())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Frames
+// ---------------------------------------------------------------------------------------------
+
+/// One frame: the generic form every message takes on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// The message kind: capital letters and `-` (`REQUEST`, `DIALOG-ABORT`).
+    pub kind: String,
+    /// The message id; a reply carries the id of what it answers.
+    pub id: u64,
+    /// `key: value` headers in order. Keys are lower case; each appears at most once.
+    pub headers: Vec<(String, String)>,
+    pub payload: Bytes,
+}
+
+impl Frame {
+    pub fn new(kind: &str, id: u64) -> Self {
+        Frame {
+            kind: kind.to_string(),
+            id,
+            headers: Vec::new(),
+            payload: Bytes::new(),
+        }
+    }
+
+    /// Add a header (builder style).
+    pub fn header(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.headers.push((key.to_string(), value.into()));
+        self
+    }
+
+    /// Add a header when the value is present.
+    pub fn header_opt(self, key: &str, value: Option<impl Into<String>>) -> Self {
+        match value {
+            Some(v) => self.header(key, v),
+            None => self,
+        }
+    }
+
+    pub fn with_payload(mut self, payload: impl Into<Bytes>) -> Self {
+        self.payload = payload.into();
+        self
+    }
+
+    /// The value of a header (keys are stored lower case).
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn require(&self, key: &str) -> Result<&str, ProtocolError> {
+        self.get(key)
+            .ok_or_else(|| malformed(format!("{} {}: missing header `{key}`", self.kind, self.id)))
+    }
+
+    /// The complete frame (length prefix included), refusing values that would break the framing
+    /// and frames longer than `max_frame`.
+    pub fn encode(&self, max_frame: usize) -> Result<Bytes, ProtocolError> {
+        if !valid_kind(&self.kind) {
+            return Err(ProtocolError::Unencodable(format!(
+                "message kind {:?} is not capital letters and '-'",
+                self.kind
+            )));
+        }
+        let mut head = String::with_capacity(64 + self.headers.len() * 32);
+        head.push_str(&self.kind);
+        head.push(' ');
+        head.push_str(&self.id.to_string());
+        head.push('\n');
+        for (key, value) in &self.headers {
+            if !valid_key(key) {
+                return Err(ProtocolError::Unencodable(format!(
+                    "header key {key:?} is not lower-case letters, digits and '-'"
+                )));
+            }
+            // A line break in a value would let it forge headers or end the block early.
+            if value.contains(['\r', '\n']) {
+                return Err(ProtocolError::Unencodable(format!(
+                    "header `{key}` contains a line break"
+                )));
+            }
+            head.push_str(key);
+            head.push_str(": ");
+            head.push_str(value);
+            head.push('\n');
+        }
+        head.push('\n');
+
+        let len = head.len() + self.payload.len();
+        if len > max_frame || len > u32::MAX as usize {
+            return Err(ProtocolError::TooLarge {
+                len,
+                max: max_frame,
+            });
+        }
+        let mut out = BytesMut::with_capacity(4 + len);
+        out.extend_from_slice(&(len as u32).to_be_bytes());
+        out.extend_from_slice(head.as_bytes());
+        out.extend_from_slice(&self.payload);
+        Ok(out.freeze())
+    }
+
+    /// Decode a frame's body: the `N` bytes after the length prefix.
+    pub fn decode(body: Bytes) -> Result<Frame, ProtocolError> {
+        // Find the empty line that ends the header block. Lines end in LF; a CR before it is
+        // tolerated on input (servers written on Windows), never produced.
+        let mut lines = Vec::new();
+        let mut start = 0;
+        let end_of_head = loop {
+            let Some(nl) = body[start..].iter().position(|&b| b == b'\n') else {
+                return Err(malformed("header block is not terminated by an empty line"));
+            };
+            let mut line = &body[start..start + nl];
+            if let [rest @ .., b'\r'] = line {
+                line = rest;
+            }
+            start += nl + 1;
+            if line.is_empty() {
+                break start;
+            }
+            lines.push(line);
+        };
+
+        let mut lines = lines.into_iter().map(|line| {
+            std::str::from_utf8(line).map_err(|_| malformed("header block is not UTF-8"))
+        });
+        let first = lines
+            .next()
+            .ok_or_else(|| malformed("empty header block (no `KIND ID` line)"))??;
+        let (kind, id) = first
+            .split_once(' ')
+            .ok_or_else(|| malformed(format!("first line {first:?} is not `KIND ID`")))?;
+        if !valid_kind(kind) {
+            return Err(malformed(format!("message kind {kind:?} is not valid")));
+        }
+        let id: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| malformed(format!("message id {id:?} is not a decimal number")))?;
+
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for line in lines {
+            let line = line?;
+            let (key, value) = line
+                .split_once(':')
+                .ok_or_else(|| malformed(format!("header line {line:?} has no ':'")))?;
+            let key = key.trim().to_ascii_lowercase();
+            if !valid_key(&key) {
+                return Err(malformed(format!("header key {key:?} is not valid")));
+            }
+            if headers.iter().any(|(k, _)| *k == key) {
+                return Err(malformed(format!("header `{key}` appears twice")));
+            }
+            headers.push((key, value.trim().to_string()));
+        }
+
+        Ok(Frame {
+            kind: kind.to_string(),
+            id,
+            headers,
+            payload: body.slice(end_of_head..),
+        })
+    }
+}
+
+fn valid_kind(kind: &str) -> bool {
+    !kind.is_empty() && kind.bytes().all(|b| b.is_ascii_uppercase() || b == b'-')
+}
+
+fn valid_key(key: &str) -> bool {
+    !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+/// Try to take one frame off the front of `buf`; `Ok(None)` when more bytes are needed.
+///
+/// This is the whole streaming decoder: the length check happens as soon as the four prefix bytes
+/// are there, so an oversized frame fails before its body is read.
+pub fn decode_frame(buf: &mut BytesMut, max_frame: usize) -> Result<Option<Frame>, ProtocolError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    check_len(len, max_frame)?;
+    if buf.len() < 4 + len {
+        // Reserve once for the whole frame instead of growing step by step.
+        buf.reserve(4 + len - buf.len());
+        return Ok(None);
+    }
+    buf.advance(4);
+    let body = buf.split_to(len).freeze();
+    Frame::decode(body).map(Some)
+}
+
+fn check_len(len: usize, max_frame: usize) -> Result<(), ProtocolError> {
+    if len > max_frame {
+        return Err(ProtocolError::TooLarge {
+            len,
+            max: max_frame,
+        });
+    }
+    if len == 0 {
+        return Err(malformed("zero-length frame"));
+    }
+    Ok(())
+}
+
+/// Reads frames from an async byte stream (a child's stdout, a TCP connection).
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    inner: R,
+    buf: BytesMut,
+    max_frame: usize,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(inner: R, max_frame: usize) -> Self {
+        FrameReader {
+            inner,
+            buf: BytesMut::with_capacity(8 * 1024),
+            max_frame,
+        }
+    }
+
+    /// The next frame; `Ok(None)` when the peer closed the stream between frames.
+    ///
+    /// Cancel safe: bytes read before a cancellation stay in the buffer for the next call.
+    pub async fn read_frame(&mut self) -> Result<Option<Frame>, ProtocolError> {
+        loop {
+            if let Some(frame) = decode_frame(&mut self.buf, self.max_frame)? {
+                return Ok(Some(frame));
+            }
+            if self.inner.read_buf(&mut self.buf).await? == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(ProtocolError::Truncated)
+                };
+            }
+        }
+    }
+
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+}
+
+/// Read one frame from a blocking reader; `Ok(None)` on a clean end of stream between frames.
+pub fn read_frame_blocking<R: Read>(
+    reader: &mut R,
+    max_frame: usize,
+) -> Result<Option<Frame>, ProtocolError> {
+    let mut prefix = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match reader.read(&mut prefix[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(ProtocolError::Truncated),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let len = u32::from_be_bytes(prefix) as usize;
+    check_len(len, max_frame)?;
+    let mut body = vec![0u8; len];
+    reader.read_exact(&mut body).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            ProtocolError::Truncated
+        } else {
+            ProtocolError::Io(e)
+        }
+    })?;
+    Frame::decode(Bytes::from(body)).map(Some)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Typed messages
+// ---------------------------------------------------------------------------------------------
+
+/// The dialog marker as it travels (the broker keeps the worker id; the server needs only this).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialog {
+    None,
+    Begin,
+    Continue,
+}
+
+impl Dialog {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dialog::None => "none",
+            Dialog::Begin => "begin",
+            Dialog::Continue => "continue",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Dialog> {
+        match s {
+            "none" => Some(Dialog::None),
+            "begin" => Some(Dialog::Begin),
+            "continue" => Some(Dialog::Continue),
+            _ => None,
+        }
+    }
+}
+
+/// `HELLO`: the version handshake, first in each direction on a new connection.
+///
+/// The broker offers `versions` and names its preference in `protocol`; the server answers with
+/// the `protocol` it chose and its `server` name.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Hello {
+    pub protocol: u32,
+    /// Versions the sender can speak (the broker's offer; optional from the server).
+    pub versions: Vec<u32>,
+    /// The server's self-description, for the log (server to broker).
+    pub server: Option<String>,
+    /// The server class this connection serves (broker to server).
+    pub class: Option<String>,
+    /// The worker id the broker gave this connection (broker to server).
+    pub worker: Option<String>,
+    /// The largest frame the sender accepts.
+    pub max_frame: Option<usize>,
+    /// Set by a server that refuses the handshake: why.
+    pub error: Option<String>,
+}
+
+/// `REQUEST <id>`: one service call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub id: u64,
+    pub service: String,
+    pub operation: String,
+    pub session: Option<String>,
+    pub transaction: Option<String>,
+    pub dialog: Dialog,
+    /// The body element as XML bytes.
+    pub payload: Bytes,
+}
+
+/// `REPLY <id>`: the answer to a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub id: u64,
+    pub status: ReplyStatus,
+    /// The response element, the fault detail, or error text.
+    pub payload: Bytes,
+}
+
+/// A participant's vote in `VOTE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vote {
+    /// Prepared: the work is durable on the server and will be committed or aborted on command.
+    Yes,
+    /// Cannot commit; the server has already rolled the transaction back.
+    No,
+}
+
+/// Every message of the protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// `HELLO 0` (both directions).
+    Hello(Hello),
+    /// `REQUEST <id>` (broker to server).
+    Request(Request),
+    /// `REPLY <id>` (server to broker).
+    Reply(Reply),
+    /// `PREPARE <id>` with `transaction` (broker to server): phase one.
+    Prepare { id: u64, transaction: String },
+    /// `VOTE <id>` with `transaction`, `vote: yes|no` and an optional `reason`.
+    Vote {
+        id: u64,
+        transaction: String,
+        vote: Vote,
+        reason: Option<String>,
+    },
+    /// `COMMIT <id>` with `transaction`: phase two, commit. Idempotent.
+    Commit { id: u64, transaction: String },
+    /// `ABORT <id>` with `transaction`: roll back (prepared or not). Idempotent.
+    Abort { id: u64, transaction: String },
+    /// `ACK <id>`: the answer to `COMMIT`, `ABORT` and `DIALOG-ABORT`.
+    Ack {
+        id: u64,
+        transaction: Option<String>,
+    },
+    /// `RECOVER <id>`: list transactions prepared but not yet committed or aborted.
+    Recover { id: u64 },
+    /// `RECOVERED <id>` with `count`; the payload lists the transaction ids, one per line.
+    Recovered { id: u64, transactions: Vec<String> },
+    /// `DIALOG-ABORT <id>` with `session`: the broker ends the dialog that session holds.
+    DialogAbort { id: u64, session: String },
+}
+
+impl Message {
+    /// The message id (0 for `HELLO`).
+    pub fn id(&self) -> u64 {
+        match self {
+            Message::Hello(_) => 0,
+            Message::Request(r) => r.id,
+            Message::Reply(r) => r.id,
+            Message::Prepare { id, .. }
+            | Message::Vote { id, .. }
+            | Message::Commit { id, .. }
+            | Message::Abort { id, .. }
+            | Message::Ack { id, .. }
+            | Message::Recover { id }
+            | Message::Recovered { id, .. }
+            | Message::DialogAbort { id, .. } => *id,
+        }
+    }
+
+    /// The wire kind (`REQUEST`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "HELLO",
+            Message::Request(_) => "REQUEST",
+            Message::Reply(_) => "REPLY",
+            Message::Prepare { .. } => "PREPARE",
+            Message::Vote { .. } => "VOTE",
+            Message::Commit { .. } => "COMMIT",
+            Message::Abort { .. } => "ABORT",
+            Message::Ack { .. } => "ACK",
+            Message::Recover { .. } => "RECOVER",
+            Message::Recovered { .. } => "RECOVERED",
+            Message::DialogAbort { .. } => "DIALOG-ABORT",
+        }
+    }
+
+    /// Encode straight to bytes (length prefix included).
+    pub fn encode(&self, max_frame: usize) -> Result<Bytes, ProtocolError> {
+        self.to_frame()?.encode(max_frame)
+    }
+
+    /// The generic frame for this message. Fails only for values the format cannot carry.
+    pub fn to_frame(&self) -> Result<Frame, ProtocolError> {
+        let frame = Frame::new(self.kind(), self.id());
+        Ok(match self {
+            Message::Hello(h) => {
+                let versions = (!h.versions.is_empty()).then(|| {
+                    h.versions
+                        .iter()
+                        .map(u32::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                });
+                frame
+                    .header("protocol", h.protocol.to_string())
+                    .header_opt("versions", versions)
+                    .header_opt("server", h.server.clone())
+                    .header_opt("class", h.class.clone())
+                    .header_opt("worker", h.worker.clone())
+                    .header_opt("max-frame", h.max_frame.map(|m| m.to_string()))
+                    .header_opt("error", h.error.clone())
+            }
+            Message::Request(r) => frame
+                .header("service", r.service.clone())
+                .header("operation", r.operation.clone())
+                .header_opt("session", r.session.clone())
+                .header_opt("transaction", r.transaction.clone())
+                .header("dialog", r.dialog.as_str())
+                .with_payload(r.payload.clone()),
+            Message::Reply(r) => {
+                let frame = match &r.status {
+                    ReplyStatus::Ok => frame.header("status", "ok"),
+                    ReplyStatus::DialogContinue => frame.header("status", "dialog-continue"),
+                    ReplyStatus::DialogEnd => frame.header("status", "dialog-end"),
+                    ReplyStatus::DialogAbort => frame.header("status", "dialog-abort"),
+                    ReplyStatus::Fault { code, string } => frame
+                        .header("status", "fault")
+                        .header("fault-code", code.clone())
+                        .header("fault-string", string.clone()),
+                    ReplyStatus::Error(reason) => {
+                        let reason = (!reason.is_empty()).then(|| reason.clone());
+                        frame.header("status", "error").header_opt("reason", reason)
+                    }
+                };
+                frame.with_payload(r.payload.clone())
+            }
+            Message::Prepare { transaction, .. }
+            | Message::Commit { transaction, .. }
+            | Message::Abort { transaction, .. } => {
+                frame.header("transaction", check_token(transaction)?)
+            }
+            Message::Vote {
+                transaction,
+                vote,
+                reason,
+                ..
+            } => frame
+                .header("transaction", check_token(transaction)?)
+                .header(
+                    "vote",
+                    match vote {
+                        Vote::Yes => "yes",
+                        Vote::No => "no",
+                    },
+                )
+                .header_opt("reason", reason.clone()),
+            Message::Ack { transaction, .. } => {
+                frame.header_opt("transaction", transaction.clone())
+            }
+            Message::Recover { .. } => frame,
+            Message::Recovered { transactions, .. } => {
+                let mut list = String::new();
+                for t in transactions {
+                    list.push_str(check_token(t)?);
+                    list.push('\n');
+                }
+                frame
+                    .header("count", transactions.len().to_string())
+                    .with_payload(list)
+            }
+            Message::DialogAbort { session, .. } => frame.header("session", session.clone()),
+        })
+    }
+
+    /// Decode a frame's body (the bytes after the length prefix) into a message.
+    pub fn decode(body: Bytes) -> Result<Message, ProtocolError> {
+        Message::from_frame(Frame::decode(body)?)
+    }
+
+    /// The typed message a frame carries. Unknown headers are ignored (newer peers may add
+    /// some); missing required ones and unknown kinds are errors.
+    pub fn from_frame(frame: Frame) -> Result<Message, ProtocolError> {
+        let id = frame.id;
+        let text = |key: &str| frame.get(key).map(str::to_string);
+        let txn = || frame.require("transaction").map(str::to_string);
+        Ok(match frame.kind.as_str() {
+            "HELLO" => {
+                let protocol = parse_number(frame.require("protocol")?, "protocol")?;
+                let versions = match frame.get("versions") {
+                    None => Vec::new(),
+                    Some(list) => list
+                        .split(',')
+                        .map(|v| parse_number(v.trim(), "versions"))
+                        .collect::<Result<_, _>>()?,
+                };
+                let max_frame = match frame.get("max-frame") {
+                    None => None,
+                    Some(v) => Some(parse_number(v, "max-frame")?),
+                };
+                Message::Hello(Hello {
+                    protocol,
+                    versions,
+                    server: text("server"),
+                    class: text("class"),
+                    worker: text("worker"),
+                    max_frame,
+                    error: text("error"),
+                })
+            }
+            "REQUEST" => {
+                let dialog = match frame.get("dialog") {
+                    None => Dialog::None,
+                    Some(d) => Dialog::parse(d)
+                        .ok_or_else(|| malformed(format!("REQUEST {id}: unknown dialog {d:?}")))?,
+                };
+                Message::Request(Request {
+                    id,
+                    service: frame.require("service")?.to_string(),
+                    operation: frame.require("operation")?.to_string(),
+                    session: text("session"),
+                    transaction: text("transaction"),
+                    dialog,
+                    payload: frame.payload.clone(),
+                })
+            }
+            "REPLY" => {
+                let status = match frame.require("status")? {
+                    "ok" => ReplyStatus::Ok,
+                    "dialog-continue" => ReplyStatus::DialogContinue,
+                    "dialog-end" => ReplyStatus::DialogEnd,
+                    "dialog-abort" => ReplyStatus::DialogAbort,
+                    "fault" => ReplyStatus::Fault {
+                        code: frame.require("fault-code")?.to_string(),
+                        string: frame.get("fault-string").unwrap_or_default().to_string(),
+                    },
+                    "error" => ReplyStatus::Error(text("reason").unwrap_or_default()),
+                    other => {
+                        return Err(malformed(format!("REPLY {id}: unknown status {other:?}")))
+                    }
+                };
+                Message::Reply(Reply {
+                    id,
+                    status,
+                    payload: frame.payload.clone(),
+                })
+            }
+            "PREPARE" => Message::Prepare {
+                id,
+                transaction: txn()?,
+            },
+            "VOTE" => Message::Vote {
+                id,
+                transaction: txn()?,
+                vote: match frame.require("vote")? {
+                    "yes" => Vote::Yes,
+                    "no" => Vote::No,
+                    other => return Err(malformed(format!("VOTE {id}: unknown vote {other:?}"))),
+                },
+                reason: text("reason"),
+            },
+            "COMMIT" => Message::Commit {
+                id,
+                transaction: txn()?,
+            },
+            "ABORT" => Message::Abort {
+                id,
+                transaction: txn()?,
+            },
+            "ACK" => Message::Ack {
+                id,
+                transaction: text("transaction"),
+            },
+            "RECOVER" => Message::Recover { id },
+            "RECOVERED" => {
+                let list = std::str::from_utf8(&frame.payload)
+                    .map_err(|_| malformed(format!("RECOVERED {id}: payload is not UTF-8")))?;
+                let transactions: Vec<String> = list
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                if let Some(count) = frame.get("count") {
+                    let count: usize = parse_number(count, "count")?;
+                    if count != transactions.len() {
+                        return Err(malformed(format!(
+                            "RECOVERED {id}: count says {count} but the payload lists {}",
+                            transactions.len()
+                        )));
+                    }
+                }
+                Message::Recovered { id, transactions }
+            }
+            "DIALOG-ABORT" => Message::DialogAbort {
+                id,
+                session: frame.require("session")?.to_string(),
+            },
+            other => return Err(malformed(format!("unknown message kind {other:?}"))),
+        })
+    }
+}
+
+/// Transaction ids travel on payload lines and as header values: no whitespace at all.
+fn check_token(t: &str) -> Result<&str, ProtocolError> {
+    if t.is_empty() || t.chars().any(char::is_whitespace) {
+        Err(ProtocolError::Unencodable(format!(
+            "transaction id {t:?} is empty or contains whitespace"
+        )))
+    } else {
+        Ok(t)
+    }
+}
+
+fn parse_number<T: std::str::FromStr>(value: &str, what: &str) -> Result<T, ProtocolError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| malformed(format!("`{what}` value {value:?} is not a number")))
+}
+
+impl fmt::Display for Frame {
+    /// A one-line summary for logs (never the payload: it may be large or sensitive).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {} ({} headers, {} payload bytes)",
+            self.kind,
+            self.id,
+            self.headers.len(),
+            self.payload.len()
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAX: usize = DEFAULT_MAX_FRAME;
+
+    fn roundtrip(msg: Message) {
+        let bytes = msg.encode(MAX).unwrap();
+        let mut buf = BytesMut::from(&bytes[..]);
+        let frame = decode_frame(&mut buf, MAX).unwrap().unwrap();
+        assert!(buf.is_empty());
+        assert_eq!(Message::from_frame(frame).unwrap(), msg);
+    }
+
+    fn body(text: &str) -> Bytes {
+        Bytes::copy_from_slice(text.as_bytes())
+    }
+
+    #[test]
+    fn every_message_roundtrips() {
+        roundtrip(Message::Hello(Hello {
+            protocol: 1,
+            versions: vec![1, 2],
+            class: Some("echo".into()),
+            worker: Some("echo#1".into()),
+            max_frame: Some(MAX),
+            ..Default::default()
+        }));
+        roundtrip(Message::Hello(Hello {
+            protocol: 1,
+            server: Some("sample-server echo".into()),
+            ..Default::default()
+        }));
+        roundtrip(Message::Request(Request {
+            id: 17,
+            service: "Echo".into(),
+            operation: "Echo".into(),
+            session: Some("s-1".into()),
+            transaction: None,
+            dialog: Dialog::Begin,
+            payload: body("<Echo xmlns=\"urn:x\"><a>1</a></Echo>"),
+        }));
+        for status in [
+            ReplyStatus::Ok,
+            ReplyStatus::DialogContinue,
+            ReplyStatus::DialogEnd,
+            ReplyStatus::DialogAbort,
+            ReplyStatus::Fault {
+                code: "Client".into(),
+                string: "unknown operation X".into(),
+            },
+            ReplyStatus::Error("disk full".into()),
+        ] {
+            roundtrip(Message::Reply(Reply {
+                id: 17,
+                status,
+                payload: body("<r/>"),
+            }));
+        }
+        roundtrip(Message::Prepare {
+            id: 3,
+            transaction: "t-1".into(),
+        });
+        roundtrip(Message::Vote {
+            id: 3,
+            transaction: "t-1".into(),
+            vote: Vote::No,
+            reason: Some("constraint violated".into()),
+        });
+        roundtrip(Message::Commit {
+            id: 4,
+            transaction: "t-1".into(),
+        });
+        roundtrip(Message::Abort {
+            id: 5,
+            transaction: "t-1".into(),
+        });
+        roundtrip(Message::Ack {
+            id: 5,
+            transaction: Some("t-1".into()),
+        });
+        roundtrip(Message::Recover { id: 6 });
+        roundtrip(Message::Recovered {
+            id: 6,
+            transactions: vec!["t-1".into(), "t-9".into()],
+        });
+        roundtrip(Message::Recovered {
+            id: 6,
+            transactions: vec![],
+        });
+        roundtrip(Message::DialogAbort {
+            id: 7,
+            session: "s-1".into(),
+        });
+    }
+
+    #[test]
+    fn exact_bytes_of_a_request() {
+        let msg = Message::Request(Request {
+            id: 1,
+            service: "Echo".into(),
+            operation: "Echo".into(),
+            session: None,
+            transaction: None,
+            dialog: Dialog::None,
+            payload: body("<Echo/>"),
+        });
+        let bytes = msg.encode(MAX).unwrap();
+        let text = "REQUEST 1\nservice: Echo\noperation: Echo\ndialog: none\n\n<Echo/>";
+        assert_eq!(&bytes[..4], &(text.len() as u32).to_be_bytes());
+        assert_eq!(&bytes[4..], text.as_bytes());
+    }
+
+    /// The example exchange in PROTOCOL.md §7 is what this codec produces.
+    #[test]
+    fn protocol_md_example_bytes() {
+        let hello = Message::Hello(Hello {
+            protocol: 1,
+            versions: vec![1],
+            class: Some("echo".into()),
+            worker: Some("echo#1".into()),
+            max_frame: Some(DEFAULT_MAX_FRAME),
+            ..Default::default()
+        });
+        assert_eq!(&hello.encode(MAX).unwrap()[..4], &[0, 0, 0, 0x50]);
+        let request = Message::Request(Request {
+            id: 1,
+            service: "Echo".into(),
+            operation: "Echo".into(),
+            session: Some("7f3a9c".into()),
+            transaction: None,
+            dialog: Dialog::None,
+            payload: body(r#"<Echo xmlns="urn:example"><text>hi</text></Echo>"#),
+        });
+        let bytes = request.encode(MAX).unwrap();
+        assert_eq!(&bytes[..4], &[0, 0, 0, 0x76]);
+        assert!(bytes[4..].starts_with(
+            b"REQUEST 1\nservice: Echo\noperation: Echo\nsession: 7f3a9c\ndialog: none\n\n<Echo"
+        ));
+        let fault = Message::Reply(Reply {
+            id: 2,
+            status: ReplyStatus::Fault {
+                code: "Client".into(),
+                string: "unknown operation Frob".into(),
+            },
+            payload: Bytes::new(),
+        });
+        assert_eq!(&fault.encode(MAX).unwrap()[..4], &[0, 0, 0, 0x4f]);
+    }
+
+    #[test]
+    fn lenient_input_crlf_case_and_unknown_headers() {
+        let frame = Frame::decode(body(
+            "REPLY 9\r\nStatus: ok\r\nX-Extra:  whatever \r\n\r\n<EchoResponse/>",
+        ))
+        .unwrap();
+        assert_eq!(frame.get("x-extra"), Some("whatever"));
+        let msg = Message::from_frame(frame).unwrap();
+        assert_eq!(
+            msg,
+            Message::Reply(Reply {
+                id: 9,
+                status: ReplyStatus::Ok,
+                payload: body("<EchoResponse/>"),
+            })
+        );
+    }
+
+    #[test]
+    fn payload_may_contain_blank_lines_and_binary() {
+        let payload = Bytes::from_static(b"\n\n\x00\xff\r\n");
+        let frame = Frame::new("REPLY", 1)
+            .header("status", "ok")
+            .with_payload(payload.clone());
+        let bytes = frame.encode(MAX).unwrap();
+        let decoded = Frame::decode(bytes.slice(4..)).unwrap();
+        assert_eq!(decoded.payload, payload);
+    }
+
+    #[test]
+    fn refuses_line_breaks_in_values() {
+        let frame = Frame::new("REPLY", 1)
+            .header("status", "fault")
+            .header("fault-string", "two\nlines");
+        assert!(matches!(
+            frame.encode(MAX),
+            Err(ProtocolError::Unencodable(_))
+        ));
+        let frame = Frame::new("REPLY", 1).header("status", "ok\r");
+        assert!(matches!(
+            frame.encode(MAX),
+            Err(ProtocolError::Unencodable(_))
+        ));
+        let frame = Frame::new("REPLY", 1).header("Bad Key", "x");
+        assert!(frame.encode(MAX).is_err());
+        let frame = Frame::new("reply", 1);
+        assert!(frame.encode(MAX).is_err());
+        let msg = Message::Commit {
+            id: 1,
+            transaction: "has space".into(),
+        };
+        assert!(msg.encode(MAX).is_err());
+    }
+
+    #[test]
+    fn refuses_oversized_frames_both_ways() {
+        let frame = Frame::new("REPLY", 1)
+            .header("status", "ok")
+            .with_payload(vec![b'x'; 100]);
+        assert!(matches!(
+            frame.encode(64),
+            Err(ProtocolError::TooLarge { max: 64, .. })
+        ));
+        // Only the prefix has arrived: the decoder must refuse at once, not wait for the body.
+        let mut buf = BytesMut::from(&(1_000_000u32).to_be_bytes()[..]);
+        assert!(matches!(
+            decode_frame(&mut buf, 1000),
+            Err(ProtocolError::TooLarge {
+                len: 1_000_000,
+                max: 1000
+            })
+        ));
+        let mut reader = &(u32::MAX).to_be_bytes()[..];
+        assert!(matches!(
+            read_frame_blocking(&mut reader, MAX),
+            Err(ProtocolError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn waits_for_partial_frames_and_splits_concatenated_ones() {
+        let a = Message::Recover { id: 1 }.encode(MAX).unwrap();
+        let b = Message::Ack {
+            id: 2,
+            transaction: None,
+        }
+        .encode(MAX)
+        .unwrap();
+        let mut all = a.to_vec();
+        all.extend_from_slice(&b);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        // Feed one byte at a time: every prefix is "need more", never an error.
+        for byte in all {
+            buf.extend_from_slice(&[byte]);
+            if let Some(frame) = decode_frame(&mut buf, MAX).unwrap() {
+                out.push(Message::from_frame(frame).unwrap());
+            }
+        }
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].kind(), "ACK");
+    }
+
+    #[test]
+    fn malformed_bodies_are_errors_not_panics() {
+        let cases: &[&[u8]] = &[
+            b"",
+            b"\n",
+            b"REQUEST 1",
+            b"REQUEST 1\nservice: Echo\n",
+            b"REQUEST\n\n",
+            b"REQUEST x\n\n",
+            b"REQUEST -1\n\n",
+            b"REQUEST 99999999999999999999999\n\n",
+            b"request 1\n\n",
+            b"REQUEST 1\nno colon here\n\n",
+            b"REQUEST 1\n: empty key\n\n",
+            b"REQUEST 1\nservice: a\nservice: b\n\n",
+            b"REQUEST 1\n\xff\xfe: x\n\n",
+            b"\xff\xff 1\n\n",
+        ];
+        for case in cases {
+            assert!(
+                matches!(
+                    Frame::decode(Bytes::copy_from_slice(case)),
+                    Err(ProtocolError::Malformed(_))
+                ),
+                "{:?} should be malformed",
+                String::from_utf8_lossy(case)
+            );
+        }
+        // Well-framed but semantically wrong messages.
+        let typed: &[&str] = &[
+            "REQUEST 1\noperation: Echo\n\n",
+            "REQUEST 1\nservice: E\noperation: E\ndialog: sideways\n\n",
+            "REPLY 1\n\n",
+            "REPLY 1\nstatus: maybe\n\n",
+            "REPLY 1\nstatus: fault\n\n",
+            "HELLO 0\nserver: x\n\n",
+            "HELLO 0\nprotocol: one\n\n",
+            "VOTE 1\ntransaction: t\nvote: perhaps\n\n",
+            "COMMIT 1\n\n",
+            "RECOVERED 1\ncount: 2\n\nt-1\n",
+            "DIALOG-ABORT 1\n\n",
+            "SHOUT 1\n\n",
+        ];
+        for case in typed {
+            assert!(
+                matches!(
+                    Message::decode(body(case)),
+                    Err(ProtocolError::Malformed(_))
+                ),
+                "{case:?} should be malformed"
+            );
+        }
+        let mut zero = BytesMut::from(&[0u8, 0, 0, 0][..]);
+        assert!(matches!(
+            decode_frame(&mut zero, MAX),
+            Err(ProtocolError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn truncated_streams() {
+        let bytes = Message::Recover { id: 1 }.encode(MAX).unwrap();
+        // Clean end between frames.
+        let mut empty: &[u8] = &[];
+        assert!(read_frame_blocking(&mut empty, MAX).unwrap().is_none());
+        // End inside the prefix, and inside the body.
+        for cut in [2, bytes.len() - 1] {
+            let mut part = &bytes[..cut];
+            assert!(matches!(
+                read_frame_blocking(&mut part, MAX),
+                Err(ProtocolError::Truncated)
+            ));
+        }
+    }
+
+    #[tokio::test]
+    async fn async_reader_handles_eof_and_truncation() {
+        let bytes = Message::Recover { id: 1 }.encode(MAX).unwrap();
+        let mut whole = bytes.to_vec();
+        whole.extend_from_slice(&bytes[..5]);
+        let mut reader = FrameReader::new(&whole[..], MAX);
+        assert!(reader.read_frame().await.unwrap().is_some());
+        assert!(matches!(
+            reader.read_frame().await,
+            Err(ProtocolError::Truncated)
+        ));
+        let mut reader = FrameReader::new(&bytes[..], MAX);
+        assert!(reader.read_frame().await.unwrap().is_some());
+        assert!(reader.read_frame().await.unwrap().is_none());
+    }
+}

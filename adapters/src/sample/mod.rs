@@ -1,0 +1,137 @@
+//! # The sample legacy servers
+//!
+//! `sample-server <class>` plays one of the sample application's server classes (see
+//! `shared/spec/product.md`, "The sample application"). Each class is one file here implementing
+//! [`SampleClass`]; the wire-protocol plumbing ([`stdio`]) and the HTTP mode ([`http`]) are shared,
+//! so adding `ledger`, `cart` or `directory` means one new file and one new subcommand.
+//!
+//! A sample class is deliberately written the way a legacy team would write a conforming server:
+//! a blocking loop on stdin/stdout, one request at a time, exit when stdin closes.
+
+pub mod echo;
+pub mod http;
+pub mod stdio;
+
+use crate::protocol::{Message, Reply, Request};
+use crate::ReplyStatus;
+use bytes::Bytes;
+use clap::{Parser, Subcommand};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a class does with a request.
+pub enum Action {
+    /// Answer (after `delay`, a test aid for slow servers).
+    Reply {
+        status: ReplyStatus,
+        payload: Bytes,
+        delay: Duration,
+    },
+    /// Exit at once with this code, without answering (a test aid for crashing servers).
+    Exit(i32),
+}
+
+impl Action {
+    /// An application fault (passed to the SOAP client as a fault).
+    pub fn fault(code: &str, string: impl Into<String>) -> Action {
+        Action::Reply {
+            status: ReplyStatus::Fault {
+                code: code.to_string(),
+                string: string.into(),
+            },
+            payload: Bytes::new(),
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+/// One sample server class.
+pub trait SampleClass {
+    /// How the server names itself in `HELLO` (for the broker's log).
+    fn server_name(&self) -> String;
+
+    /// Serve one request.
+    fn request(&mut self, request: &Request) -> Action;
+
+    /// Transaction and dialog control (`PREPARE`, `COMMIT`, `ABORT`, `RECOVER`, `DIALOG-ABORT`).
+    /// The default suits a context-free, non-transactional class: acknowledge a dialog abort (there
+    /// is nothing to abort) and answer the transaction messages with an error reply.
+    fn control(&mut self, message: &Message) -> Message {
+        match message {
+            Message::DialogAbort { id, .. } => Message::Ack {
+                id: *id,
+                transaction: None,
+            },
+            other => Message::Reply(Reply {
+                id: other.id(),
+                status: ReplyStatus::Error(format!(
+                    "{} is not transactional (got {})",
+                    self.server_name(),
+                    other.kind()
+                )),
+                payload: Bytes::new(),
+            }),
+        }
+    }
+}
+
+// ---- the command line -------------------------------------------------------------------------
+
+#[derive(Parser)]
+#[command(
+    name = "sample-server",
+    version,
+    about = "Plays the sample application's legacy server classes (wire protocol on stdin/stdout)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    class: Class,
+}
+
+/// One subcommand per sample class.
+#[derive(Subcommand)]
+enum Class {
+    /// The context-free `echo` class: Echo → EchoResponse.
+    Echo {
+        /// Serve over HTTP on this address (e.g. 127.0.0.1:9000) instead of stdin/stdout.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<String>,
+    },
+}
+
+/// Run `sample-server` with these arguments (without the program name). The `broker` binary calls
+/// this for `broker sample-server …`, so the embedded default needs no second executable.
+pub fn main_with_args(args: Vec<String>) -> std::process::ExitCode {
+    let cli = match Cli::try_parse_from(std::iter::once("sample-server".to_string()).chain(args)) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return std::process::ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    let code = match cli.class {
+        Class::Echo { http: None } => stdio::serve(&mut echo::Echo),
+        Class::Echo { http: Some(addr) } => serve_http(&addr, Arc::new(echo::respond)),
+    };
+    std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn serve_http(addr: &str, work: Arc<http::Work>) -> i32 {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("sample-server: cannot start the runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(http::serve(addr, work)) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("sample-server: cannot serve HTTP on {addr}: {e}");
+            1
+        }
+    }
+}

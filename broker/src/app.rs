@@ -1,0 +1,218 @@
+//! Start-up and shutdown of a whole broker process.
+//!
+//! Start-up: open the store, start the server classes (their minimum workers), build the router and
+//! the engine, start the sweeper, bind the HTTP listener. Adapters, the store's background work and the
+//! sweeper run on one multi-threaded tokio runtime (the *engine runtime*); actix-web runs its own
+//! single-threaded worker runtimes and reaches the engine only through runtime-agnostic futures.
+//!
+//! Shutdown (SIGTERM or SIGINT): actix stops accepting and lets requests in flight finish (up to
+//! `broker.shutdown_timeout`); then the sweeper stops, the server classes stop their workers, and the
+//! store flushes.
+
+use crate::config::{Config, DialectKind};
+use crate::dialect::nonstop::NonStop;
+use crate::engine::{spawn_sweeper, SessionEngine};
+use crate::router::Router;
+use crate::server::{self, Endpoint, Shared};
+use crate::soap::Roles;
+use actix_web::{web, App, HttpServer};
+use adapters::ServerClass;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why the broker could not run. Each is one line for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("store {url}: {source}")]
+    Store {
+        url: String,
+        source: cookie_store::StoreError,
+    },
+    #[error("server class {name}: {source}")]
+    ServerClass {
+        name: String,
+        source: adapters::AdapterError,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Run the broker until SIGTERM/SIGINT. Prints where it listens once ready.
+pub fn run(config: Config) -> Result<(), RunError> {
+    let data_dir = &config.broker.data_dir;
+    std::fs::create_dir_all(data_dir).map_err(|source| RunError::DataDir {
+        path: data_dir.display().to_string(),
+        source,
+    })?;
+
+    let engine_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("engine")
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+
+    let store = cookie_store::open(&config.store.url).map_err(|source| RunError::Store {
+        url: config.store.url.clone(),
+        source,
+    })?;
+
+    // Start every server class; if one fails, stop those already started before giving up.
+    let mut classes: HashMap<String, Arc<dyn ServerClass>> = HashMap::new();
+    for c in &config.server_classes {
+        let name = c.name.clone();
+        match engine_rt.block_on(adapters::build(c.clone(), engine_rt.handle().clone())) {
+            Ok(class) => {
+                classes.insert(name, class);
+            }
+            Err(source) => {
+                engine_rt.block_on(stop_classes(&classes, Duration::from_secs(2)));
+                return Err(RunError::ServerClass { name, source });
+            }
+        }
+    }
+
+    let router = Router::new(&config, &classes);
+    let longest_request = config
+        .server_classes
+        .iter()
+        .map(|c| c.request_timeout)
+        .max()
+        .unwrap_or_default();
+    let engine = Arc::new(SessionEngine::new(
+        store.clone(),
+        router,
+        longest_request + Duration::from_secs(30),
+    ));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sweeper = spawn_sweeper(
+        engine.clone(),
+        engine_rt.handle(),
+        config.store.sweep_interval,
+        config.store.sweep_batch,
+        stop_rx,
+    );
+
+    let shared = web::Data::new(Shared {
+        engine: engine.clone(),
+        limits: config.limits.clone(),
+    });
+    let mut nonstop_endpoints = Vec::new();
+    for e in &config.endpoints {
+        match e.dialect {
+            DialectKind::NonStop => {
+                let services: HashMap<String, &'static encoding_rs::Encoding> = config
+                    .services
+                    .iter()
+                    .filter(|s| s.endpoint == e.path)
+                    .filter_map(|s| {
+                        let enc = encoding_rs::Encoding::for_label(
+                            s.response_encoding.as_deref()?.as_bytes(),
+                        )?;
+                        Some((s.name.clone(), enc))
+                    })
+                    .collect();
+                nonstop_endpoints.push(Arc::new(Endpoint {
+                    config: e.clone(),
+                    roles: Roles {
+                        extra: e.roles.clone(),
+                    },
+                    dialect: NonStop::new(move |service| services.get(service).copied()),
+                }));
+            }
+        }
+    }
+
+    let limits = config.limits.clone();
+    let listen = config.broker.listen;
+    let mut http = HttpServer::new(move || {
+        let mut app = App::new()
+            .app_data(shared.clone())
+            .route("/healthz", web::get().to(server::healthz));
+        for ep in &nonstop_endpoints {
+            let ep = ep.clone();
+            let limits = limits.clone();
+            app = app.configure(move |cfg| server::configure_endpoint(cfg, ep, &limits));
+        }
+        app
+    })
+    .shutdown_timeout(config.broker.shutdown_timeout.as_secs().max(1));
+    if let Some(n) = config.broker.workers {
+        http = http.workers(n);
+    }
+
+    let system = actix_web::rt::System::new();
+    let result = system.block_on(async {
+        let server = http.bind(listen).map_err(|source| RunError::Listen {
+            addr: listen.to_string(),
+            source,
+        })?;
+        let bound = server.addrs().first().copied().unwrap_or(listen);
+        announce(&config, bound);
+        server.run().await.map_err(|source| RunError::Listen {
+            addr: listen.to_string(),
+            source,
+        })
+    });
+
+    tracing::info!("stopping: sweeper, server classes, store");
+    let _ = stop_tx.send(true);
+    engine_rt.block_on(async {
+        let _ = sweeper.await;
+        stop_classes(&classes, Duration::from_secs(5)).await;
+        if let Err(e) = store.flush().await {
+            tracing::error!(error = %e, "final store flush failed");
+        }
+    });
+    engine_rt.shutdown_timeout(Duration::from_secs(2));
+    tracing::info!("stopped");
+    result
+}
+
+async fn stop_classes(classes: &HashMap<String, Arc<dyn ServerClass>>, grace: Duration) {
+    for class in classes.values() {
+        class.shutdown(grace).await;
+    }
+}
+
+/// Tell the operator where we are and how to try it.
+fn announce(config: &Config, bound: std::net::SocketAddr) {
+    let endpoint = config
+        .endpoints
+        .first()
+        .map(|e| e.path.as_str())
+        .unwrap_or("/soap");
+    tracing::info!(id = %config.broker.id, listen = %bound, data = %config.broker.data_dir.display(), store = %config.store.url, "broker ready");
+    println!("broker {} listening on http://{bound}", config.broker.id);
+    println!(
+        "data directory: {}  (store: {})",
+        config.broker.data_dir.display(),
+        config.store.url
+    );
+    println!(
+        "endpoints: {}",
+        config
+            .endpoints
+            .iter()
+            .map(|e| e.path.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("try it:");
+    println!(
+        "  curl -s -H 'Content-Type: text/xml' -H 'SOAPAction: \"\"' --data '<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\"><soapenv:Header><nsk:Session xmlns:nsk=\"urn:compaq_nsk_oss_SoapHeader\" SessionCommand=\"Begin\"/></soapenv:Header><soapenv:Body><Echo><text>hello</text></Echo></soapenv:Body></soapenv:Envelope>' http://{bound}{endpoint}"
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+}

@@ -1,0 +1,821 @@
+//! Configuration: the TOML file parsed once into typed, validated structs.
+//!
+//! Parsing happens in two steps. Serde reads the file into `Raw*` structs that mirror the TOML
+//! (every key optional, unknown keys refused so a typo is an error rather than a silently ignored
+//! setting); [`Config::from_toml`] then validates each value and builds the typed [`Config`]. Every
+//! error names the file, the key (`server_class[1].max_workers`) and what is wrong, so a user can act
+//! on it without reading code.
+
+use adapters::{AdapterKind, Context, ServerClassConfig};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The embedded default, also printed by `--print-default-config`.
+pub const DEFAULT_CONFIG: &str = include_str!("default_config.toml");
+
+/// NonStop's ceiling for the session timeout: 432000 minutes (300 days). Longer values are clamped.
+pub const MAX_SESSION_TIMEOUT: Duration = Duration::from_secs(432_000 * 60);
+
+/// A configuration problem: which file, which key, what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}: {key}: {problem}")]
+pub struct ConfigError {
+    pub file: String,
+    pub key: String,
+    pub problem: String,
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub broker: BrokerSettings,
+    pub log: LogSettings,
+    pub store: StoreSettings,
+    pub limits: crate::soap::Limits,
+    pub endpoints: Vec<EndpointConfig>,
+    pub server_classes: Vec<ServerClassConfig>,
+    pub services: Vec<ServiceConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    pub id: String,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub advertise: String,
+    pub workers: Option<usize>,
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub url: String,
+    pub sweep_interval: Duration,
+    pub sweep_batch: usize,
+}
+
+/// Which session dialect an endpoint speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialectKind {
+    NonStop,
+}
+
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    pub path: String,
+    pub dialect: DialectKind,
+    pub session_timeout: Duration,
+    pub transaction_timeout: Duration,
+    /// Extra SOAP 1.2 roles / 1.1 actors this endpoint plays (besides next and ultimateReceiver).
+    pub roles: Vec<String>,
+    /// How long a request waits for an earlier request of the same session to finish.
+    pub turn_wait: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub endpoint: String,
+    pub server_class: String,
+    pub operation: String,
+    pub response_encoding: Option<String>,
+    pub abort_transaction_on_fault: bool,
+}
+
+/// Command-line overrides applied on top of the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub store: Option<String>,
+    pub id: Option<String>,
+    pub data_dir: Option<PathBuf>,
+}
+
+// ---- the raw TOML shape -------------------------------------------------------------------------
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    broker: RawBroker,
+    #[serde(default)]
+    log: RawLog,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    endpoint: Vec<RawEndpoint>,
+    #[serde(default)]
+    server_class: Vec<RawServerClass>,
+    #[serde(default)]
+    service: Vec<RawService>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBroker {
+    id: Option<String>,
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    advertise: Option<String>,
+    workers: Option<usize>,
+    shutdown_timeout: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    level: Option<String>,
+    format: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    url: Option<String>,
+    sweep_interval: Option<String>,
+    sweep_batch: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_body_bytes: Option<usize>,
+    max_depth: Option<usize>,
+    max_attributes: Option<usize>,
+    max_header_blocks: Option<usize>,
+    max_name_len: Option<usize>,
+    max_elements: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEndpoint {
+    path: Option<String>,
+    dialect: Option<String>,
+    session_timeout: Option<String>,
+    transaction_timeout: Option<String>,
+    roles: Option<Vec<String>>,
+    turn_wait: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServerClass {
+    name: Option<String>,
+    adapter: Option<String>,
+    command: Option<Vec<String>>,
+    env: Option<BTreeMap<String, String>>,
+    cwd: Option<String>,
+    addresses: Option<Vec<String>>,
+    urls: Option<Vec<String>>,
+    context: Option<String>,
+    transactional: Option<bool>,
+    one_txn_per_dialog: Option<bool>,
+    min_workers: Option<usize>,
+    max_workers: Option<usize>,
+    max_dialogs_per_worker: Option<usize>,
+    request_timeout: Option<String>,
+    queue_limit: Option<usize>,
+    idle_timeout: Option<String>,
+    restart_backoff: Option<String>,
+    restart_backoff_max: Option<String>,
+    max_frame_bytes: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: Option<String>,
+    endpoint: Option<String>,
+    server_class: Option<String>,
+    operation: Option<String>,
+    response_encoding: Option<String>,
+    abort_transaction_on_fault: Option<bool>,
+}
+
+// ---- validation ---------------------------------------------------------------------------------
+
+struct Ctx<'a> {
+    file: &'a str,
+}
+
+impl Ctx<'_> {
+    fn err(&self, key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_string(),
+            key: key.into(),
+            problem: problem.into(),
+        }
+    }
+
+    fn duration(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match value {
+            None => Ok(default),
+            Some(s) => parse_duration(s).map_err(|p| self.err(key, p)),
+        }
+    }
+
+    fn required<'v>(&self, key: &str, value: &'v Option<String>) -> Result<&'v str, ConfigError> {
+        match value.as_deref() {
+            Some(v) if !v.trim().is_empty() => Ok(v),
+            Some(_) => Err(self.err(key, "must not be empty")),
+            None => Err(self.err(key, "is required")),
+        }
+    }
+
+    fn positive(
+        &self,
+        key: &str,
+        value: Option<usize>,
+        default: usize,
+    ) -> Result<usize, ConfigError> {
+        match value.unwrap_or(default) {
+            0 => Err(self.err(key, "must be at least 1")),
+            v => Ok(v),
+        }
+    }
+}
+
+/// Parse a human duration ("30m", "500ms", "2h 30m"). Negative values are refused.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t.starts_with('-') {
+        return Err(format!("{s:?} is negative; durations must be zero or more"));
+    }
+    humantime::parse_duration(t)
+        .map_err(|e| format!("{s:?} is not a duration ({e}); write e.g. \"30s\", \"30m\", \"2h\""))
+}
+
+fn default_broker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "broker".to_string());
+    format!("{host}-{}", std::process::id())
+}
+
+impl Config {
+    /// The embedded default with the given overrides.
+    pub fn embedded(overrides: &Overrides) -> Result<Config, ConfigError> {
+        Config::from_toml("<embedded default>", DEFAULT_CONFIG, overrides)
+    }
+
+    /// Read and validate a configuration file.
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            key: "(file)".into(),
+            problem: format!("cannot read: {e}"),
+        })?;
+        Config::from_toml(&file, &text, overrides)
+    }
+
+    /// Parse and validate TOML text; `file` names it in errors.
+    pub fn from_toml(file: &str, text: &str, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let cx = Ctx { file };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| toml_error(file, text, &e))?;
+
+        // [broker]
+        let b = raw.broker;
+        let listen_s = overrides
+            .listen
+            .clone()
+            .or(b.listen)
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen: SocketAddr = listen_s.parse().map_err(|e| {
+            cx.err(
+                "broker.listen",
+                format!("{listen_s:?} is not an address like 127.0.0.1:8080 ({e})"),
+            )
+        })?;
+        let data_dir = overrides
+            .data_dir
+            .clone()
+            .or(b.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./broker-data"));
+        if data_dir.as_os_str().is_empty() {
+            return Err(cx.err("broker.data_dir", "must not be empty"));
+        }
+        let id = overrides
+            .id
+            .clone()
+            .or(b.id)
+            .unwrap_or_else(default_broker_id);
+        if id.trim().is_empty() {
+            return Err(cx.err("broker.id", "must not be empty"));
+        }
+        let advertise = b.advertise.unwrap_or_else(|| format!("http://{listen}"));
+        if let Some(0) = b.workers {
+            return Err(cx.err("broker.workers", "must be at least 1"));
+        }
+        let broker = BrokerSettings {
+            id,
+            listen,
+            data_dir: data_dir.clone(),
+            advertise,
+            workers: b.workers,
+            shutdown_timeout: cx.duration(
+                "broker.shutdown_timeout",
+                b.shutdown_timeout.as_deref(),
+                Duration::from_secs(30),
+            )?,
+        };
+
+        // [log]
+        let level = raw.log.level.unwrap_or_else(|| "info".into());
+        if !["error", "warn", "info", "debug", "trace"].contains(&level.as_str()) {
+            return Err(cx.err(
+                "log.level",
+                format!("{level:?} is not one of error, warn, info, debug, trace"),
+            ));
+        }
+        let format = match raw.log.format.as_deref().unwrap_or("human") {
+            "human" => LogFormat::Human,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(cx.err("log.format", format!("{other:?} is not one of human, json")))
+            }
+        };
+        let log = LogSettings { level, format };
+
+        // [store]
+        let placeholders = Placeholders::new(&data_dir);
+        let url = overrides
+            .store
+            .clone()
+            .or(raw.store.url)
+            .unwrap_or_else(|| "sled:{data_dir}/cookies".into());
+        let url = placeholders.expand(&url);
+        if !(url.starts_with("sled:")
+            || url.starts_with("cookie-store://")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(cx.err(
+                "store.url",
+                format!("{url:?}: expected sled:DIR, cookie-store://HOST:PORT or postgres://..."),
+            ));
+        }
+        let store = StoreSettings {
+            url,
+            sweep_interval: cx.duration(
+                "store.sweep_interval",
+                raw.store.sweep_interval.as_deref(),
+                Duration::from_secs(1),
+            )?,
+            sweep_batch: cx.positive("store.sweep_batch", raw.store.sweep_batch, 256)?,
+        };
+        if store.sweep_interval.is_zero() {
+            return Err(cx.err("store.sweep_interval", "must be more than zero"));
+        }
+
+        // [limits]
+        let d = crate::soap::Limits::default();
+        let l = raw.limits;
+        let limits = crate::soap::Limits {
+            max_body_bytes: cx.positive(
+                "limits.max_body_bytes",
+                l.max_body_bytes,
+                d.max_body_bytes,
+            )?,
+            max_depth: cx.positive("limits.max_depth", l.max_depth, d.max_depth)?,
+            max_attributes: cx.positive(
+                "limits.max_attributes",
+                l.max_attributes,
+                d.max_attributes,
+            )?,
+            max_header_blocks: cx.positive(
+                "limits.max_header_blocks",
+                l.max_header_blocks,
+                d.max_header_blocks,
+            )?,
+            max_name_len: cx.positive("limits.max_name_len", l.max_name_len, d.max_name_len)?,
+            max_elements: cx.positive("limits.max_elements", l.max_elements, d.max_elements)?,
+        };
+
+        // [[endpoint]]
+        let mut endpoints = Vec::new();
+        let mut paths = HashSet::new();
+        for (i, e) in raw.endpoint.into_iter().enumerate() {
+            let k = |f: &str| format!("endpoint[{i}].{f}");
+            let path = cx.required(&k("path"), &e.path)?.to_string();
+            if !path.starts_with('/') {
+                return Err(cx.err(k("path"), format!("{path:?} must start with /")));
+            }
+            if path == "/healthz" || path.starts_with("/_broker") {
+                return Err(cx.err(k("path"), format!("{path:?} is reserved by the broker")));
+            }
+            if !paths.insert(path.clone()) {
+                return Err(cx.err(k("path"), format!("{path:?} is configured twice")));
+            }
+            let dialect = match cx.required(&k("dialect"), &e.dialect)? {
+                "nonstop" => DialectKind::NonStop,
+                "dsml" | "sqlsession" => {
+                    return Err(cx.err(
+                        k("dialect"),
+                        "this dialect is not available in this build yet (nonstop is)",
+                    ))
+                }
+                other => {
+                    return Err(cx.err(
+                        k("dialect"),
+                        format!("{other:?} is not one of nonstop, dsml, sqlsession"),
+                    ))
+                }
+            };
+            let session_timeout = cx
+                .duration(
+                    &k("session_timeout"),
+                    e.session_timeout.as_deref(),
+                    Duration::from_secs(30 * 60),
+                )?
+                .min(MAX_SESSION_TIMEOUT);
+            if session_timeout.is_zero() {
+                return Err(cx.err(k("session_timeout"), "must be more than zero"));
+            }
+            endpoints.push(EndpointConfig {
+                path,
+                dialect,
+                session_timeout,
+                transaction_timeout: cx.duration(
+                    &k("transaction_timeout"),
+                    e.transaction_timeout.as_deref(),
+                    Duration::from_secs(120),
+                )?,
+                roles: e.roles.unwrap_or_default(),
+                turn_wait: cx.duration(
+                    &k("turn_wait"),
+                    e.turn_wait.as_deref(),
+                    Duration::from_secs(300),
+                )?,
+            });
+        }
+
+        // [[server_class]]
+        let mut server_classes: Vec<ServerClassConfig> = Vec::new();
+        for (i, s) in raw.server_class.into_iter().enumerate() {
+            let k = |f: &str| format!("server_class[{i}].{f}");
+            let name = cx.required(&k("name"), &s.name)?.to_string();
+            if server_classes.iter().any(|c| c.name == name) {
+                return Err(cx.err(k("name"), format!("{name:?} is configured twice")));
+            }
+            let adapter = match s.adapter.as_deref().unwrap_or("process") {
+                "process" => {
+                    let command: Vec<String> = s.command.clone().unwrap_or_default();
+                    if command.is_empty() || command[0].trim().is_empty() {
+                        return Err(cx.err(
+                            k("command"),
+                            "is required for adapter = \"process\" (program and arguments)",
+                        ));
+                    }
+                    AdapterKind::Process {
+                        command: command.iter().map(|a| placeholders.expand(a)).collect(),
+                        env: s
+                            .env
+                            .clone()
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(key, v)| (key, placeholders.expand(&v)))
+                            .collect(),
+                        cwd: s
+                            .cwd
+                            .as_deref()
+                            .map(|c| PathBuf::from(placeholders.expand(c))),
+                    }
+                }
+                "tcp" => {
+                    let addresses = s.addresses.clone().unwrap_or_default();
+                    if addresses.is_empty() {
+                        return Err(cx.err(
+                            k("addresses"),
+                            "is required for adapter = \"tcp\" (a list of host:port)",
+                        ));
+                    }
+                    AdapterKind::Tcp { addresses }
+                }
+                "http" => {
+                    let urls = s.urls.clone().unwrap_or_default();
+                    if urls.is_empty() {
+                        return Err(cx.err(
+                            k("urls"),
+                            "is required for adapter = \"http\" (a list of http:// URLs)",
+                        ));
+                    }
+                    if let Some(bad) = urls.iter().find(|u| !u.starts_with("http://")) {
+                        return Err(cx.err(k("urls"), format!("{bad:?} is not an http:// URL")));
+                    }
+                    AdapterKind::Http { urls }
+                }
+                other => {
+                    return Err(cx.err(
+                        k("adapter"),
+                        format!("{other:?} is not one of process, tcp, http"),
+                    ))
+                }
+            };
+            let adapter_name = s.adapter.clone().unwrap_or_else(|| "process".into());
+            for (key, present) in [
+                ("command", s.command.is_some()),
+                ("env", s.env.is_some()),
+                ("cwd", s.cwd.is_some()),
+            ] {
+                if present && adapter_name != "process" {
+                    return Err(cx.err(
+                        k(key),
+                        format!("only applies to adapter = \"process\", not {adapter_name:?}"),
+                    ));
+                }
+            }
+            if s.addresses.is_some() && adapter_name != "tcp" {
+                return Err(cx.err(
+                    k("addresses"),
+                    format!("only applies to adapter = \"tcp\", not {adapter_name:?}"),
+                ));
+            }
+            if s.urls.is_some() && adapter_name != "http" {
+                return Err(cx.err(
+                    k("urls"),
+                    format!("only applies to adapter = \"http\", not {adapter_name:?}"),
+                ));
+            }
+            let mut c = ServerClassConfig::new(name, adapter);
+            c.context = match s.context.as_deref().unwrap_or("free") {
+                "free" => Context::Free,
+                "sensitive" => Context::Sensitive,
+                other => {
+                    return Err(cx.err(
+                        k("context"),
+                        format!("{other:?} is not one of free, sensitive"),
+                    ))
+                }
+            };
+            c.transactional = s.transactional.unwrap_or(false);
+            if c.transactional && adapter_name == "http" {
+                return Err(cx.err(
+                    k("transactional"),
+                    "the http adapter cannot carry transactions; use the process or tcp adapter",
+                ));
+            }
+            if c.context == Context::Sensitive && adapter_name == "http" {
+                return Err(cx.err(k("context"), "the http adapter is context-free only"));
+            }
+            c.one_txn_per_dialog = s.one_txn_per_dialog.unwrap_or(false);
+            if c.one_txn_per_dialog && c.context != Context::Sensitive {
+                return Err(cx.err(
+                    k("one_txn_per_dialog"),
+                    "only applies to context = \"sensitive\" classes",
+                ));
+            }
+            c.min_workers = s.min_workers.unwrap_or(c.min_workers);
+            c.max_workers = cx.positive(&k("max_workers"), s.max_workers, c.max_workers)?;
+            if c.min_workers > c.max_workers {
+                return Err(cx.err(
+                    k("min_workers"),
+                    format!(
+                        "{} is more than max_workers ({})",
+                        c.min_workers, c.max_workers
+                    ),
+                ));
+            }
+            c.max_dialogs_per_worker = cx.positive(
+                &k("max_dialogs_per_worker"),
+                s.max_dialogs_per_worker,
+                c.max_dialogs_per_worker,
+            )?;
+            c.request_timeout = cx.duration(
+                &k("request_timeout"),
+                s.request_timeout.as_deref(),
+                c.request_timeout,
+            )?;
+            if c.request_timeout.is_zero() {
+                return Err(cx.err(k("request_timeout"), "must be more than zero"));
+            }
+            c.queue_limit = s.queue_limit.unwrap_or(c.queue_limit);
+            c.idle_timeout = cx.duration(
+                &k("idle_timeout"),
+                s.idle_timeout.as_deref(),
+                c.idle_timeout,
+            )?;
+            c.restart_backoff = cx.duration(
+                &k("restart_backoff"),
+                s.restart_backoff.as_deref(),
+                c.restart_backoff,
+            )?;
+            c.restart_backoff_max = cx.duration(
+                &k("restart_backoff_max"),
+                s.restart_backoff_max.as_deref(),
+                c.restart_backoff_max,
+            )?;
+            c.max_frame_bytes =
+                cx.positive(&k("max_frame_bytes"), s.max_frame_bytes, c.max_frame_bytes)?;
+            server_classes.push(c);
+        }
+
+        // [[service]]
+        let mut services: Vec<ServiceConfig> = Vec::new();
+        for (i, s) in raw.service.into_iter().enumerate() {
+            let k = |f: &str| format!("service[{i}].{f}");
+            let name = cx.required(&k("name"), &s.name)?.to_string();
+            let endpoint = cx.required(&k("endpoint"), &s.endpoint)?.to_string();
+            if !endpoints.iter().any(|e| e.path == endpoint) {
+                return Err(cx.err(
+                    k("endpoint"),
+                    format!("{endpoint:?} is not a configured endpoint path"),
+                ));
+            }
+            let class = cx
+                .required(&k("server_class"), &s.server_class)?
+                .to_string();
+            if !server_classes.iter().any(|c| c.name == class) {
+                return Err(cx.err(
+                    k("server_class"),
+                    format!("{class:?} is not a configured server_class name"),
+                ));
+            }
+            if services
+                .iter()
+                .any(|o| o.name == name && o.endpoint == endpoint)
+            {
+                return Err(cx.err(
+                    k("name"),
+                    format!("{name:?} is configured twice for endpoint {endpoint:?}"),
+                ));
+            }
+            if let Some(enc) = &s.response_encoding {
+                if encoding_rs::Encoding::for_label(enc.as_bytes()).is_none() {
+                    return Err(cx.err(
+                        k("response_encoding"),
+                        format!("{enc:?} is not a known encoding label"),
+                    ));
+                }
+            }
+            services.push(ServiceConfig {
+                operation: s.operation.clone().unwrap_or_else(|| name.clone()),
+                name,
+                endpoint,
+                server_class: class,
+                response_encoding: s.response_encoding,
+                abort_transaction_on_fault: s.abort_transaction_on_fault.unwrap_or(false),
+            });
+        }
+
+        Ok(Config {
+            broker,
+            log,
+            store,
+            limits,
+            endpoints,
+            server_classes,
+            services,
+        })
+    }
+}
+
+/// Expands `{data_dir}` and `{broker_exe}` in strings of the configuration.
+struct Placeholders {
+    data_dir: String,
+    broker_exe: String,
+}
+
+impl Placeholders {
+    fn new(data_dir: &Path) -> Self {
+        let broker_exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "broker".to_string());
+        Placeholders {
+            data_dir: data_dir.display().to_string(),
+            broker_exe,
+        }
+    }
+
+    fn expand(&self, s: &str) -> String {
+        s.replace("{data_dir}", &self.data_dir)
+            .replace("{broker_exe}", &self.broker_exe)
+    }
+}
+
+/// Turn a TOML error into one line naming the position and the offending line.
+fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> ConfigError {
+    let (key, _) = match e.span() {
+        Some(span) => {
+            let upto = &text[..span.start.min(text.len())];
+            let line = upto.matches('\n').count() + 1;
+            let line_text = text.lines().nth(line - 1).unwrap_or("").trim();
+            (format!("line {line} (`{line_text}`)"), ())
+        }
+        None => ("(file)".to_string(), ()),
+    };
+    ConfigError {
+        file: file.to_string(),
+        key,
+        problem: e.message().trim().replace('\n', " "),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml("test.toml", text, &Overrides::default())
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = Config::embedded(&Overrides::default()).unwrap();
+        assert_eq!(c.broker.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.endpoints[0].path, "/soap");
+        assert_eq!(c.endpoints[0].session_timeout, Duration::from_secs(1800));
+        assert!(c.store.url.starts_with("sled:"));
+        assert!(c.store.url.ends_with("/cookies"), "{}", c.store.url);
+        assert_eq!(c.services[0].operation, "Echo");
+    }
+
+    #[test]
+    fn overrides_win() {
+        let o = Overrides {
+            listen: Some("127.0.0.1:9999".into()),
+            store: Some("sled:/tmp/x".into()),
+            id: Some("b7".into()),
+            data_dir: Some("/tmp/d".into()),
+        };
+        let c = Config::embedded(&o).unwrap();
+        assert_eq!(c.broker.listen.port(), 9999);
+        assert_eq!(c.store.url, "sled:/tmp/x");
+        assert_eq!(c.broker.id, "b7");
+        match &c.server_classes[0].adapter {
+            AdapterKind::Process { command, .. } => assert!(!command[0].contains("{broker_exe}")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_name_file_key_and_problem() {
+        let e = parse(
+            "[[endpoint]]\npath = \"/soap\"\ndialect = \"nonstop\"\nsession_timeout = \"-5m\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.file, "test.toml");
+        assert_eq!(e.key, "endpoint[0].session_timeout");
+        assert!(e.problem.contains("negative"), "{e}");
+
+        let e = parse("[[server_class]]\nname = \"x\"\nadapter = \"process\"\n").unwrap_err();
+        assert_eq!(e.key, "server_class[0].command");
+
+        let e = parse(
+            "[[server_class]]\nname = \"x\"\ncommand = [\"a\"]\nmin_workers = 5\nmax_workers = 2\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "server_class[0].min_workers");
+
+        let e = parse("[[server_class]]\nname = \"h\"\nadapter = \"http\"\nurls = [\"http://x\"]\ntransactional = true\n").unwrap_err();
+        assert_eq!(e.key, "server_class[0].transactional");
+
+        let e =
+            parse("[[service]]\nname = \"Echo\"\nendpoint = \"/nope\"\nserver_class = \"echo\"\n")
+                .unwrap_err();
+        assert_eq!(e.key, "service[0].endpoint");
+
+        let e = parse("[broker]\nlisten = \"nowhere\"\n").unwrap_err();
+        assert_eq!(e.key, "broker.listen");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_are_refused_with_their_line() {
+        let e = parse("[broker]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap_err();
+        assert!(e.key.contains("line 3"), "{e}");
+        assert!(e.problem.contains("lisen"), "{e}");
+        let e = parse("[limits]\nmax_depth = \"deep\"\n").unwrap_err();
+        assert!(e.key.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn session_timeout_is_clamped() {
+        let c = parse("[[endpoint]]\npath = \"/soap\"\ndialect = \"nonstop\"\nsession_timeout = \"500days\"\n").unwrap();
+        assert_eq!(c.endpoints[0].session_timeout, MAX_SESSION_TIMEOUT);
+    }
+}

@@ -1,0 +1,181 @@
+//! # Dialects: how a session protocol reads and writes SOAP headers
+//!
+//! Every session dialect the broker speaks (NonStop today; DSML and SQL Server `sqlSession` later)
+//! implements [`Dialect`]. A request passes through its phases in this order, each a trait method:
+//!
+//! 1. [`Dialect::accepts_version`]: right after the envelope is parsed. Default: SOAP 1.1 and 1.2.
+//!    A refused version is answered with a `VersionMismatch` fault.
+//! 2. [`Dialect::understands`]: the SOAP mustUnderstand check asks it about each targeted header
+//!    block. No default: a dialect must say which blocks are its own.
+//! 3. [`Dialect::read_request`]: turns the dialect's headers and the body into a dialect-neutral
+//!    [`engine::Request`](crate::engine::Request) plus whatever the dialect needs to remember for the
+//!    reply (its `ReplyContext`: the namespace form the client used, the output encoding…), or a
+//!    dialect error (header syntax faults) that [`Dialect::write_error`] renders.
+//! 4. The session engine runs the request.
+//! 5. [`Dialect::write_reply`]: renders the engine's [`Response`](crate::engine::Response), success
+//!    or fault, with the dialect's headers.
+//!
+//! Generic SOAP errors found before the dialect is involved (malformed XML, limits, mustUnderstand)
+//! are rendered by [`Dialect::write_soap_error`]; its default renders the plain SOAP fault.
+
+pub mod nonstop;
+
+use crate::engine::{Request, Response};
+use crate::soap::{self, Envelope, Fault, SoapError, SoapVersion};
+use actix_web::http::StatusCode;
+use std::net::IpAddr;
+
+/// What the HTTP layer knows about a request that a dialect may need.
+#[derive(Debug, Clone, Default)]
+pub struct HttpInfo {
+    pub client_ip: Option<IpAddr>,
+    pub principal: Option<String>,
+    /// The SOAPAction header (1.1) or `action` media-type parameter (1.2), unquoted.
+    pub soap_action: Option<String>,
+}
+
+/// A rendered HTTP reply.
+#[derive(Debug, Clone)]
+pub struct HttpReply {
+    pub status: StatusCode,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+/// A session dialect. See the module docs for when each phase runs.
+pub trait Dialect: Send + Sync + 'static {
+    /// What the dialect remembers between reading a request and writing its reply.
+    type ReplyContext: Send + 'static;
+    /// The dialect's header errors.
+    type Error: std::fmt::Debug + Send + 'static;
+
+    /// The dialect's name as configured (`nonstop`).
+    const NAME: &'static str;
+
+    /// Whether the endpoint accepts this SOAP version. Default: both.
+    fn accepts_version(&self, _version: SoapVersion) -> bool {
+        true
+    }
+
+    /// Whether a header block (namespace URI, local name) is one this dialect processes.
+    fn understands(&self, namespace: Option<&str>, local_name: &str) -> bool;
+
+    /// Read the dialect's headers and the body into an engine request.
+    fn read_request(
+        &self,
+        envelope: Envelope,
+        http: &HttpInfo,
+    ) -> Result<(Request, Self::ReplyContext), (Self::Error, Self::ReplyContext)>;
+
+    /// Render a header error found by `read_request`.
+    fn write_error(
+        &self,
+        version: SoapVersion,
+        cx: Self::ReplyContext,
+        error: Self::Error,
+    ) -> HttpReply;
+
+    /// Render the engine's response.
+    fn write_reply(
+        &self,
+        version: SoapVersion,
+        cx: Self::ReplyContext,
+        response: Response,
+    ) -> HttpReply;
+
+    /// Render a generic SOAP error (malformed envelope, limits, mustUnderstand). Default: the plain
+    /// SOAP fault of `soap.md`.
+    fn write_soap_error(&self, version: SoapVersion, error: &SoapError) -> HttpReply {
+        render_fault(version, &error.to_fault(version))
+    }
+}
+
+/// Render a fault as an HTTP reply in UTF-8. A VersionMismatch fault is always SOAP 1.1.
+pub fn render_fault(version: SoapVersion, fault: &Fault) -> HttpReply {
+    let version = if fault.code == soap::FaultCode::VersionMismatch {
+        SoapVersion::V11
+    } else {
+        version
+    };
+    let mut body = Vec::with_capacity(512);
+    soap::write_fault(version, fault, &mut body);
+    HttpReply {
+        status: fault.status(version),
+        content_type: version.content_type().to_string(),
+        body,
+    }
+}
+
+/// Re-encode a UTF-8 envelope in `encoding`, adding the XML declaration that names it and returning
+/// the matching media type. UTF-8 passes through untouched.
+pub fn encode_output(
+    version: SoapVersion,
+    utf8: Vec<u8>,
+    encoding: &'static encoding_rs::Encoding,
+) -> (String, Vec<u8>) {
+    if encoding == encoding_rs::UTF_8 {
+        return (version.content_type().to_string(), utf8);
+    }
+    let name = encoding.name();
+    let media = match version {
+        SoapVersion::V11 => "text/xml",
+        SoapVersion::V12 => "application/soap+xml",
+    };
+    let mut text = String::with_capacity(utf8.len() + 64);
+    text.push_str("<?xml version=\"1.0\" encoding=\"");
+    text.push_str(name);
+    text.push_str("\"?>");
+    text.push_str(&String::from_utf8_lossy(&utf8));
+    // Characters the encoding lacks become numeric character references, which XML reads back.
+    let (bytes, _, _) = encoding.encode(&text);
+    (format!("{media}; charset={name}"), bytes.into_owned())
+}
+
+/// Format milliseconds since the epoch as an RFC 3339 UTC timestamp (`2026-11-21T10:04:05.123Z`).
+pub fn rfc3339_utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let millis = ms % 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil-from-days (Howard Hinnant's algorithm), valid for the whole u64-ms range we use.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339_utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(rfc3339_utc(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
+    }
+
+    #[test]
+    fn output_encoding_declares_itself() {
+        let sjis = encoding_rs::Encoding::for_label(b"Shift_JIS").unwrap();
+        let (ct, bytes) = encode_output(SoapVersion::V11, "<a>日本</a>".as_bytes().to_vec(), sjis);
+        assert_eq!(ct, "text/xml; charset=Shift_JIS");
+        let (text, _, bad) = sjis.decode(&bytes);
+        assert!(!bad);
+        assert_eq!(
+            text,
+            "<?xml version=\"1.0\" encoding=\"Shift_JIS\"?><a>日本</a>"
+        );
+    }
+}

@@ -1,0 +1,294 @@
+//! Every NonStop error becomes a fault here, and only here.
+//!
+//! The layout follows NonStop SOAP 3 (Table 4-3): header errors are `SOAP-ENV:Client.Process` with
+//! the faultstring "Error processing the header of XML document"; backend and broker errors are
+//! `SOAP-ENV:Server…`. The detail always holds `<detailCode>N</detailCode>` and
+//! `<detailString ts="RFC 3339 time">text</detailString>`. SOAP 1.2 uses `Sender` / `Receiver` with the
+//! same detail. Internal errors (-1) are logged with the same `ts`, so an operator can find the log line
+//! from the client's fault.
+
+use super::NonStopContext;
+use crate::dialect::rfc3339_utc;
+use crate::engine::{short_id, EngineError};
+use crate::soap::{self, Fault, FaultCode, SoapVersion};
+use adapters::AdapterError;
+
+/// Everything that can go wrong in a NonStop request.
+#[derive(Debug)]
+pub enum NonStopError {
+    /// -1010: an element of the NonStop namespace we do not know.
+    InvalidTag(String),
+    /// -1010: a second Session element.
+    DuplicateTag(String),
+    /// -1011: an attribute we do not know (attribute, element).
+    InvalidAttribute(String, String),
+    /// -1004
+    BadSessionCommand(String),
+    /// -1005
+    BadTransactionCommand(String),
+    /// -1006
+    BadBeginNewTransaction(String),
+    /// -1007
+    BadOutputEncoding(String),
+    /// -1003
+    IdWithBegin,
+    /// -1002
+    NoIdNoBegin,
+    /// -1020
+    TxnCommandInBegin,
+    /// -215: the Body holds no service request where one is needed.
+    EmptyBody,
+    /// Errors from the session engine.
+    Engine(EngineError),
+}
+
+/// The header-error faultstring of NonStop SOAP.
+pub const HEADER_FAULT: &str = "Error processing the header of XML document";
+
+struct Spec {
+    code: FaultCode,
+    /// 1.1 dotted sub-code ("Process" → `SOAP-ENV:Client.Process`).
+    subcode: Option<&'static str>,
+    faultstring: &'static str,
+    detail_code: i32,
+    text: String,
+}
+
+fn header(detail_code: i32, text: String) -> Spec {
+    Spec {
+        code: FaultCode::Sender,
+        subcode: Some("Process"),
+        faultstring: HEADER_FAULT,
+        detail_code,
+        text,
+    }
+}
+
+fn server(
+    subcode: Option<&'static str>,
+    faultstring: &'static str,
+    detail_code: i32,
+    text: String,
+) -> Spec {
+    Spec {
+        code: FaultCode::Receiver,
+        subcode,
+        faultstring,
+        detail_code,
+        text,
+    }
+}
+
+/// The fault for an error. `session_header` is the live session's header block, carried by faults of
+/// requests whose session lives on (a reply without it tells the client the session is over).
+pub fn to_fault(
+    error: &NonStopError,
+    version: SoapVersion,
+    _cx: &NonStopContext,
+    session_header: Option<String>,
+) -> Fault {
+    let ts_ms = cookie_store::now_ms();
+    let spec = match error {
+        NonStopError::InvalidTag(tag) => header(-1010, format!("Invalid tag {tag} found in the Header element.")),
+        NonStopError::DuplicateTag(tag) => header(
+            -1010,
+            format!("Invalid tag {tag} found in the Header element: only one {tag} element is allowed."),
+        ),
+        NonStopError::InvalidAttribute(attr, tag) => {
+            header(-1011, format!("Invalid attribute {attr} found in tag {tag}."))
+        }
+        NonStopError::BadSessionCommand(_) => header(
+            -1004,
+            "SessionCommand attribute value can only be \"Begin\", \"End\", or \"AbortSubsession\".".into(),
+        ),
+        NonStopError::BadTransactionCommand(_) => {
+            header(-1005, "CurrentTransactionCommand attribute value can only be \"Abort\" or \"End\".".into())
+        }
+        NonStopError::BadBeginNewTransaction(_) => {
+            header(-1006, "BeginNewTransaction attribute value can only be \"yes\" or \"no\".".into())
+        }
+        NonStopError::BadOutputEncoding(v) => header(-1007, format!("Bad OutputEncoding value {v} was specified.")),
+        NonStopError::IdWithBegin => header(
+            -1003,
+            "SessionID attribute must not be set when SessionCommand attribute value is \"Begin\".".into(),
+        ),
+        NonStopError::NoIdNoBegin => header(
+            -1002,
+            "Tag Session must set SessionID attribute or set SessionCommand attribute to \"Begin\".".into(),
+        ),
+        NonStopError::TxnCommandInBegin => header(
+            -1020,
+            "CurrentTransactionCommand attribute must not be set when SessionCommand attribute value is \"Begin\"."
+                .into(),
+        ),
+        NonStopError::EmptyBody => Spec {
+            code: FaultCode::Sender,
+            subcode: None,
+            faultstring: "Service not found",
+            detail_code: -215,
+            text: "service: (none) not found: the Body holds no service request".into(),
+        },
+        NonStopError::Engine(e) => return engine_fault(e, version, ts_ms, session_header),
+    };
+    build(spec, ts_ms, None)
+}
+
+fn engine_fault(
+    error: &EngineError,
+    _version: SoapVersion,
+    ts_ms: u64,
+    session_header: Option<String>,
+) -> Fault {
+    let spec = match error {
+        EngineError::UnknownSession(id) => header(
+            -1001,
+            format!(
+                "SessionID {id} was not found in the server, or SOAP session identified by the SessionID has expired. \
+                 Please check the SessionID or start a new session if necessary."
+            ),
+        ),
+        EngineError::NoSubsession => header(-1015, "Attempting to abort a subsession which has not started.".into()),
+        EngineError::SessionRequired(service) => header(
+            -210,
+            format!("no session element in header - Target service requires session (service {service})."),
+        ),
+        EngineError::UnknownService(service) => Spec {
+            code: FaultCode::Sender,
+            subcode: None,
+            faultstring: "Service not found",
+            detail_code: -215,
+            text: format!("service: {service} not found"),
+        },
+        EngineError::Backend(a) => adapter_spec(a),
+        EngineError::Busy(id) => server(
+            None,
+            "Service busy",
+            -352,
+            format!("Session {} is busy with an earlier request; retry later.", short_id(id)),
+        ),
+        EngineError::NotSupported(what) => server(
+            None,
+            "Not supported",
+            -1,
+            format!("System error: {what} are not supported by this broker yet."),
+        ),
+        EngineError::Application { class, code, string, detail } => {
+            return application_fault(class, code, string, detail, session_header)
+        }
+        EngineError::BackendFailed { class, message } => {
+            let ts = rfc3339_utc(ts_ms);
+            tracing::error!(ts = %ts, class = %class, error = %message, "backend system error");
+            server(
+                None,
+                "System error",
+                -1,
+                "System error occurred from process of a SOAP session. See the broker log.".into(),
+            )
+        }
+        EngineError::Store(e) => {
+            let ts = rfc3339_utc(ts_ms);
+            tracing::error!(ts = %ts, error = %e, "session store error");
+            server(
+                None,
+                "System error",
+                -1,
+                "System error occurred from process of a SOAP session. See the broker log.".into(),
+            )
+        }
+    };
+    build(spec, ts_ms, session_header)
+}
+
+fn adapter_spec(error: &AdapterError) -> Spec {
+    match error {
+        AdapterError::Unreachable { class, .. } | AdapterError::ShuttingDown { class } => {
+            tracing::error!(class = %class, error = %error, "server class unreachable");
+            server(
+                Some("InternalError"),
+                "Target service unreachable",
+                -301,
+                format!("Error communicating with target service {class}."),
+            )
+        }
+        AdapterError::WorkerLost { class, .. } => {
+            tracing::warn!(class = %class, error = %error, "worker lost during a request");
+            server(
+                Some("InternalError"),
+                "Target service unreachable",
+                -302,
+                format!("Error communicating with target service {class}: the server process stopped during the request."),
+            )
+        }
+        AdapterError::Timeout { class, timeout_ms } => {
+            tracing::warn!(class = %class, timeout_ms, "backend request timed out");
+            server(
+                None,
+                "Service Request timed out",
+                -351,
+                format!("Service Request timed out ({class}, {timeout_ms} ms)."),
+            )
+        }
+        AdapterError::QueueFull { class, limit } => server(
+            None,
+            "Service busy",
+            -352,
+            format!("Server class {class} is busy ({limit} requests waiting); retry later."),
+        ),
+        AdapterError::DialogLost { .. } => server(
+            None,
+            "Subsession lost",
+            -356,
+            "The subsession ended because the process holding it stopped.".into(),
+        ),
+        AdapterError::Unsupported { class, reason } => server(
+            None,
+            "System error",
+            -1,
+            format!("System error: server class {class}: {reason}."),
+        ),
+    }
+}
+
+fn build(spec: Spec, ts_ms: u64, session_header: Option<String>) -> Fault {
+    let mut detail = String::with_capacity(160 + spec.text.len());
+    detail.push_str("<detailCode>");
+    detail.push_str(&spec.detail_code.to_string());
+    detail.push_str("</detailCode><detailString ts=\"");
+    detail.push_str(&rfc3339_utc(ts_ms));
+    detail.push_str("\">");
+    soap::escape_text(&spec.text, &mut detail);
+    detail.push_str("</detailString>");
+    let mut fault = Fault::new(spec.code, spec.faultstring);
+    fault.subcode = spec.subcode.map(str::to_string);
+    fault.detail = Some(detail);
+    fault.extra_headers = session_header.into_iter().collect();
+    fault
+}
+
+/// An application fault passes through as the backend gave it; `SOAP-ENV:Server` when it gave no code.
+fn application_fault(
+    class: &str,
+    code: &str,
+    string: &str,
+    detail: &bytes::Bytes,
+    session_header: Option<String>,
+) -> Fault {
+    let local = code.rsplit(':').next().unwrap_or(code);
+    let (base, sub) = match local.split_once('.') {
+        Some((b, s)) => (b, Some(s)),
+        None => (local, None),
+    };
+    let fault_code = match base {
+        "Client" | "Sender" => FaultCode::Sender,
+        "MustUnderstand" => FaultCode::MustUnderstand,
+        _ => FaultCode::Receiver,
+    };
+    tracing::debug!(class = %class, code = %code, "application fault");
+    let mut fault = Fault::new(fault_code, string.to_string());
+    fault.subcode = sub.map(str::to_string);
+    if !detail.is_empty() {
+        fault.detail = Some(String::from_utf8_lossy(detail).into_owned());
+    }
+    fault.extra_headers = session_header.into_iter().collect();
+    fault
+}

@@ -1,0 +1,174 @@
+//! # The NonStop dialect (`spec/nonstop.md`)
+//!
+//! Modelled on HP NonStop SOAP 3.x. Clients steer sessions with one header element,
+//!
+//! ```xml
+//! <nsk:Session xmlns:nsk="urn:compaq_nsk_oss_SoapHeader" SessionID="…" SessionCommand="Begin|End|AbortSubsession"
+//!              BeginNewTransaction="yes|no" CurrentTransactionCommand="End|Abort"/>
+//! ```
+//!
+//! and pick the reply's character encoding with `<nsk:Encoding OutputEncoding="Shift_JIS"/>`. The
+//! namespace is also accepted with a trailing `/` (the manual's own example uses it) and the reply uses
+//! whichever form the request used. `SessionId` is accepted as an alias of `SessionID`; replies always
+//! say `SessionID`.
+//!
+//! This module reads the header ([`read`]) and writes replies; every error becomes a fault in one
+//! place, [`faults`].
+
+pub mod faults;
+mod read;
+
+pub use faults::NonStopError;
+pub use read::{NS, NS_SLASH};
+
+use super::{encode_output, render_fault, Dialect, HttpInfo, HttpReply};
+use crate::engine::{Reply, Request, Response};
+use crate::soap::{self, Envelope, SoapVersion};
+use actix_web::http::StatusCode;
+
+/// What a NonStop reply must remember from its request.
+#[derive(Debug, Clone)]
+pub struct NonStopContext {
+    /// The header namespace in the form the client used.
+    pub namespace: &'static str,
+    /// The output encoding: the Encoding header, else the service's configured one, else UTF-8.
+    pub encoding: &'static encoding_rs::Encoding,
+    /// Whether the client chose the encoding with an Encoding header (which beats the service's).
+    pub encoding_from_header: bool,
+}
+
+impl Default for NonStopContext {
+    fn default() -> Self {
+        NonStopContext {
+            namespace: NS,
+            encoding: encoding_rs::UTF_8,
+            encoding_from_header: false,
+        }
+    }
+}
+
+/// The NonStop dialect of one endpoint.
+pub struct NonStop {
+    /// Looks up a service's configured response encoding (endpoint path, service name).
+    service_encoding: Box<dyn Fn(&str) -> Option<&'static encoding_rs::Encoding> + Send + Sync>,
+}
+
+impl NonStop {
+    /// `service_encoding` tells the configured response encoding of a service, if any.
+    pub fn new(
+        service_encoding: impl Fn(&str) -> Option<&'static encoding_rs::Encoding>
+            + Send
+            + Sync
+            + 'static,
+    ) -> NonStop {
+        NonStop {
+            service_encoding: Box::new(service_encoding),
+        }
+    }
+}
+
+impl Dialect for NonStop {
+    type ReplyContext = NonStopContext;
+    type Error = NonStopError;
+    const NAME: &'static str = "nonstop";
+
+    fn understands(&self, namespace: Option<&str>, local_name: &str) -> bool {
+        matches!(namespace, Some(NS) | Some(NS_SLASH))
+            && matches!(local_name, "Session" | "Encoding")
+    }
+
+    fn read_request(
+        &self,
+        envelope: Envelope,
+        http: &HttpInfo,
+    ) -> Result<(Request, NonStopContext), (NonStopError, NonStopContext)> {
+        let (mut request, mut cx) = read::read(envelope)?;
+        if !cx.encoding_from_header {
+            if let Some(call) = &request.call {
+                if let Some(enc) = (self.service_encoding)(&call.service) {
+                    cx.encoding = enc;
+                }
+            }
+        }
+        request.principal = http.principal.clone();
+        request.client_ip = http.client_ip;
+        Ok((request, cx))
+    }
+
+    fn write_error(
+        &self,
+        version: SoapVersion,
+        cx: NonStopContext,
+        error: NonStopError,
+    ) -> HttpReply {
+        let fault = faults::to_fault(&error, version, &cx, None);
+        encoded(version, render_fault(version, &fault), cx.encoding)
+    }
+
+    fn write_reply(
+        &self,
+        version: SoapVersion,
+        cx: NonStopContext,
+        response: Response,
+    ) -> HttpReply {
+        let header = response
+            .session
+            .as_ref()
+            .map(|s| session_header(cx.namespace, &s.id, s.subsession_open));
+        match response.result {
+            Ok(reply) => {
+                let mut out = Vec::with_capacity(256);
+                let headers: Vec<&str> = header.iter().map(String::as_str).collect();
+                let body: &[u8] = match &reply {
+                    Reply::Body(b) => b,
+                    Reply::Empty => b"",
+                    Reply::Ended => b"<Response>Session ended.</Response>",
+                };
+                soap::write_response(version, &headers, body, &mut out);
+                let (content_type, body) = encode_output(version, out, cx.encoding);
+                HttpReply {
+                    status: StatusCode::OK,
+                    content_type,
+                    body,
+                }
+            }
+            Err(e) => {
+                let error = NonStopError::Engine(e);
+                let fault = faults::to_fault(&error, version, &cx, header);
+                encoded(version, render_fault(version, &fault), cx.encoding)
+            }
+        }
+    }
+}
+
+fn encoded(
+    version: SoapVersion,
+    reply: HttpReply,
+    encoding: &'static encoding_rs::Encoding,
+) -> HttpReply {
+    if encoding == encoding_rs::UTF_8 {
+        return reply;
+    }
+    let (content_type, body) = encode_output(version, reply.body, encoding);
+    HttpReply {
+        status: reply.status,
+        content_type,
+        body,
+    }
+}
+
+/// `<nsk:Session xmlns:nsk="…" SessionID="…"/>`, plus `Subsession="on"` while a dialog is open. Never
+/// marked mustUnderstand (JAX-WS and gSOAP clients reject undeclared mustUnderstand headers).
+pub fn session_header(namespace: &str, id: &str, subsession_open: bool) -> String {
+    let mut h = String::with_capacity(96 + id.len());
+    h.push_str("<nsk:Session xmlns:nsk=\"");
+    soap::escape_attr(namespace, &mut h);
+    h.push_str("\" SessionID=\"");
+    soap::escape_attr(id, &mut h);
+    h.push('"');
+    if subsession_open {
+        h.push_str(" Subsession=\"on\"");
+    }
+    h.push_str("/>");
+    h
+}

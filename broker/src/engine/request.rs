@@ -1,0 +1,156 @@
+//! What a dialect asks of the engine, and what the engine answers.
+
+use bytes::Bytes;
+use cookie_store::StoreError;
+use std::net::IpAddr;
+
+/// Which session a request belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionDirective {
+    /// Outside any session.
+    None,
+    /// Begin a new session.
+    Begin,
+    /// Continue (and perhaps end) the session with this ID.
+    Continue(String),
+}
+
+/// Commit or abort the session's current transaction before the body runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnCommand {
+    Commit,
+    Abort,
+}
+
+/// The transaction part of a request.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TransactionDirective {
+    pub command: Option<TxnCommand>,
+    pub begin_new: bool,
+}
+
+/// A call of a service: the Body's first element.
+#[derive(Debug, Clone)]
+pub struct ServiceCall {
+    /// The element's local name.
+    pub service: String,
+    /// The element, self-contained XML.
+    pub payload: Bytes,
+}
+
+/// One request, dialect-neutral.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The dialect's name, recorded in new sessions.
+    pub dialect: &'static str,
+    pub session: SessionDirective,
+    /// End the session after the body ran.
+    pub end_session: bool,
+    pub transaction: TransactionDirective,
+    pub abort_subsession: bool,
+    pub call: Option<ServiceCall>,
+    /// The authenticated principal (None: anonymous).
+    pub principal: Option<String>,
+    pub client_ip: Option<IpAddr>,
+}
+
+impl Request {
+    /// A request outside any session with no body; dialects fill in the rest.
+    pub fn new(dialect: &'static str) -> Request {
+        Request {
+            dialect,
+            session: SessionDirective::None,
+            end_session: false,
+            transaction: TransactionDirective::default(),
+            abort_subsession: false,
+            call: None,
+            principal: None,
+            client_ip: None,
+        }
+    }
+}
+
+/// The session as the reply should present it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    pub id: String,
+    pub subsession_open: bool,
+}
+
+impl SessionInfo {
+    pub fn new(id: String) -> SessionInfo {
+        SessionInfo {
+            id,
+            subsession_open: false,
+        }
+    }
+}
+
+/// What the body of a successful reply holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// The backend's response element.
+    Body(Bytes),
+    /// Nothing (a Begin or continue with an empty body).
+    Empty,
+    /// The session ended and the request had no body (NonStop answers "Session ended.").
+    Ended,
+}
+
+/// The engine's answer: the session after the request (None when there is none or it ended) and the
+/// result. A failed request of a live session still reports the session, so that the client knows it
+/// lives on.
+#[derive(Debug)]
+pub struct Response {
+    pub session: Option<SessionInfo>,
+    pub result: Result<Reply, EngineError>,
+}
+
+impl Response {
+    pub fn sessionless(result: Result<Reply, EngineError>) -> Response {
+        Response {
+            session: None,
+            result,
+        }
+    }
+}
+
+/// Why the engine could not do what was asked. Each dialect maps these to its faults in one place.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The session ID is unknown, expired, or belongs to another endpoint.
+    #[error("session {0} not found or expired")]
+    UnknownSession(String),
+    /// No service of that name on this endpoint.
+    #[error("service {0} not found")]
+    UnknownService(String),
+    /// A context-sensitive service called outside a session.
+    #[error("service {0} requires a session")]
+    SessionRequired(String),
+    /// AbortSubsession with no subsession open.
+    #[error("no subsession is open")]
+    NoSubsession,
+    /// A feature a later release brings.
+    #[error("{0} are not supported by this broker yet")]
+    NotSupported(&'static str),
+    /// An earlier request of the same session did not finish in time.
+    #[error("session {0} is busy with an earlier request")]
+    Busy(String),
+    /// The adapter could not get a reply.
+    #[error(transparent)]
+    Backend(#[from] adapters::AdapterError),
+    /// The backend answered with an application fault: passed through as given.
+    #[error("server class {class}: application fault {code}: {string}")]
+    Application {
+        class: String,
+        code: String,
+        string: String,
+        detail: Bytes,
+    },
+    /// The backend reported a system error.
+    #[error("server class {class}: system error: {message}")]
+    BackendFailed { class: String, message: String },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}

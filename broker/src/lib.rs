@@ -1,0 +1,27 @@
+//! # broker: a multi-protocol SOAP session broker
+//!
+//! Clients open sessions, and later run transactions and hold dialogs, with legacy server classes
+//! through SOAP headers, as they did with HP NonStop SOAP. A request flows one way through the crate:
+//!
+//! ```text
+//! server (HTTP) → soap (envelope) → dialect (headers) → engine (sessions, store) → router → adapters
+//!                                                                                  ↓
+//! server (HTTP) ← soap (envelope) ← dialect (headers, faults) ← engine ← ← ← ← ← reply
+//! ```
+//!
+//! - [`config`]: the TOML configuration, parsed once into typed structs;
+//! - [`soap`]: SOAP 1.1/1.2 envelopes: streaming parse with limits, mustUnderstand, faults;
+//! - [`dialect`]: session dialects (NonStop today) behind the [`dialect::Dialect`] trait;
+//! - [`engine`]: the dialect-neutral session engine and the expiry sweeper;
+//! - [`router`]: service → server class;
+//! - [`server`]: the actix-web front end;
+//! - [`app`]: start-up and clean shutdown of the whole broker.
+
+pub mod app;
+pub mod config;
+pub mod dialect;
+pub mod engine;
+pub mod logging;
+pub mod router;
+pub mod server;
+pub mod soap;

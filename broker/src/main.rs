@@ -1,0 +1,83 @@
+//! The `broker` command: run the broker (embedded default or a configuration file), print the default
+//! configuration, or act as the sample server (`broker sample-server …`, so that the embedded default
+//! needs no second binary on the path).
+
+use broker::config::{Config, Overrides, DEFAULT_CONFIG};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "broker",
+    version,
+    about = "A multi-protocol SOAP session broker"
+)]
+struct Cli {
+    /// Run from this TOML configuration file instead of the embedded default.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the embedded default configuration (a commented TOML file) and exit.
+    #[arg(long)]
+    print_default_config: bool,
+    /// Listen on this address (overrides broker.listen).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Use this store (overrides store.url): sled:DIR.
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
+    /// This broker's ID (overrides broker.id).
+    #[arg(long, value_name = "NAME")]
+    id: Option<String>,
+    /// Data directory (overrides broker.data_dir).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Play one of the sample legacy server classes (the same program as `sample-server`).
+    SampleServer {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::SampleServer { args }) = cli.command {
+        return adapters::sample::main_with_args(args);
+    }
+    if cli.print_default_config {
+        print!("{DEFAULT_CONFIG}");
+        return ExitCode::SUCCESS;
+    }
+    let overrides = Overrides {
+        listen: cli.listen,
+        store: cli.store,
+        id: cli.id,
+        data_dir: cli.data_dir,
+    };
+    let config = match &cli.config {
+        Some(path) => Config::load(path, &overrides),
+        None => Config::embedded(&overrides),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("broker: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    broker::logging::init(&config.log);
+    match broker::app::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "broker stopped");
+            eprintln!("broker: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Routing: which server class serves a service called on an endpoint.
+//!
+//! Built once from the configuration. Lookups borrow the caller's strings: the per-endpoint map is
+//! keyed by service name, so finding a route allocates nothing.
+
+use crate::config::Config;
+use adapters::{Context, ServerClass};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Where one service goes.
+#[derive(Clone)]
+pub struct Route {
+    pub class: Arc<dyn ServerClass>,
+    /// What the backend is told (the configured operation).
+    pub operation: Arc<str>,
+    pub response_encoding: Option<&'static encoding_rs::Encoding>,
+    pub abort_transaction_on_fault: bool,
+}
+
+impl Route {
+    /// Whether the class keeps conversation state (needs a dialog).
+    pub fn is_context_sensitive(&self) -> bool {
+        self.class.config().context == Context::Sensitive
+    }
+
+    pub fn class_name(&self) -> &str {
+        self.class.name()
+    }
+}
+
+/// Endpoint path → service name → route.
+#[derive(Default, Clone)]
+pub struct Router {
+    endpoints: HashMap<String, HashMap<String, Route>>,
+}
+
+impl Router {
+    /// Build the routing table; `classes` must hold every class the services name (the configuration
+    /// validated that).
+    pub fn new(config: &Config, classes: &HashMap<String, Arc<dyn ServerClass>>) -> Router {
+        let mut endpoints: HashMap<String, HashMap<String, Route>> = HashMap::new();
+        for e in &config.endpoints {
+            endpoints.entry(e.path.clone()).or_default();
+        }
+        for s in &config.services {
+            let Some(class) = classes.get(&s.server_class) else {
+                continue;
+            };
+            let route = Route {
+                class: class.clone(),
+                operation: Arc::from(s.operation.as_str()),
+                response_encoding: s
+                    .response_encoding
+                    .as_deref()
+                    .and_then(|l| encoding_rs::Encoding::for_label(l.as_bytes())),
+                abort_transaction_on_fault: s.abort_transaction_on_fault,
+            };
+            endpoints
+                .entry(s.endpoint.clone())
+                .or_default()
+                .insert(s.name.clone(), route);
+        }
+        Router { endpoints }
+    }
+
+    /// The route of `service` on `endpoint`, if configured.
+    pub fn route(&self, endpoint: &str, service: &str) -> Option<&Route> {
+        self.endpoints.get(endpoint)?.get(service)
+    }
+}

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The project's one test command:
+#
+#   bash scripts/test.sh [extra cargo test arguments...]
+#
+# 1. Makes sure what the end-to-end tests need is installed: python3 with zeep (the third-party
+#    SOAP client of tests/tests/zeep_client.rs). It installs zeep for the very `python3` the tests
+#    run (which may be a pyenv interpreter rather than Debian's), only when it is missing.
+# 2. Builds every binary of the workspace (the tests start the real `broker` binary).
+# 3. Runs the whole workspace's tests, passing extra arguments through to `cargo test`.
+#
+# Idempotent: a second run installs nothing and prints nothing about installing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf 'scripts/test.sh: %s\n' "$*" >&2; }
+
+have_zeep() { python3 -c 'import zeep' >/dev/null 2>&1; }
+
+install_zeep() {
+    if ! command -v python3 >/dev/null 2>&1; then
+        log "python3 is not installed; the zeep client test will fail"
+        return 0
+    fi
+    have_zeep && return 0
+    local exe
+    exe="$(python3 -c 'import sys; print(sys.executable)')"
+    log "installing zeep for $exe"
+    # Debian's package only serves Debian's own interpreter.
+    if [[ "$exe" == /usr/bin/python3* ]] && command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
+        if ! dpkg -s python3-zeep >/dev/null 2>&1; then
+            apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-zeep >/dev/null || true
+        fi
+        have_zeep && return 0
+    fi
+    # Anything else (pyenv, a venv, or apt did not help): pip for that very interpreter.
+    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore zeep \
+        || python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --user zeep \
+        || python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --break-system-packages zeep \
+        || true
+    if have_zeep; then
+        log "zeep installed"
+    else
+        log "could not install zeep for $exe; the zeep client test will fail"
+    fi
+}
+
+install_zeep
+cargo build --quiet --workspace --bins
+cargo test --workspace "$@"

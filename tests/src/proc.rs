@@ -1,0 +1,96 @@
+//! Processes as Linux shows them: children of a process, liveness, signals.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+/// The pids of `pid`'s direct children (from `/proc/<pid>/task/*/children`).
+pub fn children(pid: u32) -> BTreeSet<u32> {
+    let mut out = BTreeSet::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+            out.extend(
+                text.split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+    }
+    out
+}
+
+/// A process's identity: pid plus start time, so a reused pid is not mistaken for the same process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ProcId {
+    pub pid: u32,
+    pub start_ticks: u64,
+}
+
+/// The state letter and start time of a pid, from `/proc/<pid>/stat`.
+fn stat(pid: u32) -> Option<(char, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain spaces: split after the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // fields[0] is the state (field 3 of stat); starttime is field 22, i.e. fields[19].
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((state, start))
+}
+
+/// The identity of a running pid.
+pub fn id_of(pid: u32) -> Option<ProcId> {
+    stat(pid).map(|(_, start_ticks)| ProcId { pid, start_ticks })
+}
+
+/// Whether this process still runs (exists, is the same process, and is not a zombie).
+pub fn is_running(p: ProcId) -> bool {
+    match stat(p.pid) {
+        Some((state, start)) => start == p.start_ticks && state != 'Z' && state != 'X',
+        None => false,
+    }
+}
+
+/// Wait until none of `procs` runs; returns those still running after `timeout`.
+pub fn wait_gone(procs: &[ProcId], timeout: Duration) -> Vec<ProcId> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left: Vec<ProcId> = procs.iter().copied().filter(|p| is_running(*p)).collect();
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Send `signal` to `pid`. Panics if the kill fails (other than the process being already gone).
+pub fn signal(pid: u32, signal: i32) {
+    // SAFETY: kill(2) with a pid we started (or a child of one) and a valid signal number.
+    let rc = unsafe { libc::kill(pid as libc::pid_t, signal) };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ESRCH) {
+            panic!("kill({pid}, {signal}): {e}");
+        }
+    }
+}
+
+/// `kill -9`.
+pub fn kill9(pid: u32) {
+    signal(pid, libc::SIGKILL);
+}
+
+/// Poll `f` every 20 ms until it returns Some, at most `timeout`.
+pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

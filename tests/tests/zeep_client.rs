@@ -1,0 +1,80 @@
+//! A real third-party SOAP client: zeep (Python) runs a NonStop session through the broker with a
+//! raw Session header element, reads the SessionID from the reply header, and sees a -1001 fault
+//! the way applications see it (`reference/soap_clients.md` §2.1, §2.8).
+
+use broker_tests::broker::{command, workspace_root};
+use broker_tests::{BrokerProcess, TestConfig};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn python3_has_zeep() -> Result<(), String> {
+    let out = command("python3")
+        .args([
+            "-c",
+            "import sys, zeep; print(sys.executable, zeep.__version__)",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run python3: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Protects interoperability with zeep: Begin/continue/End through a WSDL-driven client with a raw
+/// Session header, the SessionID readable from the reply header, and the unknown-session fault
+/// surfacing as `zeep.exceptions.Fault` with code `SOAP-ENV:Client.Process` (zeep hands the raw
+/// prefixed text to applications) and detailCode -1001.
+#[test]
+fn zeep_runs_a_session_and_sees_the_1001_fault() {
+    if let Err(e) = python3_has_zeep() {
+        panic!(
+            "python3 cannot import zeep ({}). Run the README's test command, `bash scripts/test.sh`, which installs it.",
+            e.trim()
+        );
+    }
+    let b = BrokerProcess::start(&TestConfig::new().render());
+    let script = workspace_root().join("tests/clients/zeep_nonstop.py");
+    let mut child = command("python3")
+        .arg(&script)
+        .arg(b.url("/soap"))
+        .current_dir(workspace_root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting python3");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while child.try_wait().expect("waiting for python3").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the zeep client did not finish within 90 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("the zeep client's output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report = format!(
+        "exit {:?}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+        out.status.code()
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the zeep client must succeed: {report}"
+    );
+    assert!(
+        stdout.contains("unknown: FAULT code=SOAP-ENV:Client.Process"),
+        "{report}"
+    );
+    assert!(
+        stdout.contains("unknown: FAULT detailCode=-1001"),
+        "{report}"
+    );
+    assert!(stdout.contains("ended: FAULT detailCode=-1001"), "{report}");
+    assert!(stdout.lines().any(|l| l == "OK"), "{report}");
+}
