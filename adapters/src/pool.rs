@@ -158,7 +158,8 @@ struct Slot {
     /// channel and exits, so "retire" needs no message of its own.
     tx: Option<mpsc::Sender<Job>>,
     busy: bool,
-    /// Dialogs pinned to this worker (always 0 until dialogs are implemented).
+    /// Dialogs pinned to this worker (always 0 until dialogs are implemented); transactions
+    /// prepared on it will pin it the same way, so the reaper never stops a worker holding either.
     pinned: usize,
     idle_since: Instant,
     served: u64,

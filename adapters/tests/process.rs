@@ -130,7 +130,8 @@ async fn queue_full_faults_at_once() {
         Err(AdapterError::QueueFull { limit: 2, .. }) => {}
         other => panic!("expected QueueFull, got {other:?}"),
     }
-    assert!(started.elapsed() < Duration::from_millis(100));
+    // At once: not after the 300 ms the queued requests take.
+    assert!(started.elapsed() < Duration::from_millis(250));
     for call in calls {
         assert_eq!(call.await.unwrap().unwrap().status, ReplyStatus::Ok);
     }

@@ -128,7 +128,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
                     roles: Roles {
                         extra: e.roles.clone(),
                     },
-                    dialect: NonStop::new(move |service| services.get(service).copied()),
+                    dialect: NonStop::new(services),
                 }));
             }
         }

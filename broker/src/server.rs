@@ -197,7 +197,7 @@ async fn process<D: Dialect>(
     }
     let (request, cx) = match dialect.read_request(envelope, http) {
         Ok(r) => r,
-        Err((e, cx)) => return (dialect.write_error(version, cx, e), None),
+        Err(r) => return (dialect.write_error(version, r.context, r.error), None),
     };
     let session = match &request.session {
         SessionDirective::Continue(id) => Some(id.clone()),

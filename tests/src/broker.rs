@@ -72,8 +72,8 @@ pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     c
 }
 
-/// A broker process the test owns. Dropping it kills the process (`kill -9`) and its workers go
-/// with it (they notice their closed stdin); the temporary directory is removed.
+/// A broker process the test owns. Dropping it stops the process (SIGTERM, then `kill -9` after
+/// 5 s), which stops its workers; the temporary directory is removed.
 pub struct BrokerProcess {
     child: Option<Child>,
     dir: TempDir,
@@ -150,6 +150,7 @@ impl BrokerProcess {
     /// its stderr.
     fn spawn_and_wait(&mut self) -> Result<(), String> {
         self.starts += 1;
+        proc::become_subreaper();
         let stdout =
             std::fs::File::create(self.log_path("stdout")).expect("creating the stdout log");
         let stderr =
@@ -271,11 +272,12 @@ impl BrokerProcess {
         })
     }
 
-    /// `kill -9` the broker and reap it. Its workers are left to notice their closed stdin.
+    /// `kill -9` the broker and reap it. Its workers are left to notice their closed stdin and
+    /// exit; the test process (a child subreaper) then reaps them, so no zombie is left behind in
+    /// containers whose init does not reap.
     pub fn kill9(&mut self) {
-        let mut child = self.child.take().expect("the broker is not running");
-        proc::kill9(child.id());
-        let _ = child.wait();
+        assert!(self.child.is_some(), "the broker is not running");
+        self.kill_and_reap();
     }
 
     /// SIGTERM, then wait (at most 60 s, then SIGKILL and panic) and return the exit status.
@@ -322,17 +324,47 @@ impl BrokerProcess {
         }
     }
 
-    fn kill_quietly(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
+    /// `kill -9` the broker, reap it, then reap its orphaned workers (giving them 3 s to notice
+    /// their closed stdin before killing them too).
+    fn kill_and_reap(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let workers: Vec<ProcId> = proc::children(child.id())
+            .into_iter()
+            .filter_map(proc::id_of)
+            .collect();
+        proc::kill9(child.id());
+        let _ = child.wait();
+        proc::reap_orphans(&workers, Duration::from_secs(3));
+    }
+
+    /// SIGTERM and wait up to 5 s (the broker then stops and reaps its own workers); `kill -9`
+    /// if it takes longer.
+    fn stop(&mut self) {
+        let Some(child) = self.child.as_mut() else {
+            return;
+        };
+        proc::signal(child.id(), libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                self.child = None;
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
+        self.kill_and_reap();
+    }
+
+    fn kill_quietly(&mut self) {
+        self.kill_and_reap();
     }
 }
 
 impl Drop for BrokerProcess {
     fn drop(&mut self) {
-        self.kill_quietly();
+        self.stop();
         if std::thread::panicking() {
             eprintln!(
                 "--- broker stderr ({}) ---\n{}\n--- end of broker stderr ---",

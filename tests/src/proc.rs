@@ -94,3 +94,51 @@ pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Optio
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Make this process a child subreaper (prctl PR_SET_CHILD_SUBREAPER), once: the workers of a
+/// broker killed with `kill -9` are then re-parented to the test process, which reaps them
+/// ([`reap_orphans`]) instead of leaving zombies under an init that does not reap.
+pub fn become_subreaper() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: prctl with PR_SET_CHILD_SUBREAPER only sets a flag of this process.
+        unsafe {
+            libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong, 0, 0, 0);
+        }
+    });
+}
+
+/// Reap these processes if they became our children (after their parent died): wait for them
+/// to exit for up to `grace`, then `kill -9` those still running (checked by identity, so a reused
+/// pid is never hit) and reap them. Processes that are not our children are left alone.
+pub fn reap_orphans(procs: &[ProcId], grace: Duration) {
+    let mut deadline = Instant::now() + grace;
+    let mut left: Vec<ProcId> = procs.to_vec();
+    let mut killed = false;
+    while !left.is_empty() {
+        left.retain(|p| {
+            let mut status = 0;
+            // SAFETY: waitpid on one specific pid with WNOHANG; it only touches `status`.
+            let rc = unsafe { libc::waitpid(p.pid as libc::pid_t, &mut status, libc::WNOHANG) };
+            // rc == 0: our child, still running. rc == pid: reaped. rc == -1: not our child (or gone).
+            rc == 0
+        });
+        if left.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            if killed {
+                break;
+            }
+            for p in &left {
+                if is_running(*p) {
+                    kill9(p.pid);
+                }
+            }
+            killed = true;
+            deadline = Instant::now() + Duration::from_secs(2);
+            continue;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}

@@ -780,8 +780,10 @@ fn race(url: &str, first: String, second: String) -> (SoapReply, SoapReply, bool
 }
 
 /// Protects serialisation: two requests of one session sent concurrently (the first sleeps 400 ms
-/// in the backend, the second is sent 50 ms later on another connection) are processed one at a
-/// time in arrival order, so the second completes after the first.
+/// in the backend, the second, sent 50 ms later on another connection, sleeps 200 ms) are processed
+/// one at a time in arrival order, so the second completes after the first. (Were they run side by
+/// side, the second would finish first, about 150 ms earlier; serialised, it finishes about 200 ms
+/// later: both margins dwarf scheduling jitter.)
 #[test]
 fn requests_of_one_session_run_one_at_a_time_in_arrival_order() {
     let b = BrokerProcess::start(&TestConfig::new().echo_workers(1, 3).render());
@@ -790,18 +792,19 @@ fn requests_of_one_session_run_one_at_a_time_in_arrival_order() {
     let (r1, r2, first_done_first) = race(
         &url,
         soap::envelope(Version::V11, &cont(&id), &echo_sleep("slow", 400)),
-        soap::envelope(Version::V11, &cont(&id), &echo("fast")),
+        soap::envelope(Version::V11, &cont(&id), &echo_sleep("second", 200)),
     );
     r1.expect_echo("slow");
-    r2.expect_echo("fast");
+    r2.expect_echo("second");
     assert!(
         first_done_first,
         "the second request of a session must wait for the first to finish"
     );
 }
 
-/// Protects session independence: a slow request of session A does not delay session B, which was
-/// sent later and completes first.
+/// Protects session independence: a slow request of session A (1 s) does not delay session B's
+/// request (200 ms, sent 50 ms later), which completes first. (Were B queued behind A, it would
+/// finish about 200 ms after A.)
 #[test]
 fn a_slow_request_of_one_session_does_not_delay_another_session() {
     let b = BrokerProcess::start(&TestConfig::new().echo_workers(1, 3).render());
@@ -811,7 +814,7 @@ fn a_slow_request_of_one_session_does_not_delay_another_session() {
     let (ra, rb, a_done_first) = race(
         &url,
         soap::envelope(Version::V11, &cont(&a), &echo_sleep("slow A", 1000)),
-        soap::envelope(Version::V11, &cont(&bb), &echo("quick B")),
+        soap::envelope(Version::V11, &cont(&bb), &echo_sleep("quick B", 200)),
     );
     ra.expect_echo("slow A");
     rb.expect_echo("quick B");

@@ -42,6 +42,19 @@ pub struct HttpReply {
     pub body: Vec<u8>,
 }
 
+/// A request the dialect refused while reading it: the error and what the reply needs to know.
+#[derive(Debug)]
+pub struct Rejection<E, C> {
+    pub error: E,
+    pub context: C,
+}
+
+/// What [`Dialect::read_request`] returns.
+pub type ReadResult<D> = Result<
+    (Request, <D as Dialect>::ReplyContext),
+    Rejection<<D as Dialect>::Error, <D as Dialect>::ReplyContext>,
+>;
+
 /// A session dialect. See the module docs for when each phase runs.
 pub trait Dialect: Send + Sync + 'static {
     /// What the dialect remembers between reading a request and writing its reply.
@@ -61,11 +74,9 @@ pub trait Dialect: Send + Sync + 'static {
     fn understands(&self, namespace: Option<&str>, local_name: &str) -> bool;
 
     /// Read the dialect's headers and the body into an engine request.
-    fn read_request(
-        &self,
-        envelope: Envelope,
-        http: &HttpInfo,
-    ) -> Result<(Request, Self::ReplyContext), (Self::Error, Self::ReplyContext)>;
+    fn read_request(&self, envelope: Envelope, http: &HttpInfo) -> ReadResult<Self>
+    where
+        Self: Sized;
 
     /// Render a header error found by `read_request`.
     fn write_error(

@@ -39,7 +39,7 @@ pub enum NonStopError {
     /// -215: the Body holds no service request where one is needed.
     EmptyBody,
     /// Errors from the session engine.
-    Engine(EngineError),
+    Engine(Box<EngineError>),
 }
 
 /// The header-error faultstring of NonStop SOAP.

@@ -21,10 +21,11 @@ mod read;
 pub use faults::NonStopError;
 pub use read::{NS, NS_SLASH};
 
-use super::{encode_output, render_fault, Dialect, HttpInfo, HttpReply};
-use crate::engine::{Reply, Request, Response};
+use super::{encode_output, render_fault, Dialect, HttpInfo, HttpReply, ReadResult, Rejection};
+use crate::engine::{Reply, Response};
 use crate::soap::{self, Envelope, SoapVersion};
 use actix_web::http::StatusCode;
+use std::collections::HashMap;
 
 /// What a NonStop reply must remember from its request.
 #[derive(Debug, Clone)]
@@ -50,20 +51,14 @@ impl Default for NonStopContext {
 /// The NonStop dialect of one endpoint.
 pub struct NonStop {
     /// Looks up a service's configured response encoding (endpoint path, service name).
-    service_encoding: Box<dyn Fn(&str) -> Option<&'static encoding_rs::Encoding> + Send + Sync>,
+    /// The configured response encoding of each service of the endpoint that has one.
+    service_encodings: HashMap<String, &'static encoding_rs::Encoding>,
 }
 
 impl NonStop {
-    /// `service_encoding` tells the configured response encoding of a service, if any.
-    pub fn new(
-        service_encoding: impl Fn(&str) -> Option<&'static encoding_rs::Encoding>
-            + Send
-            + Sync
-            + 'static,
-    ) -> NonStop {
-        NonStop {
-            service_encoding: Box::new(service_encoding),
-        }
+    /// `service_encodings`: service name → its configured response encoding.
+    pub fn new(service_encodings: HashMap<String, &'static encoding_rs::Encoding>) -> NonStop {
+        NonStop { service_encodings }
     }
 }
 
@@ -77,15 +72,14 @@ impl Dialect for NonStop {
             && matches!(local_name, "Session" | "Encoding")
     }
 
-    fn read_request(
-        &self,
-        envelope: Envelope,
-        http: &HttpInfo,
-    ) -> Result<(Request, NonStopContext), (NonStopError, NonStopContext)> {
-        let (mut request, mut cx) = read::read(envelope)?;
+    fn read_request(&self, envelope: Envelope, http: &HttpInfo) -> ReadResult<Self> {
+        let (mut request, mut cx) = read::read(envelope).map_err(|r| {
+            let (error, context) = *r;
+            Rejection { error, context }
+        })?;
         if !cx.encoding_from_header {
             if let Some(call) = &request.call {
-                if let Some(enc) = (self.service_encoding)(&call.service) {
+                if let Some(enc) = self.service_encodings.get(&call.service) {
                     cx.encoding = enc;
                 }
             }
@@ -133,7 +127,7 @@ impl Dialect for NonStop {
                 }
             }
             Err(e) => {
-                let error = NonStopError::Engine(e);
+                let error = NonStopError::Engine(Box::new(e));
                 let fault = faults::to_fault(&error, version, &cx, header);
                 encoded(version, render_fault(version, &fault), cx.encoding)
             }

@@ -27,9 +27,10 @@ enum Command {
     AbortSubsession,
 }
 
-pub(super) fn read(
-    envelope: Envelope,
-) -> Result<(Request, NonStopContext), (NonStopError, NonStopContext)> {
+/// A header error with the context gathered so far (the reply still honours a valid Encoding).
+type Refused = Box<(NonStopError, NonStopContext)>;
+
+pub(super) fn read(envelope: Envelope) -> Result<(Request, NonStopContext), Refused> {
     let mut cx = NonStopContext::default();
     let mut session: Option<SessionAttrs> = None;
 
@@ -42,17 +43,18 @@ pub(super) fn read(
         match block.local_name.as_str() {
             "Session" => {
                 if session.is_some() {
-                    return Err((NonStopError::DuplicateTag("Session".into()), cx));
+                    return Err(Box::new((NonStopError::DuplicateTag("Session".into()), cx)));
                 }
                 cx.namespace = namespace;
-                session = Some(read_session(block).map_err(|e| (e, cx.clone()))?);
+                session = Some(read_session(block).map_err(|e| Box::new((e, cx.clone())))?);
             }
             "Encoding" => {
-                let (encoding, from_header) = read_encoding(block).map_err(|e| (e, cx.clone()))?;
+                let (encoding, from_header) =
+                    read_encoding(block).map_err(|e| Box::new((e, cx.clone())))?;
                 cx.encoding = encoding;
                 cx.encoding_from_header = from_header;
             }
-            other => return Err((NonStopError::InvalidTag(other.to_string()), cx)),
+            other => return Err(Box::new((NonStopError::InvalidTag(other.to_string()), cx))),
         }
     }
 
@@ -65,20 +67,20 @@ pub(super) fn read(
     let Some(s) = session else {
         // No Session element: the request runs outside any session.
         if request.call.is_none() {
-            return Err((NonStopError::EmptyBody, cx));
+            return Err(Box::new((NonStopError::EmptyBody, cx)));
         }
         return Ok((request, cx));
     };
 
     match (s.command, s.session_id) {
-        (Some(Command::Begin), Some(_)) => return Err((NonStopError::IdWithBegin, cx)),
+        (Some(Command::Begin), Some(_)) => return Err(Box::new((NonStopError::IdWithBegin, cx))),
         (Some(Command::Begin), None) => {
             if s.txn_command.is_some() {
-                return Err((NonStopError::TxnCommandInBegin, cx));
+                return Err(Box::new((NonStopError::TxnCommandInBegin, cx)));
             }
             request.session = SessionDirective::Begin;
         }
-        (_, None) => return Err((NonStopError::NoIdNoBegin, cx)),
+        (_, None) => return Err(Box::new((NonStopError::NoIdNoBegin, cx))),
         (command, Some(id)) => {
             request.session = SessionDirective::Continue(id);
             request.end_session = command == Some(Command::End);
@@ -89,7 +91,7 @@ pub(super) fn read(
                 && s.txn_command.is_none()
                 && !s.begin_new
             {
-                return Err((NonStopError::EmptyBody, cx));
+                return Err(Box::new((NonStopError::EmptyBody, cx)));
             }
         }
     }
