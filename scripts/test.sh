@@ -34,9 +34,10 @@ install_zeep() {
         have_zeep && return 0
     fi
     # Anything else (pyenv, a venv, or apt did not help): pip for that very interpreter.
-    python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore zeep \
-        || python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --user zeep \
-        || python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --break-system-packages zeep \
+    python3 -m pip --version >/dev/null 2>&1 || python3 -m ensurepip --upgrade >/dev/null 2>&1 || true
+    PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check zeep \
+        || PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --user zeep \
+        || PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --break-system-packages zeep \
         || true
     if have_zeep; then
         log "zeep installed"
@@ -46,5 +47,5 @@ install_zeep() {
 }
 
 install_zeep
-cargo build --quiet --workspace --bins
+cargo build --workspace --bins
 cargo test --workspace "$@"

@@ -26,7 +26,9 @@ try:
     from zeep import Client, Settings
     from zeep.exceptions import Fault
     from zeep.plugins import HistoryPlugin
+    from zeep.transports import Transport
     from lxml import etree
+    import requests
 except ImportError as e:  # pragma: no cover - depends on the machine
     print(f"zeep is not installed for {sys.executable} ({e}); run scripts/test.sh, which installs it",
           file=sys.stderr)
@@ -138,7 +140,10 @@ def main():
         with open(wsdl, "w", encoding="utf-8") as fh:
             fh.write(WSDL.replace("{url}", url))
         history = HistoryPlugin()
-        client = Client(wsdl, plugins=[history], settings=Settings(strict=True))
+        session = requests.Session()
+        session.trust_env = False          # loopback only: never through an HTTP proxy from the environment
+        client = Client(wsdl, plugins=[history], settings=Settings(strict=True),
+                        transport=Transport(session=session, timeout=30, operation_timeout=30))
 
         # 1. Begin, with a body.
         res = client.service.Echo(text="hello from zeep", _soapheaders=[session_header(SessionCommand="Begin")])

@@ -479,3 +479,79 @@ pub fn probe(url: &str, timeout: Duration) -> Option<u16> {
     c.reader.get_mut().write_all(&bytes).ok()?;
     c.try_read_reply("GET").ok().map(|r| r.status)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    /// A one-shot server: accepts one connection, reads the request head (and a Content-Length
+    /// body), answers `reply` bytes, and returns the peer address and the request bytes it read.
+    fn one_shot(reply: &'static [u8]) -> (String, std::thread::JoinHandle<(SocketAddr, Vec<u8>)>) {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/x", l.local_addr().expect("addr"));
+        let h = std::thread::spawn(move || {
+            let (mut s, peer) = l.accept().expect("accept");
+            s.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = s.read(&mut buf).expect("read");
+                got.extend_from_slice(&buf[..n]);
+                let head_done = got.windows(4).any(|w| w == b"\r\n\r\n");
+                let complete = got.ends_with(b"\r\n\r\n") || got.ends_with(b"body");
+                if n == 0 || (head_done && complete) {
+                    break;
+                }
+            }
+            s.write_all(reply).expect("write");
+            (peer, got)
+        });
+        (url, h)
+    }
+
+    #[test]
+    fn reads_chunked_replies_and_skips_100_continue() {
+        let (url, h) = one_shot(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/xml; charset=\"Shift_JIS\"\r\n\r\n3\r\nabc\r\n2;ext=1\r\nde\r\n0\r\nX-Trailer: 1\r\n\r\n",
+        );
+        let r = post(&url, Some("text/xml"), &[], b"body".to_vec());
+        h.join().expect("server");
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body, b"abcde");
+        assert_eq!(r.charset().as_deref(), Some("Shift_JIS"));
+        assert_eq!(r.media_type().as_deref(), Some("text/xml"));
+    }
+
+    #[test]
+    fn sends_chunked_bodies() {
+        let (url, h) = one_shot(b"HTTP/1.1 204 No Content\r\n\r\n");
+        let req = Request::post("/x", None, b"hello world".to_vec()).framing(Framing::Chunked(4));
+        let r = Client::new().send(&url, &req);
+        let (_, got) = h.join().expect("server");
+        assert_eq!(r.status, 204);
+        let text = String::from_utf8(got).expect("ASCII");
+        assert!(text.contains("Transfer-Encoding: chunked\r\n"), "{text}");
+        assert!(
+            text.ends_with("4\r\nhell\r\n4\r\no wo\r\n3\r\nrld\r\n0\r\n\r\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn binds_the_client_side_to_another_loopback_address() {
+        let (url, h) = one_shot(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        let ip: IpAddr = "127.0.0.2".parse().expect("ip");
+        let r = Client::new()
+            .bind(ip)
+            .send(&url, &Request::new("GET", "/x").framing(Framing::None));
+        let (peer, _) = h.join().expect("server");
+        assert_eq!(r.body, b"ok");
+        assert_eq!(
+            peer.ip(),
+            ip,
+            "the server must see the connection coming from 127.0.0.2"
+        );
+    }
+}

@@ -157,6 +157,8 @@ fn sigterm_exits_0_and_stops_the_workers() {
         left.is_empty(),
         "workers still running after the broker stopped: {left:?}"
     );
+    // Zombies of workers the broker did not reap would have been re-parented to us: reap them.
+    proc::reap_orphans(&workers, Duration::ZERO);
     assert!(
         b.stdout_text().contains("listening on http://"),
         "the broker announced where it listened: {}",

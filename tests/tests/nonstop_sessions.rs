@@ -232,6 +232,34 @@ fn requests_keep_a_session_alive_past_its_timeout() {
     }
 }
 
+/// Protects persistent connections: a whole session (Begin, continues, End) runs over one
+/// keep-alive connection, each reply complete and correctly framed.
+#[test]
+fn a_session_runs_over_one_keep_alive_connection() {
+    let b = start();
+    let url = b.url("/soap");
+    let mut c = Client::new().connect(&url).keep_alive(true);
+    let mut exchange = |header: String, body: String| {
+        c.send(&soap11_request(soap::envelope(
+            Version::V11,
+            &header,
+            &body,
+        )));
+        SoapReply::new(c.read_reply("POST"))
+    };
+    let r = exchange(begin(), echo("ka begin"));
+    r.expect_echo("ka begin");
+    let id = r.expect_session_id();
+    for k in 0..5 {
+        let r = exchange(cont(&id), echo(&format!("ka {k}")));
+        r.expect_echo(&format!("ka {k}"));
+        assert_eq!(r.session_id().as_deref(), Some(id.as_str()));
+    }
+    let r = exchange(end(&id), String::new());
+    r.expect_body(None, "Response");
+    r.expect_no_session();
+}
+
 /// Protects the `SessionId` alias: accepted on a continue and an End, and answered as `SessionID`.
 #[test]
 fn session_id_alias_is_accepted_and_answered_as_session_id() {
