@@ -287,8 +287,70 @@ fn application_fault(
     let mut fault = Fault::new(fault_code, string.to_string());
     fault.subcode = sub.map(str::to_string);
     if !detail.is_empty() {
-        fault.detail = Some(String::from_utf8_lossy(detail).into_owned());
+        fault.detail = Some(safe_detail(detail));
     }
     fault.extra_headers = session_header.into_iter().collect();
     fault
+}
+
+/// A backend's fault detail, as XML when it is a well-formed fragment, else as escaped text: a
+/// misbehaving server class must never make the broker write a malformed envelope.
+fn safe_detail(detail: &[u8]) -> String {
+    let text = String::from_utf8_lossy(detail);
+    if is_well_formed_fragment(&text) {
+        return text.into_owned();
+    }
+    tracing::warn!("backend fault detail is not well-formed XML; sending it as text");
+    let mut escaped = String::with_capacity(text.len() + 16);
+    soap::escape_text(&text, &mut escaped);
+    escaped
+}
+
+/// Whether `text` is a sequence of balanced elements and text with no DTD or processing instruction.
+fn is_well_formed_fragment(text: &str) -> bool {
+    use quick_xml::events::Event;
+    let mut reader = quick_xml::Reader::from_str(text);
+    reader.config_mut().check_end_names = true;
+    let mut depth: usize = 0;
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(_)) => depth += 1,
+            Ok(Event::End(_)) => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return false,
+            },
+            Ok(Event::Eof) => return depth == 0,
+            Ok(Event::DocType(_)) | Ok(Event::PI(_)) | Ok(Event::Decl(_)) => return false,
+            Ok(Event::GeneralRef(r)) => {
+                // Only the predefined entities and character references may appear.
+                let name = r.into_inner();
+                let ok = matches!(&*name, "lt" | "gt" | "amp" | "apos" | "quot")
+                    || name.starts_with('#');
+                if !ok {
+                    return false;
+                }
+            }
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_detail_passes_when_well_formed_and_is_escaped_otherwise() {
+        assert_eq!(
+            safe_detail(b"<e:why xmlns:e=\"u\">no &amp; funds</e:why>"),
+            "<e:why xmlns:e=\"u\">no &amp; funds</e:why>"
+        );
+        assert_eq!(safe_detail(b"plain words"), "plain words");
+        assert_eq!(safe_detail(b"<open>"), "&lt;open&gt;");
+        assert_eq!(safe_detail(b"</x>"), "&lt;/x&gt;");
+        assert_eq!(safe_detail(b"<a></b>"), "&lt;a&gt;&lt;/b&gt;");
+        assert_eq!(safe_detail(b"&lol;"), "&amp;lol;");
+        assert!(safe_detail(b"<!DOCTYPE x><x/>").starts_with("&lt;!DOCTYPE"));
+    }
 }
