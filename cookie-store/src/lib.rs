@@ -95,16 +95,19 @@ pub struct TxnDecision {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// `create` of an ID that already exists.
-    #[error("session {0} already exists")]
+    #[error("session {}… already exists", short_id(.0))]
     AlreadyExists(String),
     /// The turn's epoch is no longer current: its lease ran out and the turn went to someone else.
-    #[error("turn of session {session_id} is no longer held (epoch {epoch} fenced)")]
+    #[error(
+        "turn of session {}… is no longer held (epoch {epoch} fenced)",
+        short_id(session_id)
+    )]
     Fenced { session_id: String, epoch: u64 },
     /// Waiting for a turn took longer than the caller allowed.
-    #[error("timed out waiting for the turn of session {0}")]
+    #[error("timed out waiting for the turn of session {}…", short_id(.0))]
     TurnTimeout(String),
     /// A stored record could not be decoded.
-    #[error("record of session {id}: {source}")]
+    #[error("record of session {}…: {source}", short_id(id))]
     Record { id: String, source: RecordError },
     /// The backend is unreachable or failed; the operation may be retried.
     #[error("store unavailable: {0}")]
@@ -218,4 +221,41 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// The first 8 characters of a session ID, for messages that reach logs: enough to correlate, not
+/// enough to hijack the session.
+pub fn short_id(id: &str) -> &str {
+    match id.char_indices().nth(8) {
+        Some((i, _)) => &id[..i],
+        None => id,
+    }
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::*;
+
+    #[test]
+    fn errors_never_display_a_whole_session_id() {
+        let id = "0123456789abcdef0123456789abcdef".to_string();
+        let errors = [
+            StoreError::AlreadyExists(id.clone()),
+            StoreError::Fenced {
+                session_id: id.clone(),
+                epoch: 7,
+            },
+            StoreError::TurnTimeout(id.clone()),
+            StoreError::Record {
+                id: id.clone(),
+                source: RecordError::Empty,
+            },
+        ];
+        for e in errors {
+            let text = e.to_string();
+            assert!(!text.contains(&id), "{text}");
+            assert!(text.contains("01234567…"), "{text}");
+        }
+        assert_eq!(short_id("abc"), "abc");
+    }
 }

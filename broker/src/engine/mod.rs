@@ -346,9 +346,4 @@ pub fn new_session_id() -> String {
 }
 
 /// The first characters of a session ID, for logs: enough to correlate, not enough to hijack.
-pub fn short_id(id: &str) -> &str {
-    match id.char_indices().nth(8) {
-        Some((i, _)) => &id[..i],
-        None => id,
-    }
-}
+pub use cookie_store::short_id;

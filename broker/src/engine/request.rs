@@ -119,7 +119,8 @@ impl Response {
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// The session ID is unknown, expired, or belongs to another endpoint.
-    #[error("session {0} not found or expired")]
+    // Displays omit the session ID: logs name sessions only shortened, in their own field.
+    #[error("session not found or expired")]
     UnknownSession(String),
     /// No service of that name on this endpoint.
     #[error("service {0} not found")]
@@ -134,7 +135,7 @@ pub enum EngineError {
     #[error("{0} are not supported by this broker yet")]
     NotSupported(&'static str),
     /// An earlier request of the same session did not finish in time.
-    #[error("session {0} is busy with an earlier request")]
+    #[error("session is busy with an earlier request")]
     Busy(String),
     /// The adapter could not get a reply.
     #[error(transparent)]
