@@ -107,6 +107,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let shared = web::Data::new(Shared {
         engine: engine.clone(),
         limits: config.limits.clone(),
+        authenticator: config.authenticator.clone(),
     });
     let mut nonstop_endpoints = Vec::new();
     for e in &config.endpoints {

@@ -38,6 +38,8 @@ pub struct Config {
     pub endpoints: Vec<EndpointConfig>,
     pub server_classes: Vec<ServerClassConfig>,
     pub services: Vec<ServiceConfig>,
+    /// The credentials file, loaded, when `[auth] credentials_file` is set.
+    pub authenticator: Option<std::sync::Arc<crate::auth::Authenticator>>,
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +87,8 @@ pub struct EndpointConfig {
     pub roles: Vec<String>,
     /// How long a request waits for an earlier request of the same session to finish.
     pub turn_wait: Duration,
+    /// What the endpoint requires of HTTP Basic credentials.
+    pub auth: crate::auth::AuthMode,
 }
 
 #[derive(Debug, Clone)]
@@ -119,6 +123,8 @@ struct RawConfig {
     store: RawStore,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    auth: RawAuth,
     #[serde(default)]
     endpoint: Vec<RawEndpoint>,
     #[serde(default)]
@@ -164,6 +170,13 @@ struct RawLimits {
     max_elements: Option<usize>,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    credentials_file: Option<String>,
+    realm: Option<String>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawEndpoint {
@@ -173,6 +186,7 @@ struct RawEndpoint {
     transaction_timeout: Option<String>,
     roles: Option<Vec<String>>,
     turn_wait: Option<String>,
+    auth: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -467,12 +481,53 @@ impl Config {
                     Duration::from_secs(120),
                 )?,
                 roles: e.roles.unwrap_or_default(),
+                auth: match e.auth.as_deref().unwrap_or("none") {
+                    "none" => crate::auth::AuthMode::None,
+                    "optional" => crate::auth::AuthMode::Optional,
+                    "required" => crate::auth::AuthMode::Required,
+                    other => {
+                        return Err(cx.err(
+                            k("auth"),
+                            format!("{other:?} is not one of none, optional, required"),
+                        ))
+                    }
+                },
                 turn_wait: cx.duration(
                     &k("turn_wait"),
                     e.turn_wait.as_deref(),
                     Duration::from_secs(300),
                 )?,
             });
+        }
+
+        // [auth]
+        let realm = raw.auth.realm.unwrap_or_else(|| "soap-broker".to_string());
+        if realm.is_empty() || realm.contains('"') {
+            return Err(cx.err(
+                "auth.realm",
+                "must be non-empty and contain no double quote",
+            ));
+        }
+        let authenticator = match raw.auth.credentials_file.as_deref() {
+            None => None,
+            Some(f) => {
+                let path = PathBuf::from(placeholders.expand(f));
+                let auth = crate::auth::Authenticator::load(&path, &realm).map_err(|p| {
+                    cx.err("auth.credentials_file", format!("{}: {p}", path.display()))
+                })?;
+                Some(std::sync::Arc::new(auth))
+            }
+        };
+        if authenticator.is_none() {
+            if let Some(i) = endpoints
+                .iter()
+                .position(|e| e.auth != crate::auth::AuthMode::None)
+            {
+                return Err(cx.err(
+                    format!("endpoint[{i}].auth"),
+                    "needs a credentials file: set auth.credentials_file (users made with `broker hash-password`)",
+                ));
+            }
         }
 
         // [[server_class]]
@@ -691,6 +746,7 @@ impl Config {
             endpoints,
             server_classes,
             services,
+            authenticator,
         })
     }
 }
@@ -811,6 +867,19 @@ mod tests {
         assert!(e.problem.contains("lisen"), "{e}");
         let e = parse("[limits]\nmax_depth = \"deep\"\n").unwrap_err();
         assert!(e.key.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn auth_needs_a_readable_credentials_file() {
+        let e =
+            parse("[[endpoint]]\npath = \"/soap\"\ndialect = \"nonstop\"\nauth = \"required\"\n")
+                .unwrap_err();
+        assert_eq!(e.key, "endpoint[0].auth");
+        let e = parse("[auth]\ncredentials_file = \"/nonexistent/users\"\n").unwrap_err();
+        assert_eq!(e.key, "auth.credentials_file");
+        let e = parse("[[endpoint]]\npath = \"/soap\"\ndialect = \"nonstop\"\nauth = \"maybe\"\n")
+            .unwrap_err();
+        assert_eq!(e.key, "endpoint[0].auth");
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! - [`app`]: start-up and clean shutdown of the whole broker.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod dialect;
 pub mod engine;

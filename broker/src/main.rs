@@ -38,6 +38,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Hash a password for the credentials file (reads it from standard input; prints `$argon2id$…`).
+    HashPassword {
+        /// Print a whole `USER:HASH` line for this user.
+        #[arg(long)]
+        user: Option<String>,
+    },
     /// Play one of the sample legacy server classes (the same program as `sample-server`).
     SampleServer {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -47,8 +53,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::SampleServer { args }) = cli.command {
-        return adapters::sample::main_with_args(args);
+    match cli.command {
+        Some(Command::SampleServer { args }) => return adapters::sample::main_with_args(args),
+        Some(Command::HashPassword { user }) => return hash_password(user),
+        None => {}
     }
     if cli.print_default_config {
         print!("{DEFAULT_CONFIG}");
@@ -77,6 +85,33 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "broker stopped");
             eprintln!("broker: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `broker hash-password`: one password line from stdin → a PHC string (or `user:hash`) on stdout.
+fn hash_password(user: Option<String>) -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("broker hash-password: cannot read the password from standard input: {e}");
+        return ExitCode::from(2);
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("broker hash-password: the password (one line on standard input) is empty");
+        return ExitCode::from(2);
+    }
+    match broker::auth::hash_password(password) {
+        Ok(hash) => {
+            match user {
+                Some(u) => println!("{u}:{hash}"),
+                None => println!("{hash}"),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("broker hash-password: {e}");
             ExitCode::from(1)
         }
     }

@@ -9,6 +9,7 @@
 //! actix drops the handler, but the task still finishes, so a session's turn is always given back and
 //! nothing is left half done.
 
+use crate::auth::{AuthMode, AuthOutcome};
 use crate::config::EndpointConfig;
 use crate::dialect::{render_fault, Dialect, HttpInfo, HttpReply};
 use crate::engine::{short_id, SessionDirective, SessionEngine};
@@ -23,6 +24,8 @@ use std::time::Instant;
 pub struct Shared {
     pub engine: Arc<SessionEngine>,
     pub limits: Limits,
+    /// The credentials, when any endpoint authenticates.
+    pub authenticator: Option<Arc<crate::auth::Authenticator>>,
 }
 
 /// One endpoint: its configuration and its dialect.
@@ -134,9 +137,13 @@ async fn soap_post<D: Dialect>(
             .and_then(|v| v.to_str().ok())
             .map(|v| v.trim().trim_matches('"').to_string()),
     };
+    let principal = match authenticate(&req, &shared, endpoint.config.auth).await {
+        Ok(p) => p,
+        Err(challenge) => return challenge,
+    };
     let http = HttpInfo {
         client_ip: req.peer_addr().map(|a| a.ip()),
-        principal: None,
+        principal,
         soap_action,
     };
     let path = endpoint.config.path.clone();
@@ -164,6 +171,39 @@ async fn soap_post<D: Dialect>(
     HttpResponse::build(reply.status)
         .content_type(reply.content_type)
         .body(reply.body)
+}
+
+/// The principal of a request (None: anonymous), or the 401 to answer. The first check of given
+/// credentials runs argon2 on the blocking pool, never on the worker's event loop.
+async fn authenticate(
+    req: &HttpRequest,
+    shared: &web::Data<Shared>,
+    mode: AuthMode,
+) -> Result<Option<String>, HttpResponse> {
+    if mode == AuthMode::None {
+        return Ok(None);
+    }
+    let Some(auth) = shared.authenticator.clone() else {
+        // The configuration refuses an authenticating endpoint without credentials.
+        return Ok(None);
+    };
+    let header = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let realm = auth.realm().to_string();
+    let outcome = web::block(move || auth.check(mode, header.as_deref()))
+        .await
+        .unwrap_or(AuthOutcome::Challenge);
+    match outcome {
+        AuthOutcome::User(user) => Ok(Some(user)),
+        AuthOutcome::Anonymous => Ok(None),
+        AuthOutcome::Challenge => Err(HttpResponse::Unauthorized()
+            .insert_header((header::WWW_AUTHENTICATE, format!("Basic realm=\"{realm}\"")))
+            .content_type("text/plain")
+            .body("Authentication required.\n")),
+    }
 }
 
 /// The SOAP pipeline: envelope → dialect → session engine → dialect. Returns the reply and, for the

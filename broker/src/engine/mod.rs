@@ -155,8 +155,10 @@ impl SessionEngine {
             }
             Err(e) => return Response::sessionless(Err(EngineError::Store(e))),
         };
-        // A session begun on another endpoint (or dialect) does not exist here.
-        if record.endpoint != endpoint.path {
+        // A session begun on another endpoint (or dialect), or by another principal (anonymous
+        // included), does not exist for this request: refused exactly like an unknown one, and left
+        // intact for its owner.
+        if record.endpoint != endpoint.path || record.principal != request.principal {
             self.release(turn).await;
             return Response::sessionless(Err(EngineError::UnknownSession(id)));
         }
