@@ -96,26 +96,36 @@ impl Authenticator {
         &self.realm
     }
 
-    /// Check a request's `Authorization` header value (None when absent) under `mode`.
-    pub fn check(&self, mode: AuthMode, authorization: Option<&str>) -> AuthOutcome {
+    /// The outcome when it needs no password hashing (no credentials needed or given, or
+    /// credentials verified before); `None` when [`Authenticator::check`] must run argon2.
+    pub fn check_cheap(&self, mode: AuthMode, authorization: Option<&str>) -> Option<AuthOutcome> {
         if mode == AuthMode::None {
-            return AuthOutcome::Anonymous;
+            return Some(AuthOutcome::Anonymous);
         }
         let Some(value) = authorization else {
-            return if mode == AuthMode::Required {
+            return Some(if mode == AuthMode::Required {
                 AuthOutcome::Challenge
             } else {
                 AuthOutcome::Anonymous
-            };
+            });
         };
-        if let Some(user) = self
+        let user = self
             .verified
             .lock()
             .ok()
-            .and_then(|c| c.get(value).cloned())
-        {
-            return AuthOutcome::User(user);
+            .and_then(|c| c.get(value).cloned())?;
+        Some(AuthOutcome::User(user))
+    }
+
+    /// Check a request's `Authorization` header value (None when absent) under `mode`. May run
+    /// argon2 (tens of milliseconds): call it off the event loop unless `check_cheap` answered.
+    pub fn check(&self, mode: AuthMode, authorization: Option<&str>) -> AuthOutcome {
+        if let Some(outcome) = self.check_cheap(mode, authorization) {
+            return outcome;
         }
+        let Some(value) = authorization else {
+            return AuthOutcome::Challenge;
+        };
         match self.verify(value) {
             Some(user) => {
                 if let Ok(mut cache) = self.verified.lock() {
@@ -180,10 +190,19 @@ mod tests {
             auth.check(AuthMode::Required, Some(&good)),
             AuthOutcome::User("alice".into())
         );
-        // Second time from the cache, same answer.
+        // Second time from the cache, without argon2, same answer.
+        assert_eq!(
+            auth.check_cheap(AuthMode::Required, Some(&good)),
+            Some(AuthOutcome::User("alice".into()))
+        );
         assert_eq!(
             auth.check(AuthMode::Required, Some(&good)),
             AuthOutcome::User("alice".into())
+        );
+        // Unverified credentials are never answered cheaply.
+        assert_eq!(
+            auth.check_cheap(AuthMode::Required, Some(&basic("alice", "wrong"))),
+            None
         );
         assert_eq!(
             auth.check(AuthMode::Required, Some(&basic("alice", "wrong"))),

@@ -173,8 +173,9 @@ async fn soap_post<D: Dialect>(
         .body(reply.body)
 }
 
-/// The principal of a request (None: anonymous), or the 401 to answer. The first check of given
-/// credentials runs argon2 on the blocking pool, never on the worker's event loop.
+/// The principal of a request (None: anonymous), or the 401 to answer. Cached credentials are
+/// answered inline; the first check of new ones runs argon2 on the blocking pool, never on the
+/// worker's event loop.
 async fn authenticate(
     req: &HttpRequest,
     shared: &web::Data<Shared>,
@@ -193,9 +194,13 @@ async fn authenticate(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let realm = auth.realm().to_string();
-    let outcome = web::block(move || auth.check(mode, header.as_deref()))
-        .await
-        .unwrap_or(AuthOutcome::Challenge);
+    // Only credentials not verified before need argon2, and only that goes to the blocking pool.
+    let outcome = match auth.check_cheap(mode, header.as_deref()) {
+        Some(outcome) => outcome,
+        None => web::block(move || auth.check(mode, header.as_deref()))
+            .await
+            .unwrap_or(AuthOutcome::Challenge),
+    };
     match outcome {
         AuthOutcome::User(user) => Ok(Some(user)),
         AuthOutcome::Anonymous => Ok(None),
