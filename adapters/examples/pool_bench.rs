@@ -112,6 +112,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                                         session_id: None,
                                         transaction_id: None,
                                         dialog: DialogMarker::None,
+                                        worker: None,
                                         payload: payload.clone(),
                                     };
                                     let t0 = Instant::now();

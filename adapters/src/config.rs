@@ -30,6 +30,17 @@ pub enum AdapterKind {
     Http { urls: Vec<String> },
 }
 
+impl AdapterKind {
+    /// The configuration's name for the kind (`process`, `tcp`, `http`), for messages.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            AdapterKind::Process { .. } => "process",
+            AdapterKind::Tcp { .. } => "tcp",
+            AdapterKind::Http { .. } => "http",
+        }
+    }
+}
+
 /// Everything a server class needs to run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerClassConfig {

@@ -37,12 +37,13 @@ pub type WorkerId = String;
 /// Where a request stands with respect to a dialog (a Pathsend dialog, a NonStop subsession).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DialogMarker {
-    /// A context-free request: any worker.
+    /// A context-free request.
     None,
-    /// Open a dialog: any worker with room for one more, which is then pinned.
+    /// Open a dialog: any worker with room for one more, which is then pinned to the dialog until
+    /// the server ends or aborts it, or the broker sends [`ServerClass::abort_dialog`].
     Begin,
-    /// Continue the dialog held by this worker.
-    Continue(WorkerId),
+    /// A later request of the open dialog: [`BackendRequest::worker`] names the dialog's worker.
+    Continue,
 }
 
 /// One request for a server class.
@@ -57,6 +58,14 @@ pub struct BackendRequest {
     /// The transaction, when the request runs under one.
     pub transaction_id: Option<String>,
     pub dialog: DialogMarker,
+    /// Send the request to this worker and no other: the session's dialog worker, or the worker
+    /// that is already a participant of `transaction_id`. When it is gone the call fails with
+    /// [`AdapterError::PinnedWorkerGone`]. `None`: any worker that takes free work.
+    ///
+    /// A worker that serves a request with a `transaction_id` becomes pinned to that transaction
+    /// (it takes no other free work, is never reaped) until [`ServerClass::commit`] or
+    /// [`ServerClass::abort`] resolves it, or [`ServerClass::prepare`] gets a `no`.
+    pub worker: Option<WorkerId>,
     /// The body element as XML bytes (self-contained: the namespaces it uses are declared on it).
     pub payload: Bytes,
 }
@@ -108,9 +117,10 @@ pub enum AdapterError {
         worker: WorkerId,
         reason: String,
     },
-    /// The dialog's worker is gone (the dialog is lost).
-    #[error("server class {class}: dialog worker {worker} is gone")]
-    DialogLost { class: String, worker: WorkerId },
+    /// The worker a request or control message was pinned to (a dialog's worker, a transaction's
+    /// participant) is gone, and with it the dialog or the transaction's uncommitted work.
+    #[error("server class {class}: worker {worker} is gone")]
+    PinnedWorkerGone { class: String, worker: WorkerId },
     /// The request cannot be served by this adapter (e.g. a dialog on an http class).
     #[error("server class {class}: {reason}")]
     Unsupported { class: String, reason: String },
@@ -119,7 +129,21 @@ pub enum AdapterError {
     ShuttingDown { class: String },
 }
 
+/// A participant's answer to `PREPARE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Vote {
+    /// Prepared: the work is durable on the server's side and can still be committed or aborted.
+    Yes,
+    /// The server rolled its part back; the reason is for the client and the log.
+    No(String),
+}
+
 /// A named pool of workers behind one adapter.
+///
+/// `call` is the request path. The transaction and dialog methods are the coordinator's and the
+/// session engine's control path; their defaults answer [`AdapterError::Unsupported`], which is
+/// right for an adapter that cannot be transactional or context-sensitive (the configuration
+/// refuses such classes for it).
 #[async_trait]
 pub trait ServerClass: Send + Sync + 'static {
     /// The configured name.
@@ -130,6 +154,67 @@ pub trait ServerClass: Send + Sync + 'static {
 
     /// Send one request and wait for its reply (at most the class's `request_timeout`).
     async fn call(&self, request: BackendRequest) -> Result<BackendReply, AdapterError>;
+
+    /// Phase one of a commit, on the participant `worker`: `PREPARE` → `VOTE`. The worker stays
+    /// pinned after a yes and is released after a no. A dead worker → [`AdapterError::PinnedWorkerGone`]
+    /// (its uncommitted work died with it: the transaction must abort).
+    async fn prepare(&self, worker: &WorkerId, transaction: &str) -> Result<Vote, AdapterError> {
+        let _ = (worker, transaction);
+        Err(self.unsupported("transactions"))
+    }
+
+    /// `COMMIT` (one-phase after no prepare, or phase two) → `ACK`. Sent to `worker` while it
+    /// lives, otherwise (or with `None`) to any worker of the class, which resolves the transaction
+    /// from its durable state. Idempotent. Releases `worker`'s pin on success.
+    async fn commit(
+        &self,
+        worker: Option<&WorkerId>,
+        transaction: &str,
+    ) -> Result<(), AdapterError> {
+        let _ = (worker, transaction);
+        Err(self.unsupported("transactions"))
+    }
+
+    /// `ABORT` → `ACK`, routed like [`ServerClass::commit`]. Idempotent. Releases `worker`'s pin.
+    /// Aborting on a dead participant that never prepared succeeds: its work died with it.
+    async fn abort(
+        &self,
+        worker: Option<&WorkerId>,
+        transaction: &str,
+    ) -> Result<(), AdapterError> {
+        let _ = (worker, transaction);
+        Err(self.unsupported("transactions"))
+    }
+
+    /// `RECOVER` → `RECOVERED`, asked of any worker: the transactions the class's servers have
+    /// prepared and not yet seen resolved.
+    async fn recover(&self) -> Result<Vec<String>, AdapterError> {
+        Err(self.unsupported("transactions"))
+    }
+
+    /// `DIALOG-ABORT` for `session`'s dialog on `worker` → `ACK`; releases the dialog's pin. A dead
+    /// worker is not an error here (the dialog is gone either way).
+    async fn abort_dialog(&self, worker: &WorkerId, session: &str) -> Result<(), AdapterError> {
+        let _ = (worker, session);
+        Err(self.unsupported("dialogs"))
+    }
+
+    /// Whether `worker` is alive (a pinned dialog's or participant's worker).
+    fn worker_alive(&self, worker: &WorkerId) -> bool {
+        let _ = worker;
+        false
+    }
+
+    /// The error the default control methods answer.
+    fn unsupported(&self, what: &str) -> AdapterError {
+        AdapterError::Unsupported {
+            class: self.name().to_string(),
+            reason: format!(
+                "{what} are not supported by the {} adapter",
+                self.config().adapter.kind_name()
+            ),
+        }
+    }
 
     /// Stop accepting requests, let requests in flight finish (up to `grace`), stop the workers.
     async fn shutdown(&self, grace: std::time::Duration);

@@ -436,7 +436,7 @@ impl Pool {
         match request.dialog {
             DialogMarker::None => {}
             // The pinning hooks are in place (see the module docs); the dispatch is a later issue.
-            DialogMarker::Begin | DialogMarker::Continue(_) => {
+            DialogMarker::Begin | DialogMarker::Continue => {
                 return Err(AdapterError::Unsupported {
                     class: shared.class.clone(),
                     reason: "dialogs are not supported yet".to_string(),

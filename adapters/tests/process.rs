@@ -60,7 +60,7 @@ async fn dialogs_are_refused_for_now() {
     let class = ProcessClass::start(echo_config("dlg"), runtime())
         .await
         .unwrap();
-    for dialog in [DialogMarker::Begin, DialogMarker::Continue("dlg#1".into())] {
+    for dialog in [DialogMarker::Begin, DialogMarker::Continue] {
         let mut req = echo("");
         req.dialog = dialog;
         match class.call(req).await {

@@ -62,6 +62,7 @@ pub fn request(operation: &str, payload: &str) -> BackendRequest {
         session_id: Some("s-1".to_string()),
         transaction_id: None,
         dialog: DialogMarker::None,
+        worker: None,
         payload: Bytes::from(payload.to_string()),
     }
 }

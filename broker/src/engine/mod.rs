@@ -16,6 +16,7 @@
 //! The cost of a continue request in store calls is therefore two: `take_turn` (which returns the
 //! record) and `write_and_release`.
 
+mod admission;
 mod request;
 mod sweeper;
 
@@ -92,6 +93,9 @@ impl SessionEngine {
         if request.transaction.begin_new {
             return Response::sessionless(Err(EngineError::NotSupported("transactions")));
         }
+        if let Err(e) = admission::admit(self.store.as_ref(), endpoint, &request).await {
+            return Response::sessionless(Err(e));
+        }
         let id = new_session_id();
         // The body runs first, inside the new session; the record is stored (durably) only when the
         // body succeeded, so a failed Begin leaves nothing behind and tells the client no ID.
@@ -158,7 +162,7 @@ impl SessionEngine {
         // A session begun on another endpoint (or dialect), or by another principal (anonymous
         // included), does not exist for this request: refused exactly like an unknown one, and left
         // intact for its owner.
-        if record.endpoint != endpoint.path || record.principal != request.principal {
+        if !admission::binding_matches(endpoint, &record, &request) {
             self.release(turn).await;
             return Response::sessionless(Err(EngineError::UnknownSession(id)));
         }
@@ -284,6 +288,7 @@ impl SessionEngine {
             session_id: session.map(str::to_string),
             transaction_id: None,
             dialog: DialogMarker::None,
+            worker: None,
             payload: call.payload.clone(),
         };
         let class = route.class_name().to_string();

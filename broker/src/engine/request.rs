@@ -128,6 +128,9 @@ pub enum EngineError {
     /// A context-sensitive service called outside a session.
     #[error("service {0} requires a session")]
     SessionRequired(String),
+    /// A new session would exceed one of the endpoint's session limits (which one, for the log).
+    #[error("session limit reached: {0}")]
+    SessionLimit(String),
     /// AbortSubsession with no subsession open.
     #[error("no subsession is open")]
     NoSubsession,

@@ -166,6 +166,12 @@ fn engine_fault(
             -352,
             format!("Session {} is busy with an earlier request; retry later.", short_id(id)),
         ),
+        EngineError::SessionLimit(limit) => server(
+            None,
+            "Session limit reached",
+            -1,
+            format!("System error: a new session cannot be created: {limit}."),
+        ),
         EngineError::NotSupported(what) => server(
             None,
             "Not supported",
@@ -234,7 +240,7 @@ fn adapter_spec(error: &AdapterError) -> Spec {
             -352,
             format!("Server class {class} is busy ({limit} requests waiting); retry later."),
         ),
-        AdapterError::DialogLost { .. } => server(
+        AdapterError::PinnedWorkerGone { .. } => server(
             None,
             "Subsession lost",
             -356,
