@@ -39,10 +39,14 @@ pub type WorkerId = String;
 pub enum DialogMarker {
     /// A context-free request.
     None,
-    /// Open a dialog: any worker with room for one more, which is then pinned to the dialog until
-    /// the server ends or aborts it, or the broker sends [`ServerClass::abort_dialog`].
+    /// Open a dialog: any worker with room for one more (`max_dialogs_per_worker`) and no
+    /// transaction, or the worker [`BackendRequest::worker`] names. Unless the reply ends it
+    /// (`dialog-end`, `dialog-abort`), the worker that [`BackendReply::worker`] names is then
+    /// pinned to the dialog until the server ends or aborts it, or the broker sends
+    /// [`ServerClass::abort_dialog`].
     Begin,
-    /// A later request of the open dialog: [`BackendRequest::worker`] names the dialog's worker.
+    /// A later request of the open dialog: [`BackendRequest::worker`] names the dialog's worker
+    /// (required: without it the call fails with [`AdapterError::Unsupported`]).
     Continue,
 }
 
@@ -59,12 +63,17 @@ pub struct BackendRequest {
     pub transaction_id: Option<String>,
     pub dialog: DialogMarker,
     /// Send the request to this worker and no other: the session's dialog worker, or the worker
-    /// that is already a participant of `transaction_id`. When it is gone the call fails with
-    /// [`AdapterError::PinnedWorkerGone`]. `None`: any worker that takes free work.
+    /// that is already a participant of `transaction_id`. It waits behind the worker's current
+    /// request if there is one. When the worker is gone the call fails at once with
+    /// [`AdapterError::PinnedWorkerGone`] (or with [`AdapterError::WorkerLost`] if it dies while
+    /// serving this very request). `None`: any worker that takes free work, except that a request
+    /// under a transaction a live worker already holds goes to that worker.
     ///
     /// A worker that serves a request with a `transaction_id` becomes pinned to that transaction
     /// (it takes no other free work, is never reaped) until [`ServerClass::commit`] or
-    /// [`ServerClass::abort`] resolves it, or [`ServerClass::prepare`] gets a `no`.
+    /// [`ServerClass::abort`] resolves it, or [`ServerClass::prepare`] gets a `no`. A worker holds
+    /// one transaction at a time: a request naming it under another transaction is refused with
+    /// [`AdapterError::Unsupported`].
     pub worker: Option<WorkerId>,
     /// The body element as XML bytes (self-contained: the namespaces it uses are declared on it).
     pub payload: Bytes,
@@ -121,7 +130,9 @@ pub enum AdapterError {
     /// participant) is gone, and with it the dialog or the transaction's uncommitted work.
     #[error("server class {class}: worker {worker} is gone")]
     PinnedWorkerGone { class: String, worker: WorkerId },
-    /// The request cannot be served by this adapter (e.g. a dialog on an http class).
+    /// The request cannot be served by this adapter (e.g. a dialog on an http class), or the server
+    /// refused a control message (answered `PREPARE`, `COMMIT`, ... with an `error` `REPLY`: not
+    /// transactional, cannot do it; the reason says which worker and what it said).
     #[error("server class {class}: {reason}")]
     Unsupported { class: String, reason: String },
     /// The server class is shutting down.
@@ -144,6 +155,10 @@ pub enum Vote {
 /// session engine's control path; their defaults answer [`AdapterError::Unsupported`], which is
 /// right for an adapter that cannot be transactional or context-sensitive (the configuration
 /// refuses such classes for it).
+///
+/// A control message is answered within the class's `request_timeout` like a request, or fails
+/// with [`AdapterError::Timeout`] and the worker is killed (its late answer would otherwise be
+/// read as the next one's). One sent to a worker that is busy waits behind its current request.
 #[async_trait]
 pub trait ServerClass: Send + Sync + 'static {
     /// The configured name.
@@ -164,8 +179,14 @@ pub trait ServerClass: Send + Sync + 'static {
     }
 
     /// `COMMIT` (one-phase after no prepare, or phase two) → `ACK`. Sent to `worker` while it
-    /// lives, otherwise (or with `None`) to any worker of the class, which resolves the transaction
-    /// from its durable state. Idempotent. Releases `worker`'s pin on success.
+    /// lives (after its current request), otherwise (or with `None`) to any worker of the class,
+    /// which resolves the transaction from its durable state; with `None`, a live worker holding
+    /// the transaction gets it. Idempotent. Releases the holder's pin on success.
+    ///
+    /// One exception to "any worker": when this pool saw `worker` die holding the transaction
+    /// *unprepared*, its work is lost and no other worker could commit it (they would acknowledge
+    /// an unknown transaction), so the commit fails with [`AdapterError::PinnedWorkerGone`]. If
+    /// the worker dies while committing, the outcome is unknown: [`AdapterError::WorkerLost`].
     async fn commit(
         &self,
         worker: Option<&WorkerId>,
@@ -186,14 +207,16 @@ pub trait ServerClass: Send + Sync + 'static {
         Err(self.unsupported("transactions"))
     }
 
-    /// `RECOVER` → `RECOVERED`, asked of any worker: the transactions the class's servers have
-    /// prepared and not yet seen resolved.
+    /// `RECOVER` → `RECOVERED`, asked of any worker (an idle unpinned one if there is one): the
+    /// transactions the class's servers have prepared and not yet seen resolved. The class's
+    /// servers share their durable transaction state, so one worker answers for all.
     async fn recover(&self) -> Result<Vec<String>, AdapterError> {
         Err(self.unsupported("transactions"))
     }
 
     /// `DIALOG-ABORT` for `session`'s dialog on `worker` → `ACK`; releases the dialog's pin. A dead
-    /// worker is not an error here (the dialog is gone either way).
+    /// worker is not an error here (the dialog is gone either way), nor one that dies or times out
+    /// (and is killed) on the way.
     async fn abort_dialog(&self, worker: &WorkerId, session: &str) -> Result<(), AdapterError> {
         let _ = (worker, session);
         Err(self.unsupported("dialogs"))

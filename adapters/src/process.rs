@@ -11,6 +11,9 @@
 //! - its own process group (Unix), so a Ctrl-C in the broker's terminal reaches only the broker,
 //!   which then drains requests and stops the workers in order instead of having them die mid-reply.
 //!
+//! Dialogs and transactions pin a worker process (see the pool's module docs): its memory holds
+//! their state, so the pool routes their later requests and control messages to it alone.
+//!
 //! And the contract the worker keeps: answer `HELLO`, serve one request at a time, and **exit when
 //! stdin closes**. That last rule is what cleans up after a broker killed with `kill -9`: its end
 //! of every pipe closes, every worker reads end-of-file and leaves.
@@ -19,12 +22,11 @@ use async_trait::async_trait;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::runtime::Handle;
 
 use crate::pool::{Connector, Link, Pool};
-use crate::{AdapterError, AdapterKind, BackendReply, BackendRequest, ServerClass};
+use crate::{AdapterError, AdapterKind};
 use crate::{ServerClassConfig, WorkerId};
 
 pub use crate::pool::{PoolStatus, WorkerStatus};
@@ -76,24 +78,7 @@ impl ProcessClass {
     }
 }
 
-#[async_trait]
-impl ServerClass for ProcessClass {
-    fn name(&self) -> &str {
-        &self.config.name
-    }
-
-    fn config(&self) -> &ServerClassConfig {
-        &self.config
-    }
-
-    async fn call(&self, request: BackendRequest) -> Result<BackendReply, AdapterError> {
-        self.pool.call(request).await
-    }
-
-    async fn shutdown(&self, grace: Duration) {
-        self.pool.shutdown(grace).await
-    }
-}
+crate::pool::pool_server_class!(ProcessClass);
 
 /// The command as an operator would type it, for error messages.
 fn display_command(command: &[String]) -> String {

@@ -142,6 +142,17 @@ impl Frame {
     /// The complete frame (length prefix included), refusing values that would break the framing
     /// and frames longer than `max_frame`.
     pub fn encode(&self, max_frame: usize) -> Result<Bytes, ProtocolError> {
+        let head = self.encode_head(max_frame)?;
+        let mut out = BytesMut::with_capacity(head.len() + self.payload.len());
+        out.extend_from_slice(&head);
+        out.extend_from_slice(&self.payload);
+        Ok(out.freeze())
+    }
+
+    /// The length prefix and the header block, without the payload (the prefix counts it): a
+    /// sender can write these few bytes and then the payload it already holds, with the same
+    /// checks as [`Frame::encode`] and no copy of a large payload.
+    pub fn encode_head(&self, max_frame: usize) -> Result<Bytes, ProtocolError> {
         if !valid_kind(&self.kind) {
             return Err(ProtocolError::Unencodable(format!(
                 "message kind {:?} is not capital letters and '-'",
@@ -179,10 +190,9 @@ impl Frame {
                 max: max_frame,
             });
         }
-        let mut out = BytesMut::with_capacity(4 + len);
+        let mut out = BytesMut::with_capacity(4 + head.len());
         out.extend_from_slice(&(len as u32).to_be_bytes());
         out.extend_from_slice(head.as_bytes());
-        out.extend_from_slice(&self.payload);
         Ok(out.freeze())
     }
 
@@ -423,6 +433,10 @@ pub struct Request {
     pub session: Option<String>,
     pub transaction: Option<String>,
     pub dialog: Dialog,
+    /// `timeout-ms`: how many milliseconds the broker will still wait for the reply when it sends
+    /// the request, so that a server waiting for a lock can give up with an application fault
+    /// before the broker times out and kills it. Optional on the wire (older brokers omit it).
+    pub timeout_ms: Option<u64>,
     /// The body element as XML bytes.
     pub payload: Bytes,
 }
@@ -547,6 +561,7 @@ impl Message {
                 .header_opt("session", r.session.clone())
                 .header_opt("transaction", r.transaction.clone())
                 .header("dialog", r.dialog.as_str())
+                .header_opt("timeout-ms", r.timeout_ms.map(|t| t.to_string()))
                 .with_payload(r.payload.clone()),
             Message::Reply(r) => {
                 let frame = match &r.status {
@@ -644,6 +659,10 @@ impl Message {
                     Some(d) => Dialog::parse(d)
                         .ok_or_else(|| malformed(format!("REQUEST {id}: unknown dialog {d:?}")))?,
                 };
+                let timeout_ms = match frame.get("timeout-ms") {
+                    None => None,
+                    Some(v) => Some(parse_number(v, "timeout-ms")?),
+                };
                 Message::Request(Request {
                     id,
                     service: frame.require("service")?.to_string(),
@@ -651,6 +670,7 @@ impl Message {
                     session: text("session"),
                     transaction: text("transaction"),
                     dialog,
+                    timeout_ms,
                     payload: frame.payload.clone(),
                 })
             }
@@ -803,6 +823,7 @@ mod tests {
             session: Some("s-1".into()),
             transaction: None,
             dialog: Dialog::Begin,
+            timeout_ms: Some(179_950),
             payload: body("<Echo xmlns=\"urn:x\"><a>1</a></Echo>"),
         }));
         for status in [
@@ -868,6 +889,7 @@ mod tests {
             session: None,
             transaction: None,
             dialog: Dialog::None,
+            timeout_ms: None,
             payload: body("<Echo/>"),
         });
         let bytes = msg.encode(MAX).unwrap();
@@ -895,13 +917,18 @@ mod tests {
             session: Some("7f3a9c".into()),
             transaction: None,
             dialog: Dialog::None,
+            timeout_ms: Some(180_000),
             payload: body(r#"<Echo xmlns="urn:example"><text>hi</text></Echo>"#),
         });
         let bytes = request.encode(MAX).unwrap();
-        assert_eq!(&bytes[..4], &[0, 0, 0, 0x76]);
+        assert_eq!(&bytes[..4], &[0, 0, 0, 0x89]);
         assert!(bytes[4..].starts_with(
-            b"REQUEST 1\nservice: Echo\noperation: Echo\nsession: 7f3a9c\ndialog: none\n\n<Echo"
+            b"REQUEST 1\nservice: Echo\noperation: Echo\nsession: 7f3a9c\ndialog: none\ntimeout-ms: 180000\n\n<Echo"
         ));
+        // encode_head is encode without the payload, the prefix still counting it.
+        let head = request.to_frame().unwrap().encode_head(MAX).unwrap();
+        assert_eq!(&bytes[..head.len()], &head[..]);
+        assert_eq!(bytes.len() - head.len(), 48);
         let fault = Message::Reply(Reply {
             id: 2,
             status: ReplyStatus::Fault {
@@ -911,6 +938,88 @@ mod tests {
             payload: Bytes::new(),
         });
         assert_eq!(&fault.encode(MAX).unwrap()[..4], &[0, 0, 0, 0x4f]);
+    }
+
+    /// The two-phase commit in PROTOCOL.md §8 (and §7's second request) is what this codec
+    /// produces.
+    #[test]
+    fn protocol_md_two_phase_example_lengths() {
+        let t = "7f3a9c-1".to_string();
+        let request = |id, service: &str, session: Option<&str>, txn: Option<&str>, payload| {
+            Message::Request(Request {
+                id,
+                service: service.into(),
+                operation: service.into(),
+                session: session.map(Into::into),
+                transaction: txn.map(Into::into),
+                dialog: Dialog::None,
+                timeout_ms: Some(180_000),
+                payload: body(payload),
+            })
+        };
+        let cases = [
+            (request(2, "Frob", None, None, "<Frob/>"), 0x50),
+            (
+                request(
+                    5,
+                    "Put",
+                    Some("7f3a9c"),
+                    Some("7f3a9c-1"),
+                    r#"<Put xmlns="urn:example"><key>balance</key><value>90</value></Put>"#,
+                ),
+                0xaf,
+            ),
+            (
+                Message::Reply(Reply {
+                    id: 5,
+                    status: ReplyStatus::Ok,
+                    payload: body(r#"<PutResponse xmlns="urn:example"/>"#),
+                }),
+                0x36,
+            ),
+            (
+                Message::Prepare {
+                    id: 6,
+                    transaction: t.clone(),
+                },
+                0x21,
+            ),
+            (
+                Message::Vote {
+                    id: 6,
+                    transaction: t.clone(),
+                    vote: Vote::Yes,
+                    reason: None,
+                },
+                0x28,
+            ),
+            (
+                Message::Commit {
+                    id: 7,
+                    transaction: t.clone(),
+                },
+                0x20,
+            ),
+            (
+                Message::Ack {
+                    id: 7,
+                    transaction: Some(t.clone()),
+                },
+                0x1d,
+            ),
+            (Message::Recover { id: 8 }, 0x0b),
+            (
+                Message::Recovered {
+                    id: 8,
+                    transactions: vec![t.clone()],
+                },
+                0x1f,
+            ),
+        ];
+        for (message, len) in cases {
+            let bytes = message.encode(MAX).unwrap();
+            assert_eq!(&bytes[..4], &[0, 0, 0, len], "{}", message.kind());
+        }
     }
 
     #[test]
@@ -1048,6 +1157,7 @@ mod tests {
         let typed: &[&str] = &[
             "REQUEST 1\noperation: Echo\n\n",
             "REQUEST 1\nservice: E\noperation: E\ndialog: sideways\n\n",
+            "REQUEST 1\nservice: E\noperation: E\ntimeout-ms: soon\n\n",
             "REPLY 1\n\n",
             "REPLY 1\nstatus: maybe\n\n",
             "REPLY 1\nstatus: fault\n\n",

@@ -12,6 +12,8 @@
 //! - Unlike the process adapter, starting the class does not fail when no server answers yet:
 //!   the servers' lifecycle is not the broker's, so the pool logs the error, answers requests with
 //!   `Unreachable`, and keeps reconnecting in the background.
+//! - Dialogs and transactions pin a connection exactly as they pin a process: the server must keep
+//!   their in-memory state per connection (the pool's module docs describe the pinning).
 //! - `TCP_NODELAY` is set: a request is one write of a whole frame, and Nagle's algorithm would
 //!   only add a delayed-ACK round to every small reply.
 
@@ -24,7 +26,7 @@ use tokio::runtime::Handle;
 
 use crate::pool::{Connector, Link, Pool};
 use crate::process::PoolStatus;
-use crate::{AdapterError, AdapterKind, BackendReply, BackendRequest, ServerClass};
+use crate::{AdapterError, AdapterKind};
 use crate::{ServerClassConfig, WorkerId};
 
 /// How long one connection attempt to one address may take.
@@ -69,24 +71,7 @@ impl TcpClass {
     }
 }
 
-#[async_trait]
-impl ServerClass for TcpClass {
-    fn name(&self) -> &str {
-        &self.config.name
-    }
-
-    fn config(&self) -> &ServerClassConfig {
-        &self.config
-    }
-
-    async fn call(&self, request: BackendRequest) -> Result<BackendReply, AdapterError> {
-        self.pool.call(request).await
-    }
-
-    async fn shutdown(&self, grace: Duration) {
-        self.pool.shutdown(grace).await
-    }
-}
+crate::pool::pool_server_class!(TcpClass);
 
 struct TcpConnector {
     addresses: Vec<String>,

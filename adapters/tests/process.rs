@@ -3,7 +3,7 @@
 mod common;
 
 use adapters::process::ProcessClass;
-use adapters::{AdapterError, DialogMarker, ReplyStatus, ServerClass};
+use adapters::{AdapterError, ReplyStatus, ServerClass};
 use common::*;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -52,24 +52,6 @@ async fn python_reference_server_as_a_process_class() {
     );
     let reply = class.call(request("Other", "<Other/>")).await.unwrap();
     assert!(matches!(reply.status, ReplyStatus::Fault { ref code, .. } if code == "Client"));
-    class.shutdown(Duration::from_secs(1)).await;
-}
-
-#[tokio::test]
-async fn dialogs_are_refused_for_now() {
-    let class = ProcessClass::start(echo_config("dlg"), runtime())
-        .await
-        .unwrap();
-    for dialog in [DialogMarker::Begin, DialogMarker::Continue] {
-        let mut req = echo("");
-        req.dialog = dialog;
-        match class.call(req).await {
-            Err(AdapterError::Unsupported { reason, .. }) => {
-                assert_eq!(reason, "dialogs are not supported yet")
-            }
-            other => panic!("expected Unsupported, got {other:?}"),
-        }
-    }
     class.shutdown(Duration::from_secs(1)).await;
 }
 

@@ -10,6 +10,8 @@
 //! store flushes.
 
 use crate::config::{Config, DialectKind};
+use crate::coordinator::{spawn_recovery, Coordinator};
+use crate::dialect::dsml::Dsml;
 use crate::dialect::nonstop::NonStop;
 use crate::engine::{spawn_sweeper, SessionEngine};
 use crate::router::Router;
@@ -20,6 +22,10 @@ use adapters::ServerClass;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How often transaction recovery looks for decisions to re-send and prepared transactions to
+/// abort, after the pass at start.
+const RECOVERY_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Why the broker could not run. Each is one line for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -90,12 +96,33 @@ pub fn run(config: Config) -> Result<(), RunError> {
         .map(|c| c.request_timeout)
         .max()
         .unwrap_or_default();
+    let coordinator = Arc::new(Coordinator::new(
+        store.clone(),
+        classes.clone(),
+        &config.broker.id,
+        engine_rt.handle().clone(),
+    ));
+    // Finish what a crash interrupted before the first request: logged commit decisions are
+    // re-sent, prepared transactions without one are aborted.
+    match engine_rt.block_on(coordinator.recover()) {
+        Ok(report) => tracing::info!(?report, "transaction recovery at start"),
+        Err(e) => {
+            tracing::error!(error = %e, "transaction recovery at start failed; retrying periodically")
+        }
+    }
     let engine = Arc::new(SessionEngine::new(
         store.clone(),
         router,
+        coordinator.clone(),
         longest_request + Duration::from_secs(30),
     ));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let recovery = spawn_recovery(
+        coordinator,
+        engine_rt.handle(),
+        RECOVERY_INTERVAL,
+        stop_rx.clone(),
+    );
     let sweeper = spawn_sweeper(
         engine.clone(),
         engine_rt.handle(),
@@ -110,6 +137,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         authenticator: config.authenticator.clone(),
     });
     let mut nonstop_endpoints = Vec::new();
+    let mut dsml_endpoints = Vec::new();
     for e in &config.endpoints {
         match e.dialect {
             DialectKind::NonStop => {
@@ -132,6 +160,15 @@ pub fn run(config: Config) -> Result<(), RunError> {
                     dialect: NonStop::new(services),
                 }));
             }
+            DialectKind::Dsml => {
+                dsml_endpoints.push(Arc::new(Endpoint {
+                    config: e.clone(),
+                    roles: Roles {
+                        extra: e.roles.clone(),
+                    },
+                    dialect: Dsml::new(e.max_requests_per_batch),
+                }));
+            }
         }
     }
 
@@ -142,6 +179,11 @@ pub fn run(config: Config) -> Result<(), RunError> {
             .app_data(shared.clone())
             .route("/healthz", web::get().to(server::healthz));
         for ep in &nonstop_endpoints {
+            let ep = ep.clone();
+            let limits = limits.clone();
+            app = app.configure(move |cfg| server::configure_endpoint(cfg, ep, &limits));
+        }
+        for ep in &dsml_endpoints {
             let ep = ep.clone();
             let limits = limits.clone();
             app = app.configure(move |cfg| server::configure_endpoint(cfg, ep, &limits));
@@ -171,6 +213,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let _ = stop_tx.send(true);
     engine_rt.block_on(async {
         let _ = sweeper.await;
+        let _ = recovery.await;
         stop_classes(&classes, Duration::from_secs(5)).await;
         if let Err(e) = store.flush().await {
             tracing::error!(error = %e, "final store flush failed");

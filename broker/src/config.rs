@@ -75,6 +75,17 @@ pub struct StoreSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DialectKind {
     NonStop,
+    Dsml,
+}
+
+impl DialectKind {
+    /// The name written in the configuration (`dialect = "…"`).
+    pub fn name(self) -> &'static str {
+        match self {
+            DialectKind::NonStop => "nonstop",
+            DialectKind::Dsml => "dsml",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -89,6 +100,24 @@ pub struct EndpointConfig {
     pub turn_wait: Duration,
     /// What the endpoint requires of HTTP Basic credentials.
     pub auth: crate::auth::AuthMode,
+    /// Live sessions the endpoint holds at most (0: unlimited). DSML's `sessionsMax`.
+    pub sessions_max: usize,
+    /// Live sessions one client IP may hold at most on the endpoint (0: unlimited). DSML's
+    /// `sessionsMaxPerIP`.
+    pub sessions_max_per_ip: usize,
+    /// A session may only be used from the client IP that began it (DSML's `sessionsIPMatch`).
+    pub ip_match: bool,
+    /// A session may only be used by the principal that began it (DSML's `sessionsAuthMatch`).
+    pub auth_match: bool,
+    /// Operations one DSML `batchRequest` may hold (DSML's `maxRequestsPerBatch`).
+    pub max_requests_per_batch: usize,
+}
+
+impl EndpointConfig {
+    /// Whether admission must count sessions (a limit is set).
+    pub fn has_session_limits(&self) -> bool {
+        self.sessions_max > 0 || self.sessions_max_per_ip > 0
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -187,6 +216,11 @@ struct RawEndpoint {
     roles: Option<Vec<String>>,
     turn_wait: Option<String>,
     auth: Option<String>,
+    sessions_max: Option<usize>,
+    sessions_max_per_ip: Option<usize>,
+    ip_match: Option<bool>,
+    auth_match: Option<bool>,
+    max_requests_per_batch: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -268,6 +302,44 @@ impl Ctx<'_> {
         match value.unwrap_or(default) {
             0 => Err(self.err(key, "must be at least 1")),
             v => Ok(v),
+        }
+    }
+}
+
+/// The defaults of the endpoint keys whose default depends on the dialect.
+struct EndpointDefaults {
+    session_timeout: Duration,
+    sessions_max: usize,
+    sessions_max_per_ip: usize,
+    ip_match: bool,
+    auth_match: bool,
+    max_requests_per_batch: usize,
+}
+
+impl EndpointDefaults {
+    fn of(dialect: DialectKind) -> EndpointDefaults {
+        match dialect {
+            // NonStop SOAP had no session limits and bound sessions to nothing but their cookie; the
+            // broker binds them to their principal.
+            DialectKind::NonStop => EndpointDefaults {
+                session_timeout: Duration::from_secs(30 * 60),
+                sessions_max: 0,
+                sessions_max_per_ip: 0,
+                ip_match: false,
+                auth_match: true,
+                max_requests_per_batch: 1000,
+            },
+            // DSML Services for Windows ([MS-DSML] <6>, dsmlv2.config): sessionsTTL 600 s,
+            // sessionsMax 100, sessionsMaxPerIP 5, sessionsIPMatch and sessionsAuthMatch on,
+            // maxRequestsPerBatch 1000.
+            DialectKind::Dsml => EndpointDefaults {
+                session_timeout: Duration::from_secs(600),
+                sessions_max: 100,
+                sessions_max_per_ip: 5,
+                ip_match: true,
+                auth_match: true,
+                max_requests_per_batch: 1000,
+            },
         }
     }
 }
@@ -446,31 +518,51 @@ impl Config {
             if !paths.insert(path.clone()) {
                 return Err(cx.err(k("path"), format!("{path:?} is configured twice")));
             }
-            let dialect = match cx.required(&k("dialect"), &e.dialect)? {
-                "nonstop" => DialectKind::NonStop,
-                "dsml" | "sqlsession" => {
-                    return Err(cx.err(
+            let dialect =
+                match cx.required(&k("dialect"), &e.dialect)? {
+                    "nonstop" => DialectKind::NonStop,
+                    "dsml" => DialectKind::Dsml,
+                    "sqlsession" => return Err(cx.err(
                         k("dialect"),
-                        "this dialect is not available in this build yet (nonstop is)",
-                    ))
-                }
-                other => {
-                    return Err(cx.err(
-                        k("dialect"),
-                        format!("{other:?} is not one of nonstop, dsml, sqlsession"),
-                    ))
-                }
-            };
+                        "this dialect is not available in this build yet (nonstop and dsml are)",
+                    )),
+                    other => {
+                        return Err(cx.err(
+                            k("dialect"),
+                            format!("{other:?} is not one of nonstop, dsml, sqlsession"),
+                        ))
+                    }
+                };
+            let defaults = EndpointDefaults::of(dialect);
             let session_timeout = cx
                 .duration(
                     &k("session_timeout"),
                     e.session_timeout.as_deref(),
-                    Duration::from_secs(30 * 60),
+                    defaults.session_timeout,
                 )?
                 .min(MAX_SESSION_TIMEOUT);
             if session_timeout.is_zero() {
                 return Err(cx.err(k("session_timeout"), "must be more than zero"));
             }
+            let dsml_only = |key: &str, present: bool| {
+                if present && dialect != DialectKind::Dsml {
+                    Err(cx.err(
+                        k(key),
+                        format!(
+                            "only applies to dialect = \"dsml\", not {:?}",
+                            dialect.name()
+                        ),
+                    ))
+                } else {
+                    Ok(())
+                }
+            };
+            dsml_only("max_requests_per_batch", e.max_requests_per_batch.is_some())?;
+            let max_requests_per_batch = cx.positive(
+                &k("max_requests_per_batch"),
+                e.max_requests_per_batch,
+                defaults.max_requests_per_batch,
+            )?;
             endpoints.push(EndpointConfig {
                 path,
                 dialect,
@@ -497,6 +589,13 @@ impl Config {
                     e.turn_wait.as_deref(),
                     Duration::from_secs(300),
                 )?,
+                sessions_max: e.sessions_max.unwrap_or(defaults.sessions_max),
+                sessions_max_per_ip: e
+                    .sessions_max_per_ip
+                    .unwrap_or(defaults.sessions_max_per_ip),
+                ip_match: e.ip_match.unwrap_or(defaults.ip_match),
+                auth_match: e.auth_match.unwrap_or(defaults.auth_match),
+                max_requests_per_batch,
             });
         }
 
@@ -880,6 +979,61 @@ mod tests {
         let e = parse("[[endpoint]]\npath = \"/soap\"\ndialect = \"nonstop\"\nauth = \"maybe\"\n")
             .unwrap_err();
         assert_eq!(e.key, "endpoint[0].auth");
+    }
+
+    #[test]
+    fn dsml_endpoints_get_dsml_defaults_and_nonstop_ones_stay_unlimited() {
+        let c = parse(
+            "[[endpoint]]\npath = \"/soap\"\ndialect = \"nonstop\"\n[[endpoint]]\npath = \"/dsml\"\ndialect = \"dsml\"\n",
+        )
+        .unwrap();
+        let (n, d) = (&c.endpoints[0], &c.endpoints[1]);
+        assert_eq!(n.session_timeout, Duration::from_secs(1800));
+        assert_eq!((n.sessions_max, n.sessions_max_per_ip), (0, 0));
+        assert!(!n.ip_match && n.auth_match && !n.has_session_limits());
+        assert_eq!(d.dialect, DialectKind::Dsml);
+        assert_eq!(d.session_timeout, Duration::from_secs(600));
+        assert_eq!((d.sessions_max, d.sessions_max_per_ip), (100, 5));
+        assert!(d.ip_match && d.auth_match && d.has_session_limits());
+        assert_eq!(d.max_requests_per_batch, 1000);
+
+        let c = parse("[[endpoint]]\npath = \"/dsml\"\ndialect = \"dsml\"\nsessions_max = 0\nsessions_max_per_ip = 0\nip_match = false\nauth_match = false\nmax_requests_per_batch = 3\nsession_timeout = \"2s\"\n").unwrap();
+        let d = &c.endpoints[0];
+        assert!(!d.has_session_limits() && !d.ip_match && !d.auth_match);
+        assert_eq!(d.max_requests_per_batch, 3);
+        assert_eq!(d.session_timeout, Duration::from_secs(2));
+
+        let e = parse(
+            "[[endpoint]]\npath = \"/dsml\"\ndialect = \"dsml\"\nmax_requests_per_batch = 0\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "endpoint[0].max_requests_per_batch");
+        let e = parse(
+            "[[endpoint]]\npath = \"/soap\"\ndialect = \"nonstop\"\nmax_requests_per_batch = 5\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "endpoint[0].max_requests_per_batch");
+        assert!(e.problem.contains("dsml"), "{e}");
+        let e = parse("[[endpoint]]\npath = \"/dsml\"\ndialect = \"dsml\"\nsessions_max = -1\n")
+            .unwrap_err();
+        assert!(e.key.contains("line 4"), "{e}");
+        let e = parse("[[endpoint]]\npath = \"/q\"\ndialect = \"sqlsession\"\n").unwrap_err();
+        assert_eq!(e.key, "endpoint[0].dialect");
+    }
+
+    #[test]
+    fn the_embedded_default_serves_dsml() {
+        let c = Config::embedded(&Overrides::default()).unwrap();
+        let d = c
+            .endpoints
+            .iter()
+            .find(|e| e.path == "/dsml")
+            .expect("a /dsml endpoint");
+        assert_eq!(d.dialect, DialectKind::Dsml);
+        assert_eq!((d.sessions_max, d.sessions_max_per_ip), (100, 5));
+        assert!(c.services.iter().any(|s| s.name == "batchRequest"
+            && s.endpoint == "/dsml"
+            && s.server_class == "directory"));
     }
 
     #[test]

@@ -20,6 +20,7 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod coordinator;
 pub mod dialect;
 pub mod engine;
 pub mod logging;

@@ -29,10 +29,11 @@ impl Route {
     }
 }
 
-/// Endpoint path → service name → route.
+/// Endpoint path → service name → route; and the server classes by name.
 #[derive(Default, Clone)]
 pub struct Router {
     endpoints: HashMap<String, HashMap<String, Route>>,
+    classes: HashMap<String, Arc<dyn ServerClass>>,
 }
 
 impl Router {
@@ -61,7 +62,15 @@ impl Router {
                 .or_default()
                 .insert(s.name.clone(), route);
         }
-        Router { endpoints }
+        Router {
+            endpoints,
+            classes: classes.clone(),
+        }
+    }
+
+    /// The server class of this name (the one holding a session's dialog, say).
+    pub fn class(&self, name: &str) -> Option<&Arc<dyn ServerClass>> {
+        self.classes.get(name)
     }
 
     /// The route of `service` on `endpoint`, if configured.

@@ -13,8 +13,9 @@ use serde::Serialize;
 /// Format byte of a [`crate::BrokerInfo`] in the brokers tree.
 pub(crate) const BROKER_FORMAT_V1: u8 = 1;
 
-/// Format byte of a [`crate::TxnDecision`] in the decision log.
-pub(crate) const DECISION_FORMAT_V1: u8 = 1;
+/// Format byte of a [`crate::TxnDecision`] in the decision log (V2: with the session ID). V1
+/// decisions were never written by a released broker, so only V2 is read.
+pub(crate) const DECISION_FORMAT_V2: u8 = 2;
 
 /// Encode `value` behind the format byte `format`.
 pub(crate) fn encode<T: Serialize>(format: u8, value: &T) -> Vec<u8> {
@@ -54,6 +55,7 @@ mod tests {
 
         let d = TxnDecision {
             txn_id: "t-1".into(),
+            session_id: "s-1".into(),
             commit: true,
             participants: vec![Participant {
                 server_class: "ledger".into(),
@@ -62,9 +64,9 @@ mod tests {
             coordinator: "b1".into(),
             decided_ms: 1_700_000_000_001,
         };
-        let bytes = encode(DECISION_FORMAT_V1, &d);
+        let bytes = encode(DECISION_FORMAT_V2, &d);
         assert_eq!(
-            decode::<TxnDecision>(DECISION_FORMAT_V1, &bytes).unwrap(),
+            decode::<TxnDecision>(DECISION_FORMAT_V2, &bytes).unwrap(),
             d
         );
     }

@@ -26,6 +26,12 @@
 //! one flush (group commit). [`Durability::Lazy`] writes (last-access times) return at once and reach
 //! the disk with the next flush; a crash then only lengthens a session's life a little.
 //!
+//! ## Counting
+//! [`Store::count_sessions`] counts an endpoint's live sessions (of one client IP, or all) through
+//! a second index keyed by endpoint, client IP and session ID, kept in the same transactions as the
+//! record; it stops at the caller's limit, so a Begin under a session limit never reads the store
+//! whole.
+//!
 //! ## Expiry
 //! Records are filed in an index ordered by expiry time. [`Store::due_for_expiry`] reads the front of
 //! that index, never the whole store. The index is rewritten lazily (see
@@ -41,12 +47,13 @@ mod turns;
 
 pub use record::{
     Participant, RecordError, SessionRecord, SubsessionState, TransactionPhase, TransactionState,
-    RECORD_FORMAT_V1,
+    RECORD_FORMAT_V1, RECORD_FORMAT_V2,
 };
 pub use sled_store::{SledOptions, SledStore};
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,6 +90,8 @@ pub struct BrokerInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TxnDecision {
     pub txn_id: String,
+    /// The session whose transaction it is, so that recovery can settle the session's record.
+    pub session_id: String,
     /// `true` to commit, `false` to abort.
     pub commit: bool,
     pub participants: Vec<Participant>,
@@ -170,6 +179,20 @@ pub trait Store: Send + Sync + 'static {
     /// re-files it at its real deadline.
     async fn due_for_expiry(&self, now_ms: u64, limit: usize) -> Result<Vec<String>, StoreError>;
 
+    /// How many live (unexpired at `now_ms`) sessions of `endpoint` exist, counting only those
+    /// begun from `client_ip` when it is given; counting stops at `limit` (the result is at most
+    /// `limit`). Session admission uses it to enforce per-endpoint and per-client-IP limits across
+    /// every broker sharing the store. Backends count through an index by endpoint and client IP:
+    /// the cost grows with `limit` (and the endpoint's expired sessions not yet swept), never with
+    /// the number of stored sessions. IPv4-mapped IPv6 addresses count as their IPv4 form.
+    async fn count_sessions(
+        &self,
+        endpoint: &str,
+        client_ip: Option<IpAddr>,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<usize, StoreError>;
+
     /// Announce or renew a broker in the registry.
     async fn register_broker(&self, info: &BrokerInfo) -> Result<(), StoreError>;
 
@@ -179,7 +202,8 @@ pub trait Store: Send + Sync + 'static {
     /// Write a commit decision durably (before phase two).
     async fn log_decision(&self, decision: &TxnDecision) -> Result<(), StoreError>;
 
-    /// Remove a decision once every participant acknowledged it.
+    /// Remove a decision once every participant acknowledged it. Need not be durable: a decision
+    /// that reappears after a crash is re-sent (idempotently) and forgotten again.
     async fn forget_decision(&self, txn_id: &str) -> Result<(), StoreError>;
 
     /// Decisions still waiting for acknowledgements (for recovery).

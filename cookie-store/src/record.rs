@@ -7,9 +7,12 @@
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
 
-/// The format byte written before every encoded record. Bump it (and keep a decoder for the old one)
-/// whenever [`SessionRecord`] changes shape.
+/// The format byte of the first record layout (no transaction deadline). Still decoded.
 pub const RECORD_FORMAT_V1: u8 = 1;
+
+/// The format byte written before every encoded record today. Bump it (and keep a decoder for the
+/// old one) whenever [`SessionRecord`] changes shape.
+pub const RECORD_FORMAT_V2: u8 = 2;
 
 /// Everything the broker knows about one session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,9 +46,15 @@ pub struct SessionRecord {
 }
 
 impl SessionRecord {
-    /// When this session expires if nobody touches it again.
+    /// When this session expires if nobody touches it again: its idle deadline, or its open
+    /// transaction's deadline when that comes first (a transaction older than its timeout aborts and
+    /// ends the session, NonStop's TMF autoabort), so the expiry index finds both.
     pub fn expires_at_ms(&self) -> u64 {
-        self.last_access_ms.saturating_add(self.idle_timeout_ms)
+        let idle = self.last_access_ms.saturating_add(self.idle_timeout_ms);
+        match &self.transaction {
+            Some(t) if t.deadline_ms > 0 => idle.min(t.deadline_ms),
+            _ => idle,
+        }
     }
 
     /// Whether the session has expired at `now_ms`.
@@ -55,13 +64,17 @@ impl SessionRecord {
 
     /// Encode with the format byte in front.
     pub fn encode(&self) -> Vec<u8> {
-        crate::codec::encode(RECORD_FORMAT_V1, self)
+        crate::codec::encode(RECORD_FORMAT_V2, self)
     }
 
     /// Decode a record written by [`SessionRecord::encode`] (any known format version).
     pub fn decode(bytes: &[u8]) -> Result<Self, RecordError> {
-        // Only V1 exists; a V2 would dispatch on bytes[0] here and keep decoding V1.
-        crate::codec::decode(RECORD_FORMAT_V1, bytes)
+        match bytes.first() {
+            Some(&RECORD_FORMAT_V1) => {
+                crate::codec::decode::<v1::SessionRecord>(RECORD_FORMAT_V1, bytes).map(Into::into)
+            }
+            _ => crate::codec::decode(RECORD_FORMAT_V2, bytes),
+        }
     }
 }
 
@@ -74,8 +87,11 @@ pub struct TransactionState {
     pub phase: TransactionPhase,
     /// Workers that did work under the transaction: the commit's participants.
     pub participants: Vec<Participant>,
-    /// Start time, ms since the epoch (for `transaction_timeout`).
+    /// Start time, ms since the epoch.
     pub started_ms: u64,
+    /// When the transaction times out (`started_ms + transaction_timeout`), ms since the epoch;
+    /// 0 for none. Part of [`SessionRecord::expires_at_ms`].
+    pub deadline_ms: u64,
 }
 
 /// Life cycle of a transaction as the session record sees it.
@@ -115,6 +131,62 @@ pub enum RecordError {
     Corrupt(String),
 }
 
+/// The V1 layout, kept to read records written before transactions had a deadline.
+mod v1 {
+    use super::{Participant, SubsessionState, TransactionPhase};
+    use serde::Deserialize;
+    use std::net::IpAddr;
+
+    #[derive(Deserialize)]
+    pub(super) struct SessionRecord {
+        id: String,
+        endpoint: String,
+        dialect: String,
+        principal: Option<String>,
+        client_ip: Option<IpAddr>,
+        created_ms: u64,
+        last_access_ms: u64,
+        idle_timeout_ms: u64,
+        transaction: Option<TransactionState>,
+        subsession: Option<SubsessionState>,
+        dialect_state: Vec<u8>,
+        expiry_indexed_ms: u64,
+    }
+
+    #[derive(Deserialize)]
+    struct TransactionState {
+        id: String,
+        phase: TransactionPhase,
+        participants: Vec<Participant>,
+        started_ms: u64,
+    }
+
+    impl From<SessionRecord> for super::SessionRecord {
+        fn from(r: SessionRecord) -> Self {
+            super::SessionRecord {
+                id: r.id,
+                endpoint: r.endpoint,
+                dialect: r.dialect,
+                principal: r.principal,
+                client_ip: r.client_ip,
+                created_ms: r.created_ms,
+                last_access_ms: r.last_access_ms,
+                idle_timeout_ms: r.idle_timeout_ms,
+                transaction: r.transaction.map(|t| super::TransactionState {
+                    id: t.id,
+                    phase: t.phase,
+                    participants: t.participants,
+                    started_ms: t.started_ms,
+                    deadline_ms: 0,
+                }),
+                subsession: r.subsession,
+                dialect_state: r.dialect_state,
+                expiry_indexed_ms: r.expiry_indexed_ms,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +209,7 @@ mod tests {
                     worker: "ledger#1".into(),
                 }],
                 started_ms: 1_700_000_050_000,
+                deadline_ms: 1_700_000_170_000,
             }),
             subsession: None,
             dialect_state: vec![1, 2, 3],
@@ -148,7 +221,7 @@ mod tests {
     fn round_trips_and_stays_compact() {
         let r = sample();
         let bytes = r.encode();
-        assert_eq!(bytes[0], RECORD_FORMAT_V1);
+        assert_eq!(bytes[0], RECORD_FORMAT_V2);
         assert!(bytes.len() < 256, "typical record is {} bytes", bytes.len());
         assert_eq!(SessionRecord::decode(&bytes).unwrap(), r);
     }
@@ -161,16 +234,63 @@ mod tests {
             Err(RecordError::UnknownFormat(99))
         );
         assert!(matches!(
-            SessionRecord::decode(&[RECORD_FORMAT_V1, 0xff]),
+            SessionRecord::decode(&[RECORD_FORMAT_V2, 0xff]),
             Err(RecordError::Corrupt(_))
         ));
     }
 
+    /// A record written by the V1 layout (before transaction deadlines) still reads, deadline 0.
+    #[test]
+    fn reads_v1_records() {
+        #[derive(Serialize)]
+        struct TxnV1 {
+            id: String,
+            phase: TransactionPhase,
+            participants: Vec<Participant>,
+            started_ms: u64,
+        }
+        let mut r = sample();
+        let t = r.transaction.take().unwrap();
+        let v1 = (
+            &r.id,
+            &r.endpoint,
+            &r.dialect,
+            &r.principal,
+            &r.client_ip,
+            r.created_ms,
+            r.last_access_ms,
+            r.idle_timeout_ms,
+            Some(TxnV1 {
+                id: t.id.clone(),
+                phase: t.phase,
+                participants: t.participants.clone(),
+                started_ms: t.started_ms,
+            }),
+            &r.subsession,
+            &r.dialect_state,
+            r.expiry_indexed_ms,
+        );
+        let bytes = crate::codec::encode(RECORD_FORMAT_V1, &v1);
+        let read = SessionRecord::decode(&bytes).unwrap();
+        r.transaction = Some(TransactionState {
+            deadline_ms: 0,
+            ..t
+        });
+        assert_eq!(read, r);
+    }
+
     #[test]
     fn expiry_is_last_access_plus_timeout() {
-        let r = sample();
+        let mut r = sample();
+        r.transaction = None;
         assert_eq!(r.expires_at_ms(), 1_700_001_900_000);
         assert!(!r.is_expired(1_700_001_899_999));
         assert!(r.is_expired(1_700_001_900_000));
+    }
+
+    #[test]
+    fn a_transaction_deadline_brings_expiry_forward() {
+        let r = sample();
+        assert_eq!(r.expires_at_ms(), 1_700_000_170_000);
     }
 }

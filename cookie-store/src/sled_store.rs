@@ -6,11 +6,13 @@
 //! Trees:
 //! - `sessions`: session ID → encoded [`SessionRecord`];
 //! - `expiry`: 8-byte big-endian deadline ++ session ID → empty ([`crate::expiry`]);
+//! - `clients`: endpoint ++ client IP ++ session ID → the record's filed expiry deadline
+//!   ([`client_key`]), the index [`Store::count_sessions`] counts through;
 //! - `brokers`: broker ID → encoded [`BrokerInfo`];
 //! - `decisions`: transaction ID → encoded [`TxnDecision`];
 //! - `meta`: the epoch generation ([`crate::epochs`]).
 //!
-//! A record and its index entry change together in one sled transaction, so a crash never leaves a
+//! A record and its index entries change together in one sled transaction, so a crash never leaves a
 //! record without an entry (it would never expire). The converse, an entry whose record is gone or
 //! filed elsewhere, can only come from callers handing in stale filing data; [`SledStore::due_for_expiry`]
 //! drops such entries as it meets them.
@@ -19,18 +21,19 @@
 //! `insert` (the index entry stays where it is unless it is already due, see [`crate::expiry`]).
 //! Durable writes add a share of one grouped flush ([`crate::group_flush`]).
 
-use crate::codec::{self, BROKER_FORMAT_V1, DECISION_FORMAT_V1};
+use crate::codec::{self, BROKER_FORMAT_V1, DECISION_FORMAT_V2};
 use crate::epochs::{EpochSource, GENERATION_KEY};
 use crate::expiry::{due_bound, index_key, parse_index_key, refiled_deadline, Filed};
 use crate::group_flush::GroupFlush;
 use crate::turns::TurnTable;
 use crate::{
-    now_ms, BrokerInfo, Durability, RecordError, SessionRecord, Store, StoreError, Turn,
+    now_ms, short_id, BrokerInfo, Durability, RecordError, SessionRecord, Store, StoreError, Turn,
     TxnDecision,
 };
 use async_trait::async_trait;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use sled::Transactional;
+use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -63,6 +66,7 @@ pub struct SledStore {
     flusher: GroupFlush,
     sessions: sled::Tree,
     expiry: sled::Tree,
+    clients: sled::Tree,
     brokers: sled::Tree,
     decisions: sled::Tree,
     meta: sled::Tree,
@@ -96,6 +100,9 @@ impl SledStore {
         };
         let sessions = tree("sessions")?;
         let expiry = tree("expiry")?;
+        // Stores written before this index existed have no entries for their sessions; that only
+        // matters for endpoints with session limits (DSML), which came with the index.
+        let clients = tree("clients")?;
         let brokers = tree("brokers")?;
         let decisions = tree("decisions")?;
         let meta = tree("meta")?;
@@ -105,6 +112,7 @@ impl SledStore {
             flusher: GroupFlush::start(db)?,
             sessions,
             expiry,
+            clients,
             brokers,
             decisions,
             meta,
@@ -188,10 +196,12 @@ impl SledStore {
                 }
                 .encode();
                 let (old_key, new_key) = (index_key(indexed, id), index_key(deadline, id));
-                self.sessions_and_expiry(id, |s, x| {
+                let client = client_key(&record.endpoint, record.client_ip, id);
+                self.sessions_and_expiry(id, |s, x, c| {
                     s.insert(id.as_bytes(), bytes.as_slice())?;
                     x.remove(old_key.as_slice())?;
                     x.insert(new_key.as_slice(), EMPTY)?;
+                    c.insert(client.as_slice(), &deadline.to_be_bytes())?;
                     Ok(())
                 })?;
             }
@@ -211,7 +221,7 @@ impl SledStore {
         let Some(filed) = (*filed).filter(|f| f.indexed_ms <= now && f.expires_ms > now) else {
             return Ok(());
         };
-        self.sessions_and_expiry(id, |s, x| {
+        self.sessions_and_expiry(id, |s, x, c| {
             let Some(bytes) = s.get(id.as_bytes())? else {
                 return Ok(());
             };
@@ -228,22 +238,27 @@ impl SledStore {
             record.expiry_indexed_ms = deadline;
             s.insert(id.as_bytes(), record.encode())?;
             x.insert(index_key(deadline, id), EMPTY)?;
+            c.insert(
+                client_key(&record.endpoint, record.client_ip, id),
+                &deadline.to_be_bytes(),
+            )?;
             Ok(())
         })
     }
 
-    /// Run `f` as one sled transaction over the sessions and expiry trees; an abort carries the
-    /// decode error of session `id`.
+    /// Run `f` as one sled transaction over the sessions, expiry and clients trees; an abort
+    /// carries the decode error of session `id`.
     fn sessions_and_expiry<R>(
         &self,
         id: &str,
         f: impl Fn(
             &TransactionalTree,
             &TransactionalTree,
+            &TransactionalTree,
         ) -> Result<R, ConflictableTransactionError<RecordError>>,
     ) -> Result<R, StoreError> {
-        (&self.sessions, &self.expiry)
-            .transaction(|(s, x)| f(s, x))
+        (&self.sessions, &self.expiry, &self.clients)
+            .transaction(|(s, x, c)| f(s, x, c))
             .map_err(|e| match e {
                 TransactionError::Abort(source) => StoreError::Record {
                     id: id.to_owned(),
@@ -258,7 +273,7 @@ impl SledStore {
     /// Drop the index entry `key` (session `id`, filed at `deadline`) if its record is gone or
     /// filed elsewhere. Transactional, so it cannot race a refile back onto the same key.
     fn drop_stale_entry(&self, key: &[u8], id: &str, deadline: u64) -> Result<bool, StoreError> {
-        self.sessions_and_expiry(id, |s, x| {
+        self.sessions_and_expiry(id, |s, x, _| {
             let stale = match s.get(id.as_bytes())? {
                 None => true,
                 Some(bytes) => {
@@ -307,14 +322,17 @@ impl Store for SledStore {
         }
         .encode();
         let key = index_key(deadline, id);
-        // Compare-and-swap from nothing, inside a transaction so the index entry comes with it: the
-        // read joins the transaction's read set, so a concurrent create of the same ID conflicts.
-        let created = self.sessions_and_expiry(id, |s, x| {
+        let client = client_key(&record.endpoint, record.client_ip, id);
+        // Compare-and-swap from nothing, inside a transaction so the index entries come with it:
+        // the read joins the transaction's read set, so a concurrent create of the same ID
+        // conflicts.
+        let created = self.sessions_and_expiry(id, |s, x, c| {
             if s.get(id.as_bytes())?.is_some() {
                 return Ok(false);
             }
             s.insert(id.as_bytes(), bytes.as_slice())?;
             x.insert(key.as_slice(), EMPTY)?;
+            c.insert(client.as_slice(), &deadline.to_be_bytes())?;
             Ok(true)
         })?;
         if !created {
@@ -411,12 +429,14 @@ impl Store for SledStore {
         let id = turn.session_id.clone();
         self.finish(turn, durability, |filed| {
             let cached = filed.map(|f| f.indexed_ms);
-            self.sessions_and_expiry(&id, |s, x| {
+            self.sessions_and_expiry(&id, |s, x, c| {
                 if let Some(bytes) = s.remove(id.as_bytes())? {
                     // The stored record knows where it is filed; an undecodable one leaves only
-                    // the cached entry to remove (a leftover is dropped by due_for_expiry).
+                    // the cached entry to remove (a leftover is dropped by due_for_expiry, and a
+                    // clients entry by count_sessions).
                     if let Ok(record) = SessionRecord::decode(&bytes) {
                         x.remove(index_key(record.expiry_indexed_ms, &id))?;
+                        c.remove(client_key(&record.endpoint, record.client_ip, &id))?;
                     }
                 }
                 if let Some(indexed) = cached {
@@ -473,6 +493,69 @@ impl Store for SledStore {
         Ok(due)
     }
 
+    async fn count_sessions(
+        &self,
+        endpoint: &str,
+        client_ip: Option<IpAddr>,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let mut prefix = endpoint_prefix(endpoint);
+        if let Some(ip) = client_ip {
+            push_ip(&mut prefix, Some(ip));
+        }
+        let mut live = 0;
+        for entry in self.clients.scan_prefix(&prefix) {
+            if live >= limit {
+                break;
+            }
+            let (key, value) = entry
+                .map_err(|e| StoreError::Unavailable(format!("scanning the clients index: {e}")))?;
+            // The value is the record's filed expiry deadline, which is never later than its real
+            // one: an entry whose deadline is ahead is live without reading its record.
+            let filed = value
+                .as_ref()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .unwrap_or(0);
+            if filed > now_ms {
+                live += 1;
+                continue;
+            }
+            let Some(id) = client_key_id(&key, prefix.len()) else {
+                tracing::warn!(key = ?key, "dropping a malformed clients index key");
+                let _ = self
+                    .clients
+                    .compare_and_swap(&key, Some(&value), None::<&[u8]>);
+                continue;
+            };
+            let stored = self
+                .sessions
+                .get(id)
+                .map_err(|e| sled_error("reading session", id, e))?;
+            match stored.as_deref().map(SessionRecord::decode) {
+                Some(Ok(record)) => {
+                    // Expired but not swept yet: not counted, the sweeper deletes it.
+                    if !record.is_expired(now_ms) {
+                        live += 1;
+                    }
+                }
+                // The record is gone (it could not be decoded when it was deleted): drop the
+                // entry unless it changed meanwhile.
+                None => {
+                    let _ = self
+                        .clients
+                        .compare_and_swap(&key, Some(&value), None::<&[u8]>)
+                        .map_err(|e| sled_error("clients index", id, e))?;
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(session = %short_id(id), %error, "not counting an undecodable record");
+                }
+            }
+        }
+        Ok(live.min(limit))
+    }
+
     async fn register_broker(&self, info: &BrokerInfo) -> Result<(), StoreError> {
         // Lazy: a heartbeat lost in a crash is simply sent again.
         self.brokers
@@ -502,7 +585,7 @@ impl Store for SledStore {
         self.decisions
             .insert(
                 decision.txn_id.as_bytes(),
-                codec::encode(DECISION_FORMAT_V1, decision),
+                codec::encode(DECISION_FORMAT_V2, decision),
             )
             .map_err(|e| sled_error("logging decision of transaction", &decision.txn_id, e))?;
         self.flusher.flush().await
@@ -512,7 +595,9 @@ impl Store for SledStore {
         self.decisions
             .remove(txn_id)
             .map_err(|e| sled_error("forgetting decision of transaction", txn_id, e))?;
-        self.flusher.flush().await
+        // Not flushed: a removal lost in a crash only makes recovery re-send commits that every
+        // participant acknowledges again (they are idempotent) and forget the decision then.
+        Ok(())
     }
 
     async fn pending_decisions(&self) -> Result<Vec<TxnDecision>, StoreError> {
@@ -522,7 +607,7 @@ impl Store for SledStore {
                 let (key, bytes) = entry.map_err(|e| {
                     StoreError::Unavailable(format!("scanning the decision log: {e}"))
                 })?;
-                codec::decode(DECISION_FORMAT_V1, &bytes).map_err(|source| StoreError::Record {
+                codec::decode(DECISION_FORMAT_V2, &bytes).map_err(|source| StoreError::Record {
                     id: format!("decision {}", String::from_utf8_lossy(&key)),
                     source,
                 })
@@ -545,6 +630,60 @@ impl Store for SledStore {
     async fn flush(&self) -> Result<(), StoreError> {
         self.flusher.flush().await
     }
+}
+
+/// The clients-index prefix of an endpoint: its length (2 bytes, big-endian) and its bytes, so that
+/// no endpoint's prefix is a prefix of another's.
+fn endpoint_prefix(endpoint: &str) -> Vec<u8> {
+    let bytes = endpoint.as_bytes();
+    let len = u16::try_from(bytes.len()).unwrap_or(u16::MAX);
+    let mut key = Vec::with_capacity(2 + bytes.len() + 17 + 32);
+    key.extend_from_slice(&len.to_be_bytes());
+    key.extend_from_slice(&bytes[..usize::from(len)]);
+    key
+}
+
+/// Append a client IP: a tag byte (0 none, 4 IPv4, 6 IPv6) and the address bytes. IPv4-mapped
+/// IPv6 addresses are written as IPv4, so one client counts once whichever socket family it came
+/// through.
+fn push_ip(key: &mut Vec<u8>, ip: Option<IpAddr>) {
+    match ip.map(|ip| ip.to_canonical()) {
+        None => key.push(0),
+        Some(IpAddr::V4(v4)) => {
+            key.push(4);
+            key.extend_from_slice(&v4.octets());
+        }
+        Some(IpAddr::V6(v6)) => {
+            key.push(6);
+            key.extend_from_slice(&v6.octets());
+        }
+    }
+}
+
+/// The clients-index key of a session: endpoint prefix, client IP, session ID.
+fn client_key(endpoint: &str, ip: Option<IpAddr>, id: &str) -> Vec<u8> {
+    let mut key = endpoint_prefix(endpoint);
+    push_ip(&mut key, ip);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// The session ID of a clients-index key found under a prefix of `prefix_len` bytes (the endpoint
+/// prefix, or the endpoint and IP prefix).
+fn client_key_id(key: &[u8], prefix_len: usize) -> Option<&str> {
+    let endpoint_len = usize::from(u16::from_be_bytes([*key.first()?, *key.get(1)?]));
+    let ip_at = 2 + endpoint_len;
+    let ip_len = match key.get(ip_at)? {
+        0 => 0,
+        4 => 4,
+        6 => 16,
+        _ => return None,
+    };
+    let id_at = ip_at + 1 + ip_len;
+    if id_at < prefix_len {
+        return None;
+    }
+    std::str::from_utf8(key.get(id_at..)?).ok()
 }
 
 fn sled_error(doing: &str, id: &str, e: sled::Error) -> StoreError {

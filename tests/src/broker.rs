@@ -83,6 +83,8 @@ pub struct BrokerProcess {
     /// How many times a process was started (names the log files).
     starts: u32,
     extra_args: Vec<String>,
+    /// Environment variables set for the next start ([`BrokerProcess::set_env`]).
+    env: Vec<(String, String)>,
 }
 
 impl BrokerProcess {
@@ -95,6 +97,16 @@ impl BrokerProcess {
 
     /// [`BrokerProcess::start`] with extra command-line arguments.
     pub fn start_with_args(config_toml: &str, extra_args: &[&str]) -> BrokerProcess {
+        BrokerProcess::start_full(config_toml, extra_args, &[])
+    }
+
+    /// [`BrokerProcess::start`] with environment variables (kept for restarts; see
+    /// [`BrokerProcess::set_env`]).
+    pub fn start_with_env(config_toml: &str, env: &[(&str, &str)]) -> BrokerProcess {
+        BrokerProcess::start_full(config_toml, &[], env)
+    }
+
+    fn start_full(config_toml: &str, extra_args: &[&str], env: &[(&str, &str)]) -> BrokerProcess {
         let mut dir = tempfile::Builder::new()
             .prefix("broker-test-")
             .tempdir()
@@ -116,6 +128,10 @@ impl BrokerProcess {
                 addr,
                 starts: 0,
                 extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
             };
             match b.spawn_and_wait() {
                 Ok(()) => return b,
@@ -163,6 +179,7 @@ impl BrokerProcess {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.extra_args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr);
@@ -298,6 +315,14 @@ impl BrokerProcess {
                 );
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Set (or with `None`, unset) an environment variable for the next [`restart`](Self::restart).
+    pub fn set_env(&mut self, key: &str, value: Option<&str>) {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_string(), v.to_string()));
         }
     }
 

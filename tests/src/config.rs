@@ -20,6 +20,8 @@ pub struct TestConfig {
     pub echo_extra: String,
     /// Appended at the end: more `[[server_class]]` / `[[service]]` tables.
     pub extra: String,
+    /// More TOML lines for the `/soap` endpoint (`transaction_timeout = "1s"`…).
+    pub soap_endpoint_extra: String,
 }
 
 /// The process adapter running the broker's own sample echo server.
@@ -40,6 +42,7 @@ impl Default for TestConfig {
             echo_request_timeout: "30s".into(),
             echo_extra: String::new(),
             extra: String::new(),
+            soap_endpoint_extra: String::new(),
         }
     }
 }
@@ -90,6 +93,11 @@ impl TestConfig {
         self
     }
 
+    pub fn soap_endpoint_extra(mut self, toml_lines: &str) -> TestConfig {
+        self.soap_endpoint_extra = toml_lines.into();
+        self
+    }
+
     /// The TOML text.
     pub fn render(&self) -> String {
         let roles = self
@@ -123,7 +131,7 @@ path = "/soap"
 dialect = "nonstop"
 session_timeout = {session_timeout:?}
 roles = [{roles}]
-{turn_wait}
+{turn_wait}{soap_endpoint_extra}
 [[server_class]]
 name = "echo"
 {adapter}
@@ -149,6 +157,7 @@ server_class = "echo"
             rt = self.echo_request_timeout,
             echo_extra = self.echo_extra,
             extra = self.extra,
+            soap_endpoint_extra = self.soap_endpoint_extra,
         )
     }
 }

@@ -10,7 +10,9 @@
 
 pub mod broker;
 pub mod config;
+pub mod dsml;
 pub mod http;
+pub mod ledger;
 pub mod proc;
 pub mod soak;
 pub mod soap;

@@ -3,11 +3,14 @@
 //! ```text
 //! sample-server echo                # the `echo` class on stdin/stdout (the process adapter)
 //! sample-server echo --http ADDR    # the same work over HTTP (the benchmark backend)
+//! sample-server ledger --data DIR [--prefix Savings]   # durable, transactional accounts
+//! sample-server cart                # context-sensitive: a shopping cart per dialog
+//! sample-server directory           # stand-in for the DSML endpoint's LDAP backend
 //! ```
 //!
 //! On stdin/stdout it speaks the backend wire protocol (`adapters/PROTOCOL.md`) and exits when
-//! stdin closes. Test aids (see `src/sample/echo.rs`): an `Echo` holding `<sleepMs>N</sleepMs>`
-//! answers after N ms; one holding `<crash/>` makes the process exit with status 3 unanswered.
+//! stdin closes. Each class's test aids are documented in its module under `src/sample/` (for
+//! example `<sleepMs>`/`<crash/>` for echo, `<voteNo/>`/`<crashOnPrepare/>` for the ledger).
 
 fn main() -> std::process::ExitCode {
     adapters::sample::main_with_args(std::env::args().skip(1).collect())

@@ -3,19 +3,33 @@
 //! `sample-server <class>` plays one of the sample application's server classes (see
 //! `shared/spec/product.md`, "The sample application"). Each class is one file here implementing
 //! [`SampleClass`]; the wire-protocol plumbing ([`stdio`]) and the HTTP mode ([`http`]) are shared,
-//! so adding `ledger`, `cart` or `directory` means one new file and one new subcommand.
+//! so adding a class means one new file and one new subcommand:
+//!
+//! | subcommand | class | file |
+//! | --- | --- | --- |
+//! | `echo [--http ADDR]` | context-free `Echo` | [`echo`] |
+//! | `ledger --data DIR [--prefix P]` | durable, transactional accounts (`savings` is `--prefix Savings`) | [`ledger`] |
+//! | `cart` | context-sensitive: a cart per dialog, in memory | [`cart`] |
+//! | `directory` | a stand-in for the DSML endpoint's LDAP backend (no directory behind it) | [`directory`] |
+//!
+//! [`xml`] holds the request-reading and response-writing helpers they share.
 //!
 //! A sample class is deliberately written the way a legacy team would write a conforming server:
 //! a blocking loop on stdin/stdout, one request at a time, exit when stdin closes.
 
+pub mod cart;
+pub mod directory;
 pub mod echo;
 pub mod http;
+pub mod ledger;
 pub mod stdio;
+pub mod xml;
 
 use crate::protocol::{Message, Reply, Request};
 use crate::ReplyStatus;
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,21 +71,25 @@ pub trait SampleClass {
     /// The default suits a context-free, non-transactional class: acknowledge a dialog abort (there
     /// is nothing to abort) and answer the transaction messages with an error reply.
     fn control(&mut self, message: &Message) -> Message {
-        match message {
-            Message::DialogAbort { id, .. } => Message::Ack {
-                id: *id,
-                transaction: None,
-            },
-            other => Message::Reply(Reply {
-                id: other.id(),
-                status: ReplyStatus::Error(format!(
-                    "{} is not transactional (got {})",
-                    self.server_name(),
-                    other.kind()
-                )),
-                payload: Bytes::new(),
-            }),
-        }
+        not_transactional(&self.server_name(), message)
+    }
+}
+
+/// The default [`SampleClass::control`], also for classes that override it for dialogs only.
+pub fn not_transactional(server_name: &str, message: &Message) -> Message {
+    match message {
+        Message::DialogAbort { id, .. } => Message::Ack {
+            id: *id,
+            transaction: None,
+        },
+        other => Message::Reply(Reply {
+            id: other.id(),
+            status: ReplyStatus::Error(format!(
+                "{server_name} is not transactional (got {})",
+                other.kind()
+            )),
+            payload: Bytes::new(),
+        }),
     }
 }
 
@@ -97,6 +115,29 @@ enum Class {
         #[arg(long, value_name = "ADDR")]
         http: Option<String>,
     },
+    /// The durable, transactional `ledger` class: Deposit, Withdraw, Balance (with `--prefix
+    /// Savings`: SavingsDeposit, … — the `savings` class).
+    Ledger {
+        /// The data directory (created if missing), shared by every process of the class.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Prefix of the operation names (`Savings` for the `savings` class).
+        #[arg(long, value_name = "P", default_value = "", value_parser = parse_prefix)]
+        prefix: String,
+    },
+    /// The context-sensitive `cart` class: CartAdd, CartList, CartCheckout in a dialog.
+    Cart,
+    /// A stand-in for the DSML endpoint's LDAP backend: answers a batchRequest with a
+    /// batchResponse (every operation: unwillingToPerform; there is no directory behind it).
+    Directory,
+}
+
+fn parse_prefix(prefix: &str) -> Result<String, String> {
+    if prefix.len() <= 32 && prefix.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        Ok(prefix.to_string())
+    } else {
+        Err("a prefix is up to 32 ASCII letters and digits".to_string())
+    }
 }
 
 /// Run `sample-server` with these arguments (without the program name). The `broker` binary calls
@@ -112,6 +153,18 @@ pub fn main_with_args(args: Vec<String>) -> std::process::ExitCode {
     let code = match cli.class {
         Class::Echo { http: None } => stdio::serve(&mut echo::Echo),
         Class::Echo { http: Some(addr) } => serve_http(&addr, Arc::new(echo::respond)),
+        Class::Ledger { data, prefix } => match ledger::Ledger::open(&data, &prefix) {
+            Ok(mut ledger) => stdio::serve(&mut ledger),
+            Err(e) => {
+                eprintln!(
+                    "sample-server ledger: cannot open the data directory {}: {e}",
+                    data.display()
+                );
+                1
+            }
+        },
+        Class::Cart => stdio::serve(&mut cart::Cart::default()),
+        Class::Directory => stdio::serve(&mut directory::Directory),
     };
     std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

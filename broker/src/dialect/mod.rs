@@ -1,6 +1,6 @@
 //! # Dialects: how a session protocol reads and writes SOAP headers
 //!
-//! Every session dialect the broker speaks (NonStop today; DSML and SQL Server `sqlSession` later)
+//! Every session dialect the broker speaks (NonStop and DSML today; SQL Server `sqlSession` later)
 //! implements [`Dialect`]. A request passes through its phases in this order, each a trait method:
 //!
 //! 1. [`Dialect::accepts_version`]: right after the envelope is parsed. Default: SOAP 1.1 and 1.2.
@@ -18,6 +18,7 @@
 //! Generic SOAP errors found before the dialect is involved (malformed XML, limits, mustUnderstand)
 //! are rendered by [`Dialect::write_soap_error`]; its default renders the plain SOAP fault.
 
+pub mod dsml;
 pub mod nonstop;
 
 use crate::engine::{Request, Response};

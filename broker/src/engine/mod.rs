@@ -8,27 +8,37 @@
 //! 1. resolve the session: begin a new one, or take the existing one's *turn* in the store (requests
 //!    of one session run one at a time, in arrival order; other sessions never wait) and check it is
 //!    neither unknown, foreign to this endpoint, nor expired (lazy expiry);
-//! 2. transaction commands and subsession commands (later issues: answered with a clear error today);
-//! 3. the body: route it to its server class and call it inside the session;
-//! 4. end the session (delete the record, durably) or write the record back (lazily: only the
-//!    last-access time changed) and give the turn back.
+//! 2. transaction commands, before the body: commit or abort the current transaction, then begin
+//!    a new one (the [`Coordinator`] does the committing); `AbortSubsession` (dialogs are a later
+//!    issue: answered with a clear error today);
+//! 3. the body: route it to its server class and call it inside the session, under the session's
+//!    transaction when the class is transactional (its worker becomes a participant);
+//! 4. end the session (commit what is open, delete the record, durably) or write the record back
+//!    and give the turn back — durably when a transaction began, committed or aborted, lazily when
+//!    only the last-access time (or the participant list) changed.
 //!
 //! The cost of a continue request in store calls is therefore two: `take_turn` (which returns the
-//! record) and `write_and_release`.
+//! record) and `write_and_release`. A commit adds the coordinator's work: nothing with one
+//! participant; with several, one durable decision write before phase two and its removal after.
+//!
+//! A backend that fails under a transaction (its worker died, timed out or reported a system
+//! error) aborts the transaction and ends the session, as NonStop SOAP did after a TMF abort.
 
 mod admission;
 mod request;
 mod sweeper;
 
 pub use request::{
-    EngineError, Reply, Request, Response, ServiceCall, SessionDirective, SessionInfo, TxnCommand,
+    DialogTransaction, EngineError, Reply, Request, Response, ServiceCall, SessionDirective,
+    SessionInfo, TxnCommand,
 };
 pub use sweeper::spawn_sweeper;
 
 use crate::config::EndpointConfig;
+use crate::coordinator::{CommitError, Committed, Coordinator};
 use crate::router::{Route, Router};
-use adapters::{BackendRequest, DialogMarker, ReplyStatus};
-use cookie_store::{now_ms, Durability, SessionRecord, Store, StoreError, Turn};
+use adapters::{AdapterError, BackendRequest, DialogMarker, ReplyStatus, WorkerId};
+use cookie_store::{now_ms, Durability, SessionRecord, Store, StoreError, SubsessionState, Turn};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,16 +46,50 @@ use std::time::Duration;
 pub struct SessionEngine {
     store: Arc<dyn Store>,
     router: Router,
+    coordinator: Arc<Coordinator>,
     /// How long a request may hold a session's turn before another request may take it over. Longer
     /// than the longest backend `request_timeout`, so that only a dead broker loses its turn.
     turn_lease: Duration,
 }
 
+/// A session a request is working on: its turn is held until the record is written back.
+struct Held {
+    turn: Turn,
+    record: SessionRecord,
+    /// Something a client is told about changed (a transaction began, committed or aborted): the
+    /// write-back must reach the disk before the reply.
+    durable: bool,
+    /// Commits whose decisions may be forgotten once the record is written.
+    committed: Vec<Committed>,
+}
+
+/// How a call inside a session failed, and whether the failure ends the session (a backend that
+/// fails under a transaction aborts it and ends the session, NonStop's implicit action 2).
+struct CallFailure {
+    error: EngineError,
+    ends_session: bool,
+}
+
+impl From<EngineError> for CallFailure {
+    fn from(error: EngineError) -> CallFailure {
+        CallFailure {
+            error,
+            ends_session: false,
+        }
+    }
+}
+
 impl SessionEngine {
-    pub fn new(store: Arc<dyn Store>, router: Router, turn_lease: Duration) -> SessionEngine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        router: Router,
+        coordinator: Arc<Coordinator>,
+        turn_lease: Duration,
+    ) -> SessionEngine {
         SessionEngine {
             store,
             router,
+            coordinator,
             turn_lease,
         }
     }
@@ -80,7 +124,7 @@ impl SessionEngine {
                 Ok(route) if route.is_context_sensitive() => {
                     Err(EngineError::SessionRequired(call.service.clone()))
                 }
-                Ok(route) => self.call(route, call, None).await,
+                Ok(route) => self.call_sessionless(route, call).await,
             },
         };
         Response {
@@ -90,35 +134,14 @@ impl SessionEngine {
     }
 
     async fn begin(&self, endpoint: &EndpointConfig, request: Request) -> Response {
-        if request.transaction.begin_new {
-            return Response::sessionless(Err(EngineError::NotSupported("transactions")));
-        }
-        if let Err(e) = admission::admit(self.store.as_ref(), endpoint, &request).await {
-            return Response::sessionless(Err(e));
-        }
-        let id = new_session_id();
-        // The body runs first, inside the new session; the record is stored (durably) only when the
-        // body succeeded, so a failed Begin leaves nothing behind and tells the client no ID.
-        let body = match &request.call {
-            None => Reply::Empty,
-            Some(call) => {
-                let route = match self.route_call(endpoint, call) {
-                    Ok(r) => r,
-                    Err(e) => return Response::sessionless(Err(e)),
-                };
-                if route.is_context_sensitive() {
-                    return Response::sessionless(Err(EngineError::NotSupported(
-                        "context-sensitive server classes",
-                    )));
-                }
-                match self.call(route, call, Some(&id)).await {
-                    Ok(reply) => reply,
-                    Err(e) => return Response::sessionless(Err(e)),
-                }
-            }
+        // Held until the record is created (or the Begin fails): see admission's "The race".
+        let _admitted = match admission::admit(self.store.as_ref(), endpoint, &request).await {
+            Ok(admitted) => admitted,
+            Err(e) => return Response::sessionless(Err(e)),
         };
+        let id = new_session_id();
         let now = now_ms();
-        let record = SessionRecord {
+        let mut record = SessionRecord {
             id: id.clone(),
             endpoint: endpoint.path.clone(),
             dialect: request.dialect.to_string(),
@@ -132,12 +155,50 @@ impl SessionEngine {
             dialect_state: Vec::new(),
             expiry_indexed_ms: 0,
         };
+        if request.transaction.begin_new {
+            if let Err(e) = self.check_transactional_body(endpoint, &request) {
+                return Response::sessionless(Err(e));
+            }
+            record.transaction = Some(self.coordinator.begin(endpoint.transaction_timeout));
+        }
+        // The body runs first, inside the new session; the record is stored (durably) only when the
+        // body succeeded, so a failed Begin leaves nothing behind and tells the client no ID.
+        let body = match &request.call {
+            None => Ok(Reply::Empty),
+            Some(call) => match self.route_call(endpoint, call) {
+                Err(e) => Err(e),
+                Ok(route) => self
+                    .call_in_session(&mut record, route, call)
+                    .await
+                    .map_err(|f| f.error),
+            },
+        };
+        let body = match body {
+            Ok(body) => body,
+            Err(e) => {
+                self.abort_dialog(&mut record).await;
+                if let Some(txn) = record.transaction.take() {
+                    self.coordinator.abort(&txn).await;
+                }
+                return Response::sessionless(Err(e));
+            }
+        };
+        let subsession_open = record.subsession.is_some();
         match self.store.create(&record, Durability::Durable).await {
             Ok(()) => Response {
-                session: Some(SessionInfo::new(id)),
+                session: Some(SessionInfo {
+                    id,
+                    subsession_open,
+                }),
                 result: Ok(body),
             },
-            Err(e) => Response::sessionless(Err(EngineError::Store(e))),
+            Err(e) => {
+                self.abort_dialog(&mut record).await;
+                if let Some(txn) = record.transaction.take() {
+                    self.coordinator.abort(&txn).await;
+                }
+                Response::sessionless(Err(EngineError::Store(e)))
+            }
         }
     }
 
@@ -147,6 +208,7 @@ impl SessionEngine {
         id: String,
         request: Request,
     ) -> Response {
+        // 3. The session: its turn, its binding, lazy expiry.
         let (turn, record) = match self
             .store
             .take_turn(&id, self.turn_lease, endpoint.turn_wait)
@@ -166,95 +228,475 @@ impl SessionEngine {
             self.release(turn).await;
             return Response::sessionless(Err(EngineError::UnknownSession(id)));
         }
-        let now = now_ms();
-        if record.is_expired(now) {
-            // Lazy expiry: indistinguishable from an unknown session. Nothing was acknowledged about the
-            // deletion, so it need not wait for the disk.
-            if let Err(e) = self.store.delete(turn, Durability::Lazy).await {
-                tracing::warn!(session = %short_id(&id), error = %e, "could not delete an expired session");
-            }
+        if record.is_expired(now_ms()) {
+            // Lazy expiry (idle, or a transaction past its timeout): indistinguishable from an
+            // unknown session.
+            self.expire(turn, record).await;
             return Response::sessionless(Err(EngineError::UnknownSession(id)));
         }
-        let live = SessionInfo::new(id.clone());
+        let mut held = Held {
+            turn,
+            record,
+            durable: false,
+            committed: Vec::new(),
+        };
 
-        if request.transaction.command.is_some() || request.transaction.begin_new {
-            return self
-                .finish(
-                    turn,
-                    record,
-                    now,
-                    live,
-                    Err(EngineError::NotSupported("transactions")),
-                )
-                .await;
+        // 4. Transaction commands, before the body.
+        if let Err(e) = self
+            .transaction_commands(endpoint, &request, &mut held)
+            .await
+        {
+            return self.finish(held, Err(e)).await;
         }
-        if request.abort_subsession && record.subsession.is_none() {
-            return self
-                .finish(turn, record, now, live, Err(EngineError::NoSubsession))
-                .await;
-        }
-
-        let body = match &request.call {
-            None => {
-                if request.end_session {
-                    Reply::Ended
-                } else {
-                    Reply::Empty
+        // 5. AbortSubsession (under one transaction per dialog, the transaction goes with it).
+        if request.abort_subsession {
+            if held.record.subsession.is_none() {
+                return self.finish(held, Err(EngineError::NoSubsession)).await;
+            }
+            if self.in_one_transaction_dialog(&held.record) {
+                if let Some(txn) = held.record.transaction.take() {
+                    self.coordinator.abort(&txn).await;
                 }
             }
+            self.abort_dialog(&mut held.record).await;
+            held.durable = true;
+        }
+
+        // 6. The body.
+        let body = match &request.call {
+            None if request.end_session => Reply::Ended,
+            None => Reply::Empty,
             Some(call) => {
                 let route = match self.route_call(endpoint, call) {
                     Ok(r) => r,
-                    Err(e) => return self.finish(turn, record, now, live, Err(e)).await,
+                    Err(e) => return self.finish(held, Err(e)).await,
                 };
-                if route.is_context_sensitive() {
-                    let e = EngineError::NotSupported("context-sensitive server classes");
-                    return self.finish(turn, record, now, live, Err(e)).await;
-                }
-                match self.call(route, call, Some(&id)).await {
+                let before = boundaries(&held.record);
+                let called = self.call_in_session(&mut held.record, route, call).await;
+                // A transaction or dialog that began or ended is news for the client: durable.
+                held.durable |= boundaries(&held.record) != before;
+                match called {
                     Ok(reply) => reply,
-                    Err(e) => return self.finish(turn, record, now_ms(), live, Err(e)).await,
+                    Err(CallFailure {
+                        error,
+                        ends_session: true,
+                    }) => return self.end(held, Err(error)).await,
+                    Err(CallFailure { error, .. }) => return self.finish(held, Err(error)).await,
                 }
             }
         };
 
+        // 7. End: not while a dialog is open (-1016); commit what is open (End without a command
+        // commits), delete the record.
+        if request.end_session && held.record.subsession.is_some() {
+            return self.finish(held, Err(EngineError::SubsessionOpen)).await;
+        }
         if request.end_session {
-            // The client is told the session is over: that must survive a crash.
-            return match self.store.delete(turn, Durability::Durable).await {
-                Ok(()) => Response {
-                    session: None,
-                    result: Ok(body),
-                },
-                Err(e) => Response {
-                    session: Some(live),
-                    result: Err(EngineError::Store(e)),
+            let result = match held.record.transaction.take() {
+                None => Ok(body),
+                Some(txn) => match self.coordinator.commit(&id, &txn).await {
+                    Ok(committed) => {
+                        held.committed.push(committed);
+                        Ok(body)
+                    }
+                    Err(e) => Err(commit_failed(e)),
                 },
             };
+            return self.end(held, result).await;
         }
-        self.finish(turn, record, now_ms(), live, Ok(body)).await
+        // 8. Write back, release, reply.
+        self.finish(held, Ok(body)).await
     }
 
-    /// Write the record back lazily (only the last-access time changed) and give the turn back.
-    async fn finish(
+    /// `CurrentTransactionCommand` (commit or abort the current transaction), then
+    /// `BeginNewTransaction`: both before the body, in that order, so one request can end one
+    /// transaction and begin the next.
+    async fn transaction_commands(
         &self,
-        turn: Turn,
-        mut record: SessionRecord,
-        now: u64,
-        live: SessionInfo,
-        result: Result<Reply, EngineError>,
-    ) -> Response {
-        record.last_access_ms = record.last_access_ms.max(now);
-        if let Err(e) = self
+        endpoint: &EndpointConfig,
+        request: &Request,
+        held: &mut Held,
+    ) -> Result<(), EngineError> {
+        if let Some(command) = request.transaction.command {
+            if held.record.transaction.is_none() {
+                return Err(EngineError::NoTransaction(command));
+            }
+            if self.in_one_transaction_dialog(&held.record) {
+                return Err(EngineError::CommandInDialog(command));
+            }
+            let Some(txn) = held.record.transaction.take() else {
+                return Err(EngineError::NoTransaction(command));
+            };
+            held.durable = true;
+            match command {
+                TxnCommand::Commit => match self.coordinator.commit(&held.record.id, &txn).await {
+                    Ok(committed) => held.committed.push(committed),
+                    Err(e) => return Err(commit_failed(e)),
+                },
+                TxnCommand::Abort => self.coordinator.abort(&txn).await,
+            }
+        }
+        if request.transaction.begin_new {
+            if held.record.transaction.is_some() {
+                return Err(EngineError::TransactionInProgress);
+            }
+            self.check_transactional_body(endpoint, request)?;
+            held.record.transaction = Some(self.coordinator.begin(endpoint.transaction_timeout));
+            held.durable = true;
+        }
+        Ok(())
+    }
+
+    /// `BeginNewTransaction` needs a body whose service is transactional, or no body (-1022).
+    fn check_transactional_body(
+        &self,
+        endpoint: &EndpointConfig,
+        request: &Request,
+    ) -> Result<(), EngineError> {
+        match &request.call {
+            Some(call) => match self.router.route(&endpoint.path, &call.service) {
+                Some(route) if !route.class.config().transactional => {
+                    Err(EngineError::NotTransactional(call.service.clone()))
+                }
+                // An unknown service is reported when the body is routed (-215).
+                _ => Ok(()),
+            },
+            None => Ok(()),
+        }
+    }
+
+    /// Call a service inside a session.
+    ///
+    /// - A context-sensitive class's service runs in the session's dialog: the first call opens one
+    ///   on any worker with room (the record then names it), later calls go to that worker; only
+    ///   one dialog at a time (-1019). The worker ends it (`dialog-end`: under
+    ///   `one_txn_per_dialog` that commits the transaction) or aborts it (-353/-354/-355). A dialog
+    ///   whose worker is gone is lost (-356) and the session lives on.
+    /// - Under the session's transaction when there is one and the class is transactional: the
+    ///   worker that serves it becomes a participant and later calls of the transaction go to it.
+    /// - Otherwise to any worker, outside any transaction.
+    async fn call_in_session(
+        &self,
+        record: &mut SessionRecord,
+        route: &Route,
+        call: &ServiceCall,
+    ) -> Result<Reply, CallFailure> {
+        let class = route.class_name();
+        let one_txn_per_dialog = route.class.config().one_txn_per_dialog;
+
+        // Where the request goes: the dialog's worker, the transaction participant's, or any.
+        let mut dialog = DialogMarker::None;
+        let mut target: Option<WorkerId> = None;
+        if route.is_context_sensitive() {
+            match &record.subsession {
+                Some(sub) if sub.server_class != class => {
+                    return Err(EngineError::OtherSubsession {
+                        open: sub.server_class.clone(),
+                        requested: class.to_string(),
+                    }
+                    .into())
+                }
+                Some(sub) => match self.coordinator.untag(&sub.worker) {
+                    Some(worker) => {
+                        dialog = DialogMarker::Continue;
+                        target = Some(worker);
+                    }
+                    // Held by an earlier run of this broker: lost with that process.
+                    None => return Err(self.lose_dialog(record, class).await),
+                },
+                None => dialog = DialogMarker::Begin,
+            }
+        }
+        let under_transaction = route.class.config().transactional && record.transaction.is_some();
+        let mut new_participant = false;
+        if let Some(txn) = record.transaction.as_ref().filter(|_| under_transaction) {
+            match self.coordinator.participant_of(txn, class) {
+                None => new_participant = true,
+                Some(p) => match self.coordinator.local_worker(p) {
+                    // A dialog's worker and the class's participant are the same worker.
+                    Some(worker) => target = target.or(Some(worker)),
+                    None => {
+                        return Err(self
+                            .abort_lost(record, class, "the broker restarted since it did work")
+                            .await)
+                    }
+                },
+            }
+        }
+        let request = BackendRequest {
+            service: call.service.clone(),
+            operation: route.operation.to_string(),
+            session_id: Some(record.id.clone()),
+            transaction_id: record
+                .transaction
+                .as_ref()
+                .filter(|_| under_transaction)
+                .map(|t| t.id.clone()),
+            dialog: dialog.clone(),
+            worker: target,
+            payload: call.payload.clone(),
+        };
+        let reply = match route.class.call(request).await {
+            Ok(reply) => reply,
+            Err(error) => {
+                let in_dialog = dialog == DialogMarker::Continue;
+                let lost = matches!(
+                    error,
+                    AdapterError::PinnedWorkerGone { .. }
+                        | AdapterError::WorkerLost { .. }
+                        | AdapterError::Timeout { .. }
+                );
+                if in_dialog && lost {
+                    let failure = self.lose_dialog(record, class).await;
+                    // A timeout says so (-351); a dead worker is a lost subsession (-356).
+                    return Err(match error {
+                        AdapterError::Timeout { .. } => EngineError::Backend(error).into(),
+                        _ => failure,
+                    });
+                }
+                if under_transaction && lost {
+                    tracing::warn!(session = %short_id(&record.id), class = %class, error = %error, "backend failed under a transaction: aborting it and ending the session");
+                    let why = match error {
+                        AdapterError::PinnedWorkerGone { .. } => {
+                            "the process that held its work stopped"
+                        }
+                        _ => "the server failed during the request",
+                    };
+                    return Err(self.abort_lost(record, class, why).await);
+                }
+                // Nothing ran (queue full, class unreachable): the transaction is intact.
+                return Err(EngineError::Backend(error).into());
+            }
+        };
+        if let (true, Some(txn)) = (new_participant, record.transaction.as_mut()) {
+            txn.participants
+                .push(self.coordinator.participant(class, &reply.worker));
+        }
+
+        // The dialog's life, as the worker's reply tells it.
+        match reply.status {
+            ReplyStatus::DialogEnd if dialog != DialogMarker::None => {
+                record.subsession = None;
+                if one_txn_per_dialog {
+                    if let Some(txn) = record.transaction.take() {
+                        // The dialog's end is its transaction's end (Pathsend's FEOK).
+                        let committed = self.coordinator.commit(&record.id, &txn).await;
+                        match committed {
+                            Ok(committed) => self.coordinator.settled(committed).await,
+                            Err(e) => return Err(commit_failed(e).into()),
+                        }
+                    }
+                }
+            }
+            ReplyStatus::DialogAbort if dialog != DialogMarker::None => {
+                record.subsession = None;
+                let transaction = match (&record.transaction, one_txn_per_dialog) {
+                    (None, _) => DialogTransaction::None,
+                    (Some(_), false) => DialogTransaction::LeftToClient,
+                    (Some(_), true) => {
+                        if let Some(txn) = record.transaction.take() {
+                            self.coordinator.abort(&txn).await;
+                        }
+                        DialogTransaction::Aborted
+                    }
+                };
+                return Err(EngineError::DialogAborted {
+                    class: class.to_string(),
+                    transaction,
+                }
+                .into());
+            }
+            _ if dialog == DialogMarker::Begin => {
+                record.subsession = Some(SubsessionState {
+                    server_class: class.to_string(),
+                    worker: self.coordinator.tag(&reply.worker),
+                    broker: self.coordinator.broker_id().to_string(),
+                    dialog_id: record.id.clone(),
+                });
+            }
+            _ => {}
+        }
+
+        match reply.status {
+            ReplyStatus::Ok
+            | ReplyStatus::DialogContinue
+            | ReplyStatus::DialogEnd
+            | ReplyStatus::DialogAbort => Ok(Reply::Body(reply.payload)),
+            ReplyStatus::Fault { code, string } => {
+                if route.abort_transaction_on_fault && under_transaction {
+                    if let Some(txn) = record.transaction.take() {
+                        self.coordinator.abort(&txn).await;
+                    }
+                }
+                Err(EngineError::Application {
+                    class: class.to_string(),
+                    code,
+                    string,
+                    detail: reply.payload,
+                }
+                .into())
+            }
+            ReplyStatus::Error(message) if under_transaction => {
+                tracing::warn!(session = %short_id(&record.id), class = %class, error = %message, "backend system error under a transaction: aborting it and ending the session");
+                Err(self
+                    .abort_lost(record, class, "the server reported a system error")
+                    .await)
+            }
+            ReplyStatus::Error(message) => Err(EngineError::BackendFailed {
+                class: class.to_string(),
+                message,
+            }
+            .into()),
+        }
+    }
+
+    /// The session's dialog is gone with its worker (-356); the session lives on. A transaction the
+    /// worker took part in cannot commit any more: it is aborted.
+    async fn lose_dialog(&self, record: &mut SessionRecord, class: &str) -> CallFailure {
+        if let Some(sub) = record.subsession.take() {
+            let participated = record
+                .transaction
+                .as_ref()
+                .is_some_and(|t| t.participants.iter().any(|p| p.worker == sub.worker));
+            if participated {
+                if let Some(txn) = record.transaction.take() {
+                    self.coordinator.abort(&txn).await;
+                }
+            }
+        }
+        EngineError::SubsessionLost {
+            class: class.to_string(),
+        }
+        .into()
+    }
+
+    /// Abort the session's dialog from the broker's side (AbortSubsession, expiry, a session ended
+    /// by a failure), best effort: a worker that is gone took the dialog with it.
+    async fn abort_dialog(&self, record: &mut SessionRecord) {
+        let Some(sub) = record.subsession.take() else {
+            return;
+        };
+        let (Some(class), Some(worker)) = (
+            self.router.class(&sub.server_class),
+            self.coordinator.untag(&sub.worker),
+        ) else {
+            return;
+        };
+        if let Err(e) = class.abort_dialog(&worker, &record.id).await {
+            tracing::warn!(session = %short_id(&record.id), class = %sub.server_class, error = %e, "could not abort a dialog");
+        }
+    }
+
+    /// Whether the session's open dialog belongs to a one-transaction-per-dialog class.
+    fn in_one_transaction_dialog(&self, record: &SessionRecord) -> bool {
+        record.subsession.as_ref().is_some_and(|sub| {
+            self.router
+                .class(&sub.server_class)
+                .is_some_and(|c| c.config().one_txn_per_dialog)
+        })
+    }
+
+    /// Abort the record's transaction because a participant lost its work; the session ends.
+    async fn abort_lost(&self, record: &mut SessionRecord, class: &str, why: &str) -> CallFailure {
+        if let Some(txn) = record.transaction.take() {
+            self.coordinator.abort(&txn).await;
+        }
+        CallFailure {
+            error: EngineError::TransactionAborted {
+                at_commit: false,
+                reason: format!("server class {class}: {why}; the session has ended"),
+            },
+            ends_session: true,
+        }
+    }
+
+    /// Delete the session (durably: the client is told it ended) and reply without it.
+    async fn end(&self, held: Held, result: Result<Reply, EngineError>) -> Response {
+        let Held {
+            turn,
+            mut record,
+            committed,
+            ..
+        } = held;
+        // Ended by a failure with a dialog or a transaction still recorded: neither can outlive
+        // its session.
+        self.abort_dialog(&mut record).await;
+        if let Some(txn) = &record.transaction {
+            self.coordinator.abort(txn).await;
+        }
+        match self.store.delete(turn, Durability::Durable).await {
+            Ok(()) => {
+                for c in committed {
+                    self.coordinator.settled(c).await;
+                }
+                Response {
+                    session: None,
+                    result,
+                }
+            }
+            Err(e) => Response {
+                session: Some(SessionInfo::new(record.id)),
+                result: Err(EngineError::Store(e)),
+            },
+        }
+    }
+
+    /// Write the record back and give the turn back: durably when something the client is told
+    /// about changed, lazily when only the last-access time did.
+    async fn finish(&self, held: Held, result: Result<Reply, EngineError>) -> Response {
+        let Held {
+            turn,
+            mut record,
+            durable,
+            committed,
+        } = held;
+        record.last_access_ms = record.last_access_ms.max(now_ms());
+        let durability = if durable {
+            Durability::Durable
+        } else {
+            Durability::Lazy
+        };
+        let live = SessionInfo {
+            id: record.id.clone(),
+            subsession_open: record.subsession.is_some(),
+        };
+        match self
             .store
-            .write_and_release(turn, &record, Durability::Lazy)
+            .write_and_release(turn, &record, durability)
             .await
         {
+            Ok(()) => {
+                for c in committed {
+                    self.coordinator.settled(c).await;
+                }
+            }
             // Only the last-access time was at stake: the reply still stands.
-            tracing::warn!(session = %short_id(&record.id), error = %e, "could not write the session back");
+            Err(e) if !durable => {
+                tracing::warn!(session = %short_id(&record.id), error = %e, "could not write the session back")
+            }
+            Err(e) => {
+                tracing::error!(session = %short_id(&record.id), error = %e, "could not write a session change durably");
+                return Response {
+                    session: Some(live),
+                    result: Err(EngineError::Store(e)),
+                };
+            }
         }
         Response {
             session: Some(live),
             result,
+        }
+    }
+
+    /// An expired session: abort its transaction, delete it. Nothing was acknowledged about the
+    /// deletion, so it need not wait for the disk.
+    async fn expire(&self, turn: Turn, mut record: SessionRecord) {
+        self.abort_dialog(&mut record).await;
+        if let Some(txn) = &record.transaction {
+            self.coordinator.abort(txn).await;
+        }
+        if let Err(e) = self.store.delete(turn, Durability::Lazy).await {
+            tracing::warn!(session = %short_id(&record.id), error = %e, "could not delete an expired session");
         }
     }
 
@@ -275,41 +717,35 @@ impl SessionEngine {
             .ok_or_else(|| EngineError::UnknownService(call.service.clone()))
     }
 
-    /// Call a context-free service and turn the backend's answer into a reply or an error.
-    async fn call(
+    /// Call a context-free service outside any session.
+    async fn call_sessionless(
         &self,
         route: &Route,
         call: &ServiceCall,
-        session: Option<&str>,
     ) -> Result<Reply, EngineError> {
         let request = BackendRequest {
             service: call.service.clone(),
             operation: route.operation.to_string(),
-            session_id: session.map(str::to_string),
+            session_id: None,
             transaction_id: None,
             dialog: DialogMarker::None,
             worker: None,
             payload: call.payload.clone(),
         };
         let class = route.class_name().to_string();
-        match route.class.call(request).await {
-            Ok(reply) => match reply.status {
-                ReplyStatus::Ok | ReplyStatus::DialogContinue | ReplyStatus::DialogEnd => {
-                    Ok(Reply::Body(reply.payload))
-                }
-                ReplyStatus::Fault { code, string } => Err(EngineError::Application {
-                    class,
-                    code,
-                    string,
-                    detail: reply.payload,
-                }),
-                ReplyStatus::Error(message) => Err(EngineError::BackendFailed { class, message }),
-                ReplyStatus::DialogAbort => Err(EngineError::BackendFailed {
-                    class,
-                    message: "the server aborted a dialog that was never opened".into(),
-                }),
-            },
-            Err(error) => Err(EngineError::Backend(error)),
+        let reply = route.class.call(request).await?;
+        match reply.status {
+            ReplyStatus::Ok
+            | ReplyStatus::DialogContinue
+            | ReplyStatus::DialogEnd
+            | ReplyStatus::DialogAbort => Ok(Reply::Body(reply.payload)),
+            ReplyStatus::Fault { code, string } => Err(EngineError::Application {
+                class,
+                code,
+                string,
+                detail: reply.payload,
+            }),
+            ReplyStatus::Error(message) => Err(EngineError::BackendFailed { class, message }),
         }
     }
 
@@ -332,6 +768,11 @@ impl SessionEngine {
                 Err(e) => return Err(e),
             };
             if record.is_expired(now_ms()) {
+                let mut record = record;
+                self.abort_dialog(&mut record).await;
+                if let Some(txn) = &record.transaction {
+                    self.coordinator.abort(txn).await;
+                }
                 self.store.delete(turn, Durability::Lazy).await?;
                 tracing::debug!(session = %short_id(&id), "expired session swept");
                 deleted += 1;
@@ -343,6 +784,25 @@ impl SessionEngine {
             }
         }
         Ok((examined, deleted))
+    }
+}
+
+/// What a client is told about when it changes: which transaction and which dialog the session
+/// has. (The participant list is not: it matters only to this process, whose workers die with it.)
+fn boundaries(record: &SessionRecord) -> (Option<String>, Option<String>) {
+    (
+        record.transaction.as_ref().map(|t| t.id.clone()),
+        record.subsession.as_ref().map(|s| s.worker.clone()),
+    )
+}
+
+/// The client-facing error for a failed commit: the transaction was aborted (or, rarely, its
+/// outcome is unknown); the details are logged.
+fn commit_failed(error: CommitError) -> EngineError {
+    tracing::info!(error = %error, "commit failed");
+    EngineError::TransactionAborted {
+        at_commit: true,
+        reason: error.to_string(),
     }
 }
 

@@ -115,6 +115,17 @@ impl Response {
     }
 }
 
+/// What became of the session's transaction when a worker aborted its dialog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialogTransaction {
+    /// One transaction per dialog: the transaction was aborted with the dialog (-353).
+    Aborted,
+    /// Several transactions per dialog: the transaction stays, the client decides (-354).
+    LeftToClient,
+    /// No transaction was open (-355).
+    None,
+}
+
 /// Why the engine could not do what was asked. Each dialect maps these to its faults in one place.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -131,6 +142,39 @@ pub enum EngineError {
     /// A new session would exceed one of the endpoint's session limits (which one, for the log).
     #[error("session limit reached: {0}")]
     SessionLimit(String),
+    /// A transaction command with no transaction open (-1013 commit, -1014 abort).
+    #[error("no transaction is in progress")]
+    NoTransaction(TxnCommand),
+    /// BeginNewTransaction while one is open (-1012).
+    #[error("a transaction is already in progress")]
+    TransactionInProgress,
+    /// BeginNewTransaction with a body whose service is not transactional (-1022).
+    #[error("service {0} does not support transactions")]
+    NotTransactional(String),
+    /// The transaction was aborted: at commit (a participant voted no or was lost), or because a
+    /// participant lost its work (then the session has ended too).
+    #[error("transaction aborted: {reason}")]
+    TransactionAborted { at_commit: bool, reason: String },
+    /// End while a subsession is open (-1016).
+    #[error("a subsession is in progress")]
+    SubsessionOpen,
+    /// A transaction command while a one-transaction-per-dialog subsession is open (-1017 commit,
+    /// -1018 abort): the client must abort the subsession instead.
+    #[error("transaction command refused while a one-transaction subsession is open")]
+    CommandInDialog(TxnCommand),
+    /// A service of another context-sensitive class while a subsession is open (-1019).
+    #[error("a subsession with {open} is in progress; abort it before calling {requested}")]
+    OtherSubsession { open: String, requested: String },
+    /// The worker aborted the dialog (-353 transaction aborted, -354 transaction left to the client,
+    /// -355 no transaction).
+    #[error("server class {class} aborted the subsession")]
+    DialogAborted {
+        class: String,
+        transaction: DialogTransaction,
+    },
+    /// The dialog was lost with its worker (or its broker): -356; the session lives on.
+    #[error("server class {class}: the subsession was lost with its worker")]
+    SubsessionLost { class: String },
     /// AbortSubsession with no subsession open.
     #[error("no subsession is open")]
     NoSubsession,

@@ -400,6 +400,7 @@ async fn a_write_reads_back_and_a_delete_removes_record_and_index() {
             worker: "ledger#1".into(),
         }],
         started_ms: 1,
+        deadline_ms: 0,
     });
     store.write(&turn, &r, Durability::Durable).await.unwrap();
     store.release(turn).await.unwrap();
@@ -688,6 +689,7 @@ async fn brokers_and_decisions_survive_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let decision = TxnDecision {
         txn_id: "t-1".into(),
+        session_id: "s-1".into(),
         commit: true,
         participants: vec![Participant {
             server_class: "ledger".into(),
@@ -731,10 +733,255 @@ async fn brokers_and_decisions_survive_a_reopen() {
 
     store
         .decisions
-        .insert("t-3", &[DECISION_FORMAT_V1, 0xff])
+        .insert("t-3", &[DECISION_FORMAT_V2, 0xff])
         .unwrap();
     assert!(matches!(
         store.pending_decisions().await,
         Err(StoreError::Record { .. })
     ));
+}
+
+// ---- counting sessions by endpoint and client IP ----
+
+fn client_record(
+    id: &str,
+    endpoint: &str,
+    ip: Option<&str>,
+    idle_timeout_ms: u64,
+) -> SessionRecord {
+    SessionRecord {
+        endpoint: endpoint.into(),
+        client_ip: ip.map(|ip| ip.parse().unwrap()),
+        ..record(id, now_ms(), idle_timeout_ms)
+    }
+}
+
+fn ip(s: &str) -> Option<std::net::IpAddr> {
+    Some(s.parse().unwrap())
+}
+
+#[tokio::test]
+async fn count_sessions_counts_by_endpoint_and_ip_and_stops_at_the_limit() {
+    let (_dir, store) = fresh();
+    let now = now_ms();
+    for (id, ep, addr) in [
+        ("a1", "/dsml", Some("10.0.0.1")),
+        ("a2", "/dsml", Some("10.0.0.1")),
+        ("b1", "/dsml", Some("10.0.0.2")),
+        ("v6", "/dsml", Some("::1")),
+        ("n1", "/dsml", None),
+        // A path that extends /dsml must not be counted with it.
+        ("x1", "/dsml2", Some("10.0.0.1")),
+        ("s1", "/soap", Some("10.0.0.1")),
+    ] {
+        store
+            .create(&client_record(id, ep, addr, 60_000), Durability::Lazy)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.count_sessions("/dsml", None, now, 100).await.unwrap(),
+        5
+    );
+    assert_eq!(
+        store.count_sessions("/dsml", None, now, 3).await.unwrap(),
+        3
+    );
+    assert_eq!(
+        store.count_sessions("/dsml", None, now, 0).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .count_sessions("/dsml", ip("10.0.0.1"), now, 100)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .count_sessions("/dsml", ip("10.0.0.1"), now, 1)
+            .await
+            .unwrap(),
+        1
+    );
+    // The IPv4-mapped form of an address is the same client.
+    assert_eq!(
+        store
+            .count_sessions("/dsml", ip("::ffff:10.0.0.1"), now, 100)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .count_sessions("/dsml", ip("::1"), now, 100)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .count_sessions("/dsml", ip("10.9.9.9"), now, 100)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .count_sessions("/dsml2", None, now, 100)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store.count_sessions("/nope", None, now, 100).await.unwrap(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn count_sessions_follows_deletes_and_skips_expired_sessions() {
+    let (_dir, store) = fresh();
+    let now = now_ms();
+    store
+        .create(
+            &client_record("live", "/dsml", Some("10.0.0.1"), 60_000),
+            Durability::Lazy,
+        )
+        .await
+        .unwrap();
+    store
+        .create(
+            &client_record("gone", "/dsml", Some("10.0.0.1"), 60_000),
+            Durability::Lazy,
+        )
+        .await
+        .unwrap();
+    store
+        .create(
+            &client_record("stale", "/dsml", Some("10.0.0.1"), 1_000),
+            Durability::Lazy,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .count_sessions("/dsml", ip("10.0.0.1"), now, 10)
+            .await
+            .unwrap(),
+        3
+    );
+
+    // A delete (EndSession, or the sweeper) removes the index entry with the record.
+    let (turn, _) = store.take_turn("gone", LONG, LONG).await.unwrap().unwrap();
+    store.delete(turn, Durability::Lazy).await.unwrap();
+    assert_eq!(
+        store
+            .count_sessions("/dsml", ip("10.0.0.1"), now, 10)
+            .await
+            .unwrap(),
+        2
+    );
+
+    // Two seconds later "stale" has expired: not counted, though not swept yet.
+    let later = now + 2_000;
+    assert_eq!(
+        store
+            .count_sessions("/dsml", ip("10.0.0.1"), later, 10)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .count_sessions("/dsml", None, later, 10)
+            .await
+            .unwrap(),
+        1
+    );
+
+    // The sweeper's delete takes its entry away too.
+    assert_eq!(store.due_for_expiry(later, 10).await.unwrap(), ["stale"]);
+    let (turn, _) = store.take_turn("stale", LONG, LONG).await.unwrap().unwrap();
+    store.delete(turn, Durability::Lazy).await.unwrap();
+    assert_eq!(store.clients.len(), 1);
+}
+
+#[tokio::test]
+async fn count_sessions_sees_a_session_kept_alive_past_its_first_deadline() {
+    let (_dir, store) = fresh();
+    let start = now_ms();
+    let r = SessionRecord {
+        last_access_ms: start - 5_000,
+        created_ms: start - 5_000,
+        ..client_record("s", "/dsml", Some("10.0.0.1"), 6_000)
+    };
+    store.create(&r, Durability::Lazy).await.unwrap();
+    // A continue moves the real deadline later without touching the indexes.
+    let (turn, mut rec) = store.take_turn("s", LONG, LONG).await.unwrap().unwrap();
+    rec.last_access_ms = start;
+    store
+        .write_and_release(turn, &rec, Durability::Lazy)
+        .await
+        .unwrap();
+    // Past the filed deadline (start + 1 s), before the real one (start + 6 s): read and counted.
+    let at = start + 3_000;
+    assert_eq!(
+        store
+            .count_sessions("/dsml", ip("10.0.0.1"), at, 10)
+            .await
+            .unwrap(),
+        1
+    );
+    // Past the real one: not counted.
+    assert_eq!(
+        store
+            .count_sessions("/dsml", ip("10.0.0.1"), start + 7_000, 10)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_refile_moves_the_clients_entry_deadline_with_the_expiry_entry() {
+    let (_dir, store) = fresh();
+    let now = now_ms();
+    // Filed 1 s from now; kept alive until 60 s from now.
+    let r = client_record("s", "/dsml", Some("10.0.0.1"), 1_000);
+    store.create(&r, Durability::Lazy).await.unwrap();
+    let (turn, mut rec) = store.take_turn("s", LONG, LONG).await.unwrap().unwrap();
+    rec.idle_timeout_ms = 60_000;
+    // The filed deadline has passed by the time of this write: the entries move.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    store
+        .write_and_release(turn, &rec, Durability::Lazy)
+        .await
+        .unwrap();
+    let filed: Vec<u64> = store
+        .clients
+        .iter()
+        .values()
+        .map(|v| u64::from_be_bytes(v.unwrap().as_ref().try_into().unwrap()))
+        .collect();
+    assert_eq!(filed.len(), 1);
+    assert!(filed[0] >= now + 60_000, "{filed:?}");
+    assert_eq!(store.index_entries()[0].0, filed[0]);
+}
+
+#[test]
+fn client_keys_parse_back_under_either_prefix() {
+    let k = client_key("/dsml", ip("10.0.0.1"), "abc");
+    assert_eq!(
+        client_key_id(&k, endpoint_prefix("/dsml").len()),
+        Some("abc")
+    );
+    assert_eq!(client_key_id(&k, k.len() - 3), Some("abc"));
+    let k6 = client_key("/d", ip("2001:db8::1"), "id6");
+    assert_eq!(client_key_id(&k6, 0), Some("id6"));
+    let none = client_key("/d", None, "idn");
+    assert_eq!(client_key_id(&none, 0), Some("idn"));
+    assert_eq!(client_key_id(&[0, 9, b'x'], 0), None);
+    assert!(!k.starts_with(&endpoint_prefix("/dsm")));
 }

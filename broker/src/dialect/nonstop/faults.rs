@@ -9,7 +9,7 @@
 
 use super::NonStopContext;
 use crate::dialect::rfc3339_utc;
-use crate::engine::{short_id, EngineError};
+use crate::engine::{short_id, DialogTransaction, EngineError, TxnCommand};
 use crate::soap::{self, Fault, FaultCode, SoapVersion};
 use adapters::AdapterError;
 
@@ -165,6 +165,70 @@ fn engine_fault(
             "Service busy",
             -352,
             format!("Session {} is busy with an earlier request; retry later.", short_id(id)),
+        ),
+        EngineError::TransactionInProgress => header(
+            -1012,
+            "Attempting to start a new transaction when the current transaction is still in progress.".into(),
+        ),
+        EngineError::NoTransaction(TxnCommand::Commit) => {
+            header(-1013, "Attempting to commit a transaction which has not started.".into())
+        }
+        EngineError::NoTransaction(TxnCommand::Abort) => {
+            header(-1014, "Attempting to abort a transaction which has not started.".into())
+        }
+        EngineError::NotTransactional(service) => {
+            header(-1022, format!("Service {service} does not support transactions."))
+        }
+        EngineError::TransactionAborted { at_commit: true, reason } => server(
+            None,
+            "Transaction aborted",
+            -1021,
+            format!("Transaction aborted at commit: {reason}."),
+        ),
+        EngineError::TransactionAborted { at_commit: false, reason } => server(
+            None,
+            "Transaction aborted",
+            -1021,
+            format!("Transaction aborted: {reason}."),
+        ),
+        EngineError::SubsessionOpen => header(
+            -1016,
+            "End session is not allowed while the current subsession is in progress.".into(),
+        ),
+        EngineError::CommandInDialog(TxnCommand::Commit) => header(
+            -1017,
+            "Commit transaction is not allowed while the current subsession is in progress. Abort the subsession instead."
+                .into(),
+        ),
+        EngineError::CommandInDialog(TxnCommand::Abort) => header(
+            -1018,
+            "Abort transaction is not allowed while the current subsession is in progress. Abort the subsession instead."
+                .into(),
+        ),
+        EngineError::OtherSubsession { open, requested } => header(
+            -1019,
+            format!("A subsession with server class {open} is in progress; abort it before calling {requested}."),
+        ),
+        EngineError::DialogAborted { class, transaction } => {
+            let (code, what) = match transaction {
+                DialogTransaction::Aborted => (-353, "the transaction was aborted"),
+                DialogTransaction::LeftToClient => {
+                    (-354, "the transaction is still open; commit or abort it")
+                }
+                DialogTransaction::None => (-355, "no transaction was in progress"),
+            };
+            server(
+                None,
+                "Subsession aborted",
+                code,
+                format!("The subsession was aborted by the target service (server class {class}); {what}."),
+            )
+        }
+        EngineError::SubsessionLost { class } => server(
+            None,
+            "Subsession lost",
+            -356,
+            format!("The subsession ended because the process holding it stopped (server class {class})."),
         ),
         EngineError::SessionLimit(limit) => server(
             None,
