@@ -30,7 +30,7 @@ use crate::config::EndpointConfig;
 use cookie_store::{now_ms, SessionRecord, Store};
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 /// Whether `request` may use the session `record`.
 pub(super) fn binding_matches(
@@ -107,19 +107,21 @@ impl Gate {
     }
 }
 
-/// The gates of this process, by endpoint path. One broker process has one engine; should a test
-/// run several in one process, endpoints of the same path share a gate, which only makes the
-/// in-process reservation more conservative.
-fn gate(endpoint: &str) -> Arc<Gate> {
-    static GATES: OnceLock<Mutex<HashMap<String, Arc<Gate>>>> = OnceLock::new();
-    let gates = GATES.get_or_init(Default::default);
-    let mut gates = gates.lock().unwrap_or_else(|e| e.into_inner());
-    gates.entry(endpoint.to_string()).or_default().clone()
+/// The engine's gates, by endpoint path (one per endpoint with session limits).
+#[derive(Debug, Default)]
+pub(super) struct Gates(Mutex<HashMap<String, Arc<Gate>>>);
+
+impl Gates {
+    fn gate(&self, endpoint: &str) -> Arc<Gate> {
+        let mut gates = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        gates.entry(endpoint.to_string()).or_default().clone()
+    }
 }
 
 /// Whether a new session may be created for `request` on `endpoint`. On success, hold the returned
 /// [`Admission`] until the session's record is created.
 pub(super) async fn admit(
+    gates: &Gates,
     store: &dyn Store,
     endpoint: &EndpointConfig,
     request: &Request,
@@ -128,7 +130,7 @@ pub(super) async fn admit(
         return Ok(Admission::default());
     }
     let ip = request.client_ip.map(|ip| ip.to_canonical());
-    let gate = gate(&endpoint.path);
+    let gate = gates.gate(&endpoint.path);
     let _serialised = gate.lock.lock().await;
     let now = now_ms();
     // The per-IP limit first: it is the smaller one by default, and the cheaper count.
@@ -267,6 +269,7 @@ mod tests {
     async fn limits_count_stored_sessions_and_begins_in_flight() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SledStore::open(dir.path()).expect("store");
+        let gates = Gates::default();
         let ep = endpoint("/limits-test", 3, 2);
         let a = request("10.0.0.1", None);
         let b = request("10.0.0.2", None);
@@ -279,22 +282,30 @@ mod tests {
             .await
             .expect("create");
         // One stored, one in flight for 10.0.0.1: its per-IP limit (2) is reached.
-        let held = admit(&store, &ep, &a).await.expect("second of 10.0.0.1");
-        let e = admit(&store, &ep, &a).await.expect_err("third of 10.0.0.1");
+        let held = admit(&gates, &store, &ep, &a)
+            .await
+            .expect("second of 10.0.0.1");
+        let e = admit(&gates, &store, &ep, &a)
+            .await
+            .expect_err("third of 10.0.0.1");
         assert!(
             matches!(&e, EngineError::SessionLimit(m) if m.contains("per_ip")),
             "{e:?}"
         );
         // Another IP still fits the total (1 stored + 1 in flight + this one = 3).
-        let held_b = admit(&store, &ep, &b).await.expect("first of 10.0.0.2");
-        let e = admit(&store, &ep, &b).await.expect_err("total reached");
+        let held_b = admit(&gates, &store, &ep, &b)
+            .await
+            .expect("first of 10.0.0.2");
+        let e = admit(&gates, &store, &ep, &b)
+            .await
+            .expect_err("total reached");
         assert!(
             matches!(&e, EngineError::SessionLimit(m) if m.starts_with("sessions_max =")),
             "{e:?}"
         );
         // A Begin that gave up frees its place.
         drop(held_b);
-        let _again = admit(&store, &ep, &b).await.expect("place freed");
+        let _again = admit(&gates, &store, &ep, &b).await.expect("place freed");
         drop(held);
     }
 
@@ -302,9 +313,10 @@ mod tests {
     async fn no_limits_means_no_store_work() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SledStore::open(dir.path()).expect("store");
+        let gates = Gates::default();
         let ep = endpoint("/free", 0, 0);
         for _ in 0..10 {
-            let admission = admit(&store, &ep, &request("10.0.0.1", None))
+            let admission = admit(&gates, &store, &ep, &request("10.0.0.1", None))
                 .await
                 .expect("admitted");
             assert!(admission._reservation.is_none());

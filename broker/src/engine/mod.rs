@@ -47,6 +47,8 @@ pub struct SessionEngine {
     store: Arc<dyn Store>,
     router: Router,
     coordinator: Arc<Coordinator>,
+    /// Session-limit bookkeeping of this process's Begins in flight (see `admission`).
+    admission: admission::Gates,
     /// How long a request may hold a session's turn before another request may take it over. Longer
     /// than the longest backend `request_timeout`, so that only a dead broker loses its turn.
     turn_lease: Duration,
@@ -90,6 +92,7 @@ impl SessionEngine {
             store,
             router,
             coordinator,
+            admission: admission::Gates::default(),
             turn_lease,
         }
     }
@@ -135,7 +138,14 @@ impl SessionEngine {
 
     async fn begin(&self, endpoint: &EndpointConfig, request: Request) -> Response {
         // Held until the record is created (or the Begin fails): see admission's "The race".
-        let _admitted = match admission::admit(self.store.as_ref(), endpoint, &request).await {
+        let _admitted = match admission::admit(
+            &self.admission,
+            self.store.as_ref(),
+            endpoint,
+            &request,
+        )
+        .await
+        {
             Ok(admitted) => admitted,
             Err(e) => return Response::sessionless(Err(e)),
         };
