@@ -1,0 +1,10 @@
+//! The pieces of `soapbench` (see BENCHMARKS.md): the histogram, the load itself, reports, and the
+//! orchestrated measurements (`compare`, `sessions`, `preload`).
+
+pub mod compare;
+pub mod hist;
+pub mod load;
+pub mod preload;
+pub mod procs;
+pub mod report;
+pub mod sessions;
