@@ -423,3 +423,33 @@ fn one_transaction_per_dialog_the_workers_abort_aborts_the_transaction_353() {
     expect_nonstop_fault(&r, "SOAP-ENV:Server", -353);
     assert_eq!(committed_balance(&url, "", "wes"), 0);
 }
+
+#[test]
+fn session_expiry_aborts_the_dialog_and_frees_its_worker() {
+    // One worker with room for one dialog: a second session can only get a cart once the expired
+    // session's dialog was aborted (DIALOG-ABORT) and its pin released.
+    let extra = cart_class(
+        "cart",
+        "min_workers = 1\nmax_workers = 1\nmax_dialogs_per_worker = 1\nqueue_limit = 0",
+    );
+    let b = BrokerProcess::start(
+        &TestConfig::new()
+            .session_timeout("1s")
+            .sweep_interval("200ms")
+            .extra(&extra)
+            .render(),
+    );
+    let url = b.url("/soap");
+    let first = call11(&url, &begin(), &add("old", 1)).expect_session_id();
+    // While it holds the only dialog slot, a second dialog cannot open.
+    let r = call11(&url, &begin(), &add("new", 1));
+    assert!(
+        r.fault().is_some(),
+        "no room for a second dialog: {}",
+        r.describe()
+    );
+    std::thread::sleep(Duration::from_millis(2500));
+    expect_header_fault(&call11(&url, &cont(&first), "<CartList/>"), -1001);
+    let r = call11(&url, &begin(), &add("new", 1));
+    assert_eq!(items(&r), vec![("new".into(), 1)], "{}", r.describe());
+}
