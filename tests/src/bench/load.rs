@@ -28,9 +28,10 @@ pub enum Scenario {
     Churn,
     /// The same Echo envelope with no session header (for proxies and the bare echo).
     Raw,
-    /// Not in this build: needs transactions and the ledger/savings classes.
+    /// One transaction per iteration on the client's session: Withdraw 1 from ledger account
+    /// `A<client>` beginning the transaction, SavingsDeposit 1 on savings, commit (3 requests).
     Transfer,
-    /// Not in this build: needs the cart server class.
+    /// One dialog per iteration on the client's session: CartAdd ×3, CartList, CartCheckout.
     Cart,
 }
 
@@ -45,24 +46,45 @@ impl Scenario {
         }
     }
 
-    /// Why this scenario cannot run in this build, if it cannot.
+    /// Why this scenario cannot run in this build, if it cannot (every scenario runs today; kept
+    /// so that a scenario added before the broker supports it can say so and exit with status 2).
     pub fn unavailable(self) -> Option<&'static str> {
+        None
+    }
+
+    /// Whether the scenario counts iterations (several requests each), and what it calls one.
+    pub fn iteration_name(self) -> Option<&'static str> {
         match self {
-            Scenario::Transfer => Some(
-                "scenario `transfer` (begin a transaction, deposit on `ledger`, withdraw on `savings`, \
-                 commit) is not implemented yet: it needs the broker's transactions and the ledger and \
-                 savings sample classes, which are still being written. Exit status 2 means \"not available \
-                 in this build\", not a failed run.",
-            ),
-            Scenario::Cart => Some(
-                "scenario `cart` (a dialog of five calls) is not implemented yet: it needs the cart sample \
-                 class and context-sensitive dialogs, which are still being written. Exit status 2 means \
-                 \"not available in this build\", not a failed run.",
-            ),
-            _ => None,
+            Scenario::Churn => Some("iterations"),
+            Scenario::Transfer => Some("transfers"),
+            Scenario::Cart => Some("dialogs"),
+            Scenario::Continue | Scenario::Raw => None,
         }
     }
+
+    /// The steps of one iteration whose latencies are also reported one by one.
+    pub fn steps(self) -> &'static [&'static str] {
+        match self {
+            Scenario::Transfer => &TRANSFER_STEPS,
+            Scenario::Cart => &CART_STEPS,
+            _ => &[],
+        }
+    }
+
+    /// Whether each client begins its own session during setup.
+    fn needs_session(self) -> bool {
+        matches!(
+            self,
+            Scenario::Continue | Scenario::Transfer | Scenario::Cart
+        )
+    }
 }
+
+const TRANSFER_STEPS: [&str; 3] = ["Withdraw + begin", "SavingsDeposit", "commit"];
+const CART_STEPS: [&str; 3] = ["CartAdd", "CartList", "CartCheckout"];
+/// What setup deposits (outside any transaction, not measured) on each client's ledger account, so
+/// that withdrawing 1 per transfer never goes below zero.
+pub const TRANSFER_FUNDING: u64 = 1_000_000_000_000;
 
 /// What the `raw` scenario sends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -99,6 +121,8 @@ pub struct Stats {
     pub errors: BTreeMap<String, u64>,
     /// One histogram per second of the measured window (empty unless asked for).
     pub timeline: Vec<Histogram>,
+    /// One histogram per step of the scenario ([`Scenario::steps`]; empty for the others).
+    pub steps: Vec<Histogram>,
 }
 
 impl Stats {
@@ -110,6 +134,7 @@ impl Stats {
             iterations: 0,
             errors: BTreeMap::new(),
             timeline: Vec::new(),
+            steps: Vec::new(),
         }
     }
 
@@ -125,6 +150,12 @@ impl Stats {
             self.timeline.resize_with(o.timeline.len(), Histogram::new);
         }
         for (a, b) in self.timeline.iter_mut().zip(&o.timeline) {
+            a.merge(b);
+        }
+        if self.steps.len() < o.steps.len() {
+            self.steps.resize_with(o.steps.len(), Histogram::new);
+        }
+        for (a, b) in self.steps.iter_mut().zip(&o.steps) {
             a.merge(b);
         }
     }
@@ -188,17 +219,19 @@ pub fn find_session_id(body: &[u8]) -> Option<String> {
     Some(s[start..start + len].to_string())
 }
 
-fn envelope(header: Option<String>, text: &str) -> Bytes {
-    let mut s = String::with_capacity(text.len() + 400);
+/// A SOAP 1.1 envelope around `body` (the Body's content, possibly empty).
+fn soap(header: Option<String>, body: &str) -> Bytes {
+    let mut s = String::with_capacity(body.len() + 400);
     let _ = write!(s, r#"<soapenv:Envelope xmlns:soapenv="{SOAP11_NS}">"#);
     if let Some(h) = header {
         let _ = write!(s, "<soapenv:Header>{h}</soapenv:Header>");
     }
-    let _ = write!(
-        s,
-        "<soapenv:Body><Echo><text>{text}</text></Echo></soapenv:Body></soapenv:Envelope>"
-    );
+    let _ = write!(s, "<soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>");
     Bytes::from(s)
+}
+
+fn envelope(header: Option<String>, text: &str) -> Bytes {
+    soap(header, &format!("<Echo><text>{text}</text></Echo>"))
 }
 
 /// The body element as the broker hands it to a server class (inherited declarations copied on).
@@ -217,7 +250,12 @@ fn continue_header(id: &str) -> String {
 }
 
 fn end_header(id: &str) -> String {
-    format!(r#"<nsk:Session xmlns:nsk="{NSK_NS}" SessionID="{id}" SessionCommand="End"/>"#)
+    session_header(id, r#"SessionCommand="End""#)
+}
+
+/// A continue header with more attributes (`BeginNewTransaction="yes"`, ...).
+fn session_header(id: &str, attributes: &str) -> String {
+    format!(r#"<nsk:Session xmlns:nsk="{NSK_NS}" SessionID="{id}" {attributes}/>"#)
 }
 
 /// One virtual client: a keep-alive connection, re-opened after a transport error.
@@ -299,13 +337,30 @@ impl Client {
 
     /// Sends one request, records it if it completes inside the measured window; latency from `from`.
     async fn timed(&mut self, body: Bytes, from: Instant, stats: &mut Stats) -> Option<Bytes> {
+        self.timed_step(body, from, stats, None).await
+    }
+
+    /// [`Client::timed`], also recording the latency as step `step` of the scenario.
+    async fn timed_step(
+        &mut self,
+        body: Bytes,
+        from: Instant,
+        stats: &mut Stats,
+        step: Option<usize>,
+    ) -> Option<Bytes> {
         let outcome = self.send(body).await;
         let done = Instant::now();
-        let counted = done >= self.plan.measure_start && done <= self.plan.end;
+        let counted = self.in_window(done);
         if counted {
             let latency = done.duration_since(from).as_nanos() as u64;
             stats.requests += 1;
             stats.hist.record(latency);
+            if let Some(step) = step {
+                if stats.steps.len() <= step {
+                    stats.steps.resize_with(step + 1, Histogram::new);
+                }
+                stats.steps[step].record(latency);
+            }
             if self.plan.timeline {
                 let second = done.duration_since(self.plan.measure_start).as_secs() as usize;
                 if stats.timeline.len() <= second {
@@ -328,6 +383,10 @@ impl Client {
                 None
             }
         }
+    }
+
+    fn in_window(&self, t: Instant) -> bool {
+        t >= self.plan.measure_start && t <= self.plan.end
     }
 
     async fn begin(&mut self) -> Result<String, String> {
@@ -383,6 +442,138 @@ async fn run_churn(client: &mut Client) -> Stats {
             stats.iterations += 1;
         }
     }
+    stats
+}
+
+/// The ledger (and savings) account of client `index`: one per client, so that transactions never
+/// wait for one another's locks.
+fn transfer_account(index: usize) -> String {
+    format!("A{index}")
+}
+
+/// Setup of `transfer` (not measured): fund the client's ledger account outside any transaction.
+async fn fund(client: &mut Client, index: usize) -> Result<(), String> {
+    let account = transfer_account(index);
+    let body = soap(
+        None,
+        &format!(
+            "<Deposit><account>{account}</account><amount>{TRANSFER_FUNDING}</amount></Deposit>"
+        ),
+    );
+    match client.send(body).await {
+        Outcome::Ok(_) => Ok(()),
+        Outcome::Err(k) => Err(format!("funding ledger account {account}: {k}")),
+    }
+}
+
+/// After a failed step (not measured): abort whatever transaction the session still has, and begin
+/// a new session when the old one is gone (a backend failing under a transaction ends it).
+async fn recover_transfer(client: &mut Client, session: &mut String) {
+    let abort = soap(
+        Some(session_header(
+            session,
+            r#"CurrentTransactionCommand="Abort""#,
+        )),
+        "",
+    );
+    if let Outcome::Err(kind) = client.send(abort).await {
+        if kind == "fault_-1001" {
+            if let Ok(id) = client.begin().await {
+                *session = id;
+            }
+        }
+    }
+}
+
+/// Scenario `transfer`: per iteration, on the client's session, Withdraw 1 from ledger account
+/// `A<index>` beginning a transaction, SavingsDeposit 1 to savings account `A<index>` in it, and
+/// commit it with `CurrentTransactionCommand="End"` and an empty body (a two-phase commit: two
+/// participants).
+async fn run_transfer(client: &mut Client, mut session: String, index: usize) -> Stats {
+    let account = transfer_account(index);
+    let withdraw = format!("<Withdraw><account>{account}</account><amount>1</amount></Withdraw>");
+    let deposit =
+        format!("<SavingsDeposit><account>{account}</account><amount>1</amount></SavingsDeposit>");
+    let mut stats = Stats::new();
+    let mut ticker = Ticker::new(&client.plan);
+    while let Some(from) = ticker.next().await {
+        let steps = [
+            (r#"BeginNewTransaction="yes""#, withdraw.as_str()),
+            ("", deposit.as_str()),
+            (r#"CurrentTransactionCommand="End""#, ""),
+        ];
+        let mut ok = true;
+        for (step, (attributes, body)) in steps.into_iter().enumerate() {
+            let request = soap(Some(session_header(&session, attributes)), body);
+            let sent = if step == 0 { from } else { Instant::now() };
+            if client
+                .timed_step(request, sent, &mut stats, Some(step))
+                .await
+                .is_none()
+            {
+                ok = false;
+                break;
+            }
+        }
+        if !ok {
+            recover_transfer(client, &mut session).await;
+        } else if client.in_window(Instant::now()) {
+            stats.iterations += 1;
+        }
+    }
+    // Clean up, not measured (End would commit a transaction left open; none is).
+    let _ = client
+        .send(envelope(Some(end_header(&session)), "end"))
+        .await;
+    stats
+}
+
+/// Scenario `cart`: per iteration one dialog on the client's session: CartAdd of items i1, i2, i3
+/// (qty 1; the first opens the dialog), CartList, CartCheckout (the worker ends the dialog).
+async fn run_cart(client: &mut Client, session: String) -> Stats {
+    let header = continue_header(&session);
+    let calls: Vec<(usize, Bytes)> = (1..=3)
+        .map(|i| {
+            let add = format!("<CartAdd><item>i{i}</item><qty>1</qty></CartAdd>");
+            (0, soap(Some(header.clone()), &add))
+        })
+        .chain([
+            (1, soap(Some(header.clone()), "<CartList/>")),
+            (2, soap(Some(header.clone()), "<CartCheckout/>")),
+        ])
+        .collect();
+    let abort = soap(
+        Some(session_header(
+            &session,
+            r#"SessionCommand="AbortSubsession""#,
+        )),
+        "",
+    );
+    let mut stats = Stats::new();
+    let mut ticker = Ticker::new(&client.plan);
+    while let Some(from) = ticker.next().await {
+        let mut ok = true;
+        for (i, (step, request)) in calls.iter().enumerate() {
+            let sent = if i == 0 { from } else { Instant::now() };
+            if client
+                .timed_step(request.clone(), sent, &mut stats, Some(*step))
+                .await
+                .is_none()
+            {
+                ok = false;
+                break;
+            }
+        }
+        if !ok {
+            // Not measured: close a dialog the failure may have left open (-1015 when none is).
+            let _ = client.send(abort.clone()).await;
+        } else if client.in_window(Instant::now()) {
+            stats.iterations += 1;
+        }
+    }
+    let _ = client
+        .send(envelope(Some(end_header(&session)), "end"))
+        .await;
     stats
 }
 
@@ -482,7 +673,7 @@ pub async fn run(config: &LoadConfig) -> Result<LoadResult, String> {
     });
     // Setup: connect every client (and begin its session for `continue`) before the clock starts.
     let mut setups = Vec::with_capacity(connections);
-    for _ in 0..connections {
+    for index in 0..connections {
         let p = setup_plan.clone();
         setups.push(tokio::spawn(async move {
             let mut c = Client {
@@ -490,7 +681,10 @@ pub async fn run(config: &LoadConfig) -> Result<LoadResult, String> {
                 sender: None,
             };
             c.connect().await?;
-            let session = if c.plan.scenario == Scenario::Continue {
+            if c.plan.scenario == Scenario::Transfer {
+                fund(&mut c, index).await?;
+            }
+            let session = if c.plan.scenario.needs_session() {
                 Some(c.begin().await?)
             } else {
                 None
@@ -537,6 +731,8 @@ pub async fn run(config: &LoadConfig) -> Result<LoadResult, String> {
                 (Scenario::Continue, Some(session)) => run_continue(&mut client, session).await,
                 (Scenario::Churn, _) => run_churn(&mut client).await,
                 (Scenario::Raw, _) => run_raw(&mut client).await,
+                (Scenario::Transfer, Some(session)) => run_transfer(&mut client, session, i).await,
+                (Scenario::Cart, Some(session)) => run_cart(&mut client, session).await,
                 _ => Stats::new(),
             }
         }));
@@ -642,5 +838,23 @@ mod tests {
         let env = envelope(Some(continue_header("S1")), "ab");
         let s = std::str::from_utf8(&env).unwrap_or_default();
         assert!(s.contains(r#"SessionID="S1""#) && s.contains("<text>ab</text>"));
+        let commit = soap(
+            Some(session_header("S1", r#"CurrentTransactionCommand="End""#)),
+            "",
+        );
+        assert_eq!(
+            &commit[..],
+            br#"<soapenv:Envelope xmlns:soapenv="http://schemas.xmlsoap.org/soap/envelope/"><soapenv:Header><nsk:Session xmlns:nsk="urn:compaq_nsk_oss_SoapHeader" SessionID="S1" CurrentTransactionCommand="End"/></soapenv:Header><soapenv:Body></soapenv:Body></soapenv:Envelope>"#
+        );
+    }
+
+    #[test]
+    fn every_scenario_is_available() {
+        for s in Scenario::value_variants() {
+            assert_eq!(s.unavailable(), None, "{}", s.name());
+        }
+        assert_eq!(Scenario::Transfer.steps().len(), 3);
+        assert_eq!(Scenario::Cart.iteration_name(), Some("dialogs"));
+        assert_eq!(transfer_account(7), "A7");
     }
 }

@@ -1,6 +1,6 @@
 //! Printing a run: human lines and one JSON object line.
 
-use super::load::{LoadConfig, LoadResult, Scenario};
+use super::load::{LoadConfig, LoadResult};
 
 pub fn fmt_ns(ns: u64) -> String {
     if ns >= 1_000_000_000 {
@@ -48,9 +48,9 @@ pub fn print_human(config: &LoadConfig, threads: usize, result: &LoadResult) {
         stats.ok,
         stats.error_count()
     );
-    if config.scenario == Scenario::Churn {
+    if let Some(name) = config.scenario.iteration_name() {
         println!(
-            "iterations   {} ({:.0} it/s)",
+            "iterations   {} ({:.0} {name}/s)",
             stats.iterations,
             result.iter_per_s()
         );
@@ -65,6 +65,16 @@ pub fn print_human(config: &LoadConfig, threads: usize, result: &LoadResult) {
         fmt_ns(h.quantile(0.999)),
         fmt_ns(h.max)
     );
+    for (name, h) in config.scenario.steps().iter().zip(&stats.steps) {
+        println!(
+            "step         {name:<17} {:>8} req  p50 {:>9}  p99 {:>9}  p99.9 {:>9}  max {:>9}",
+            h.total,
+            fmt_ns(h.quantile(0.5)),
+            fmt_ns(h.quantile(0.99)),
+            fmt_ns(h.quantile(0.999)),
+            fmt_ns(h.max)
+        );
+    }
     if config.timeline {
         for (second, h) in stats.timeline.iter().enumerate() {
             println!(
@@ -87,11 +97,27 @@ pub fn json_line(config: &LoadConfig, threads: usize, result: &LoadResult) -> St
         .iter()
         .map(|(k, v)| format!("\"{}\":{v}", json_escape(k)))
         .collect();
+    let steps: Vec<String> = config
+        .scenario
+        .steps()
+        .iter()
+        .zip(&stats.steps)
+        .map(|(name, h)| {
+            format!(
+                "{{\"step\":\"{}\",\"requests\":{},\"p50_us\":{:.1},\"p99_us\":{:.1},\"max_us\":{:.1}}}",
+                json_escape(name),
+                h.total,
+                h.quantile(0.5) as f64 / 1e3,
+                h.quantile(0.99) as f64 / 1e3,
+                h.max as f64 / 1e3
+            )
+        })
+        .collect();
     format!(
         "{{\"scenario\":\"{}\",\"url\":\"{}\",\"connections\":{},\"threads\":{threads},\
          \"rate\":{},\"body_bytes\":{},\"warmup_s\":{},\"duration_s\":{},\"requests\":{},\
          \"ok\":{},\"req_per_s\":{:.1},\"iterations\":{},\"iter_per_s\":{:.1},\"errors\":{{{}}},\
-         \"latency_us\":{{\"p50\":{:.1},\"p99\":{:.1},\"p99_9\":{:.1},\"max\":{:.1}}}}}",
+         \"latency_us\":{{\"p50\":{:.1},\"p99\":{:.1},\"p99_9\":{:.1},\"max\":{:.1}}},\"steps\":[{}]}}",
         config.scenario.name(),
         json_escape(&config.url),
         config.connections,
@@ -109,6 +135,7 @@ pub fn json_line(config: &LoadConfig, threads: usize, result: &LoadResult) -> St
         h.quantile(0.99) as f64 / 1e3,
         h.quantile(0.999) as f64 / 1e3,
         h.max as f64 / 1e3,
+        steps.join(","),
     )
 }
 

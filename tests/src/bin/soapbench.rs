@@ -62,8 +62,8 @@ struct LoadArgs {
     /// Warm-up, excluded from the statistics.
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     warmup: Duration,
-    /// Open loop: total operations per second (requests; iterations for churn), spread evenly over
-    /// the connections. Without it: closed loop at fixed concurrency.
+    /// Open loop: total operations per second (requests; iterations for churn, transfer and cart),
+    /// spread evenly over the connections. Without it: closed loop at fixed concurrency.
     #[arg(long)]
     rate: Option<f64>,
     /// Tokio worker threads.
