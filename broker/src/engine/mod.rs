@@ -768,9 +768,6 @@ impl SessionEngine {
         let examined = due.len();
         let mut deleted = 0;
         for id in due {
-            // The sweeper shares its runtime with the adapters' I/O: give way between sessions so
-            // that a long sweep delays no request by more than one deletion.
-            tokio::task::yield_now().await;
             let (turn, record) = match self
                 .store
                 .take_turn(&id, self.turn_lease, Duration::ZERO)
