@@ -275,6 +275,19 @@ impl BrokerProcess {
         proc::children(self.pid())
     }
 
+    /// The pids of the broker's workers whose command line satisfies `matches` (e.g. the workers
+    /// of one class, told apart by their `sample-server` arguments).
+    pub fn worker_pids_where(&self, matches: impl Fn(&str) -> bool) -> Vec<u32> {
+        self.worker_pids()
+            .into_iter()
+            .filter(|pid| {
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                // Arguments are NUL-separated: make them one line of words.
+                matches(&String::from_utf8_lossy(&cmd).replace('\0', " "))
+            })
+            .collect()
+    }
+
     /// Wait until the broker has at least `n` children; returns them.
     pub fn wait_for_workers(&self, n: usize, timeout: Duration) -> Vec<ProcId> {
         proc::wait_for(timeout, || {

@@ -282,13 +282,7 @@ fn a_dialog_survives_the_reapers_idle_timeout() {
 
 /// The broker's cart workers.
 fn cart_workers(b: &BrokerProcess) -> Vec<u32> {
-    b.worker_pids()
-        .into_iter()
-        .filter(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            String::from_utf8_lossy(&cmd).contains("cart")
-        })
-        .collect()
+    b.worker_pids_where(|cmd| cmd.contains(" cart"))
 }
 
 #[test]

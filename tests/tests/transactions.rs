@@ -325,14 +325,7 @@ fn transaction_timeout_aborts_and_ends_the_session() {
 
 /// The ledger (not savings) workers of the broker.
 fn ledger_workers(b: &BrokerProcess) -> Vec<u32> {
-    b.worker_pids()
-        .into_iter()
-        .filter(|pid| {
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd);
-            cmd.contains("ledger") && !cmd.contains("Savings")
-        })
-        .collect()
+    b.worker_pids_where(|cmd| cmd.contains(" ledger ") && !cmd.contains("Savings"))
 }
 
 #[test]
