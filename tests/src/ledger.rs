@@ -1,7 +1,7 @@
 //! The transactional sample (`sample-server ledger` as the `ledger` and `savings` classes) as tests
 //! reach it through the broker: configuration, request bodies, and readers for balances.
 
-use crate::soap::{call11, session, SoapReply};
+use crate::soap::{call11, expect_header_fault, session, FaultInfo, SoapReply};
 
 /// The `ledger` and `savings` classes and their six services on `/soap`, as TOML to append to a
 /// [`crate::TestConfig`]. `request_timeout` also bounds how long a request waits for an account
@@ -86,4 +86,16 @@ pub fn balance_of(r: &SoapReply) -> i64 {
 /// read outside any session (so outside any transaction).
 pub fn committed_balance(url: &str, prefix: &str, account: &str) -> i64 {
     balance_of(&call11(url, "", &balance_body(prefix, account)))
+}
+
+/// Send `CurrentTransactionCommand="End"` (or `"Abort"`) with an empty body to session `id` and
+/// expect the "no transaction" fault (-1013 / -1014): the session has no transaction open.
+pub fn expect_no_transaction(url: &str, id: &str, command: &str) -> FaultInfo {
+    let code = if command == "End" { -1013 } else { -1014 };
+    let r = call11(
+        url,
+        &cont_with(id, &format!("CurrentTransactionCommand=\"{command}\"")),
+        "",
+    );
+    expect_header_fault(&r, code)
 }
