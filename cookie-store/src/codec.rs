@@ -10,8 +10,10 @@ use crate::RecordError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-/// Format byte of a [`crate::BrokerInfo`] in the brokers tree.
-pub(crate) const BROKER_FORMAT_V1: u8 = 1;
+/// Format byte of a [`crate::BrokerInfo`] in the brokers tree (V2: with the instance). Entries
+/// live only as long as a heartbeat lease, and V1 was never written by a released broker, so only
+/// V2 is read.
+pub(crate) const BROKER_FORMAT_V2: u8 = 2;
 
 /// Format byte of a [`crate::TxnDecision`] in the decision log (V2: with the session ID). V1
 /// decisions were never written by a released broker, so only V2 is read.
@@ -46,12 +48,13 @@ mod tests {
     fn broker_and_decision_round_trip() {
         let b = BrokerInfo {
             id: "b1".into(),
+            instance: "b1/0123456789ab".into(),
             advertise: "http://127.0.0.1:8080".into(),
             lease_until_ms: 1_700_000_000_000,
         };
-        let bytes = encode(BROKER_FORMAT_V1, &b);
-        assert_eq!(bytes[0], BROKER_FORMAT_V1);
-        assert_eq!(decode::<BrokerInfo>(BROKER_FORMAT_V1, &bytes).unwrap(), b);
+        let bytes = encode(BROKER_FORMAT_V2, &b);
+        assert_eq!(bytes[0], BROKER_FORMAT_V2);
+        assert_eq!(decode::<BrokerInfo>(BROKER_FORMAT_V2, &bytes).unwrap(), b);
 
         let d = TxnDecision {
             txn_id: "t-1".into(),
@@ -74,15 +77,15 @@ mod tests {
     #[test]
     fn refuses_other_formats_and_garbage() {
         assert_eq!(
-            decode::<BrokerInfo>(BROKER_FORMAT_V1, &[]),
+            decode::<BrokerInfo>(BROKER_FORMAT_V2, &[]),
             Err(RecordError::Empty)
         );
         assert_eq!(
-            decode::<BrokerInfo>(BROKER_FORMAT_V1, &[7, 0]),
+            decode::<BrokerInfo>(BROKER_FORMAT_V2, &[7, 0]),
             Err(RecordError::UnknownFormat(7))
         );
         assert!(matches!(
-            decode::<BrokerInfo>(BROKER_FORMAT_V1, &[BROKER_FORMAT_V1, 0xff]),
+            decode::<BrokerInfo>(BROKER_FORMAT_V2, &[BROKER_FORMAT_V2, 0xff]),
             Err(RecordError::Corrupt(_))
         ));
     }

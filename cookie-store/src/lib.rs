@@ -8,8 +8,8 @@
 //! | URL | backend | for |
 //! | --- | --- | --- |
 //! | `sled:DIR` | [`SledStore`], sled in this process | one broker process (the embedded default) |
-//! | `cookie-store://HOST:PORT` | the `cookie-store serve` daemon (later) | several brokers on one host |
-//! | `postgres://…` | PostgreSQL (later) | brokers on several hosts |
+//! | `cookie-store://HOST:PORT` | [`remote`]: the `cookie-store serve` daemon | several brokers on one host |
+//! | `postgres://…` | [`postgres`]: PostgreSQL | brokers on several hosts |
 //!
 //! ## The turn
 //! A request of a session first takes the session's *turn* ([`Store::take_turn`]): exclusive, queued in
@@ -41,7 +41,9 @@ mod codec;
 mod epochs;
 mod expiry;
 mod group_flush;
+pub mod postgres;
 mod record;
+pub mod remote;
 mod sled_store;
 mod turns;
 
@@ -80,6 +82,10 @@ pub struct Turn {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerInfo {
     pub id: String,
+    /// This run of the broker: `<id>/<boot nonce>`, new at every start. Workers, dialogs and
+    /// transactions are tagged with it, so a restarted broker is never taken for the run that
+    /// pinned them.
+    pub instance: String,
     /// How other brokers reach it (`http://host:port`).
     pub advertise: String,
     /// Until when its heartbeat lease holds, ms since the epoch.
@@ -216,7 +222,11 @@ pub trait Store: Send + Sync + 'static {
     async fn flush(&self) -> Result<(), StoreError>;
 }
 
-/// Open the store a URL names. Today: `sled:DIR`.
+/// Open the store a URL names: `sled:DIR`, `cookie-store://HOST:PORT` or `postgres://…`.
+///
+/// Synchronous, and callable from inside or outside a tokio runtime: backends that need to connect
+/// do so on their own background runtime before returning, so an unreachable or misconfigured
+/// store is reported here, at start, with the URL's problem named.
 pub fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if let Some(dir) = url.strip_prefix("sled:") {
         if dir.is_empty() {
@@ -226,13 +236,11 @@ pub fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
         }
         return Ok(Arc::new(SledStore::open(dir)?));
     }
-    if url.starts_with("cookie-store://")
-        || url.starts_with("postgres://")
-        || url.starts_with("postgresql://")
-    {
-        return Err(StoreError::Config(format!(
-            "store URL {url}: this backend is not available in this build yet; use sled:DIR"
-        )));
+    if url.starts_with("cookie-store://") {
+        return remote::open(url);
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return postgres::open(url);
     }
     Err(StoreError::Config(format!(
         "store URL {url}: unknown scheme (expected sled:DIR, cookie-store://HOST:PORT or postgres://...)"

@@ -21,7 +21,7 @@
 //! `insert` (the index entry stays where it is unless it is already due, see [`crate::expiry`]).
 //! Durable writes add a share of one grouped flush ([`crate::group_flush`]).
 
-use crate::codec::{self, BROKER_FORMAT_V1, DECISION_FORMAT_V2};
+use crate::codec::{self, BROKER_FORMAT_V2, DECISION_FORMAT_V2};
 use crate::epochs::{EpochSource, GENERATION_KEY};
 use crate::expiry::{due_bound, index_key, parse_index_key, refiled_deadline, Filed};
 use crate::group_flush::GroupFlush;
@@ -559,7 +559,7 @@ impl Store for SledStore {
     async fn register_broker(&self, info: &BrokerInfo) -> Result<(), StoreError> {
         // Lazy: a heartbeat lost in a crash is simply sent again.
         self.brokers
-            .insert(info.id.as_bytes(), codec::encode(BROKER_FORMAT_V1, info))
+            .insert(info.id.as_bytes(), codec::encode(BROKER_FORMAT_V2, info))
             .map(drop)
             .map_err(|e| sled_error("registering broker", &info.id, e))
     }
@@ -570,7 +570,7 @@ impl Store for SledStore {
             let (key, bytes) =
                 entry.map_err(|e| StoreError::Unavailable(format!("scanning brokers: {e}")))?;
             let info: BrokerInfo =
-                codec::decode(BROKER_FORMAT_V1, &bytes).map_err(|source| StoreError::Record {
+                codec::decode(BROKER_FORMAT_V2, &bytes).map_err(|source| StoreError::Record {
                     id: format!("broker {}", String::from_utf8_lossy(&key)),
                     source,
                 })?;

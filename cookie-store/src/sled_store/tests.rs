@@ -703,6 +703,7 @@ async fn brokers_and_decisions_survive_a_reopen() {
         for (id, lease) in [("b1", 2_000), ("b2", 1_000)] {
             let info = BrokerInfo {
                 id: id.into(),
+                instance: format!("{id}/0123456789ab"),
                 advertise: format!("http://{id}"),
                 lease_until_ms: lease,
             };
