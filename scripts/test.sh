@@ -6,12 +6,20 @@
 # 1. Makes sure what the end-to-end tests need is installed: python3 with zeep (the third-party
 #    SOAP client of tests/tests/zeep_client.rs). It installs zeep for the very `python3` the tests
 #    run (which may be a pyenv interpreter rather than Debian's), only when it is missing.
-# 2. Builds every binary of the workspace (the tests start the real `broker` binary).
-# 3. Runs the whole workspace's tests, passing extra arguments through to `cargo test`.
+# 2. Starts a private PostgreSQL cluster for the PostgreSQL store's tests (scripts/postgres.sh):
+#    a temporary data directory, a free port on 127.0.0.1, no system service; the Debian package
+#    `postgresql` is installed with apt-get first when no initdb is found. Its URL is exported as
+#    COOKIE_STORE_TEST_PG, and it is stopped and removed when this script exits, however the tests
+#    went. With COOKIE_STORE_TEST_PG already set, that server is used instead and nothing is started.
+# 3. Builds every binary of the workspace (the tests start the real `broker` binary).
+# 4. Runs the whole workspace's tests, passing extra arguments through to `cargo test`.
 #
 # Idempotent: a second run installs nothing and prints nothing about installing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# shellcheck source=scripts/postgres.sh
+. scripts/postgres.sh
 
 log() { printf 'scripts/test.sh: %s\n' "$*" >&2; }
 
@@ -47,5 +55,12 @@ install_zeep() {
 }
 
 install_zeep
+# Whatever happens from here on (failed tests, Ctrl-C), the private cluster goes with us.
+trap pg_private_stop EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+if ! pg_private_start; then
+    log "no PostgreSQL for the tests; the PostgreSQL store's tests will fail and say so"
+fi
 cargo build --workspace --bins
 cargo test --workspace "$@"

@@ -10,9 +10,11 @@
 
 pub mod broker;
 pub mod config;
+pub mod daemon;
 pub mod dsml;
 pub mod http;
 pub mod ledger;
+pub mod postgres;
 pub mod proc;
 pub mod soak;
 pub mod soap;
