@@ -1,14 +1,18 @@
 //! Start-up and shutdown of a whole broker process.
 //!
-//! Start-up: open the store, start the server classes (their minimum workers), build the router and
-//! the engine, start the sweeper, bind the HTTP listener. Adapters, the store's background work and the
+//! Start-up: open the store, join the broker registry (the first heartbeat, before anything can
+//! begin a transaction), start the server classes (their minimum workers), run transaction
+//! recovery, build the router and the engine, start the heartbeat, recovery and sweeper tasks,
+//! bind the HTTP listener. Adapters, the store's background work and the
 //! sweeper run on one multi-threaded tokio runtime (the *engine runtime*); actix-web runs its own
 //! single-threaded worker runtimes and reaches the engine only through runtime-agnostic futures.
 //!
 //! Shutdown (SIGTERM or SIGINT): actix stops accepting and lets requests in flight finish (up to
-//! `broker.shutdown_timeout`); then the sweeper stops, the server classes stop their workers, and the
-//! store flushes.
+//! `broker.shutdown_timeout`); then the sweeper, recovery and heartbeat stop, the server classes stop
+//! their workers, the broker leaves the registry (a lease of 0: the others take over at once what
+//! it held) and the store flushes.
 
+use crate::cluster::{Forwarder, Instance, Registry};
 use crate::config::{Config, DialectKind};
 use crate::coordinator::{spawn_recovery, Coordinator};
 use crate::dialect::dsml::Dsml;
@@ -23,9 +27,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How often transaction recovery looks for decisions to re-send and prepared transactions to
-/// abort, after the pass at start.
-const RECOVERY_INTERVAL: Duration = Duration::from_secs(30);
+/// What a forwarded request's reply may hold beyond the largest backend frame (the envelope).
+const FORWARD_REPLY_OVERHEAD: usize = 1024 * 1024;
 
 /// Why the broker could not run. Each is one line for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,11 @@ pub enum RunError {
     },
     #[error("store {url}: {source}")]
     Store {
+        url: String,
+        source: cookie_store::StoreError,
+    },
+    #[error("store {url}: cannot join the broker registry: {source}")]
+    Registry {
         url: String,
         source: cookie_store::StoreError,
     },
@@ -74,6 +82,48 @@ pub fn run(config: Config) -> Result<(), RunError> {
         source,
     })?;
 
+    // Join the registry first: other brokers must see this instance live before it begins any
+    // transaction, and at a restart this registration replaces the previous run's, whose work is
+    // then taken over (recovery below) without waiting for its lease.
+    let cluster = &config.cluster;
+    let instance = Instance::new(&config.broker.id);
+    let registry = Arc::new(Registry::new(
+        store.clone(),
+        instance.clone(),
+        config.broker.advertise.clone(),
+        cluster.heartbeat,
+        cluster.lease,
+    ));
+    engine_rt
+        .block_on(registry.heartbeat_once())
+        .map_err(|source| RunError::Registry {
+            url: config.store.url.clone(),
+            source,
+        })?;
+    let forwarder = match &cluster.secret {
+        Some(secret) => {
+            tracing::info!(instance = %instance, advertise = %config.broker.advertise, secret_from = cluster.secret_source, "cluster: internal paths served, forwarding enabled");
+            let largest_frame = config
+                .server_classes
+                .iter()
+                .map(|c| c.max_frame_bytes)
+                .max()
+                .unwrap_or(0);
+            Some(Arc::new(Forwarder::new(
+                secret.clone(),
+                &config.broker.id,
+                engine_rt.handle().clone(),
+                cluster.connect_timeout,
+                cluster.forward_timeout,
+                largest_frame.max(config.limits.max_body_bytes) + FORWARD_REPLY_OVERHEAD,
+            )))
+        }
+        None => {
+            tracing::info!(instance = %instance, "cluster: no secret configured ([cluster] secret, secret_file or BROKER_CLUSTER_SECRET): no internal paths are served and nothing is forwarded; a request for a session another broker holds gets a fault");
+            None
+        }
+    };
+
     // Start every server class; if one fails, stop those already started before giving up.
     let mut classes: HashMap<String, Arc<dyn ServerClass>> = HashMap::new();
     for c in &config.server_classes {
@@ -90,16 +140,10 @@ pub fn run(config: Config) -> Result<(), RunError> {
     }
 
     let router = Router::new(&config, &classes);
-    let longest_request = config
-        .server_classes
-        .iter()
-        .map(|c| c.request_timeout)
-        .max()
-        .unwrap_or_default();
     let coordinator = Arc::new(Coordinator::new(
         store.clone(),
         classes.clone(),
-        &config.broker.id,
+        registry.clone(),
         engine_rt.handle().clone(),
     ));
     // Finish what a crash interrupted before the first request: logged commit decisions are
@@ -114,13 +158,17 @@ pub fn run(config: Config) -> Result<(), RunError> {
         store.clone(),
         router,
         coordinator.clone(),
-        longest_request + Duration::from_secs(30),
+        config.store.turn_lease,
+        forwarder,
     ));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let heartbeat = registry
+        .clone()
+        .spawn_heartbeat(engine_rt.handle(), stop_rx.clone());
     let recovery = spawn_recovery(
         coordinator,
         engine_rt.handle(),
-        RECOVERY_INTERVAL,
+        cluster.recovery_interval,
         stop_rx.clone(),
     );
     let sweeper = spawn_sweeper(
@@ -135,7 +183,9 @@ pub fn run(config: Config) -> Result<(), RunError> {
         engine: engine.clone(),
         limits: config.limits.clone(),
         authenticator: config.authenticator.clone(),
+        secret: cluster.secret.clone(),
     });
+    let internal = cluster.secret.is_some();
     let mut nonstop_endpoints = Vec::new();
     let mut dsml_endpoints = Vec::new();
     for e in &config.endpoints {
@@ -178,15 +228,18 @@ pub fn run(config: Config) -> Result<(), RunError> {
         let mut app = App::new()
             .app_data(shared.clone())
             .route("/healthz", web::get().to(server::healthz));
+        if internal {
+            app = app.configure(server::configure_internal);
+        }
         for ep in &nonstop_endpoints {
             let ep = ep.clone();
             let limits = limits.clone();
-            app = app.configure(move |cfg| server::configure_endpoint(cfg, ep, &limits));
+            app = app.configure(move |cfg| server::configure_endpoint(cfg, ep, &limits, internal));
         }
         for ep in &dsml_endpoints {
             let ep = ep.clone();
             let limits = limits.clone();
-            app = app.configure(move |cfg| server::configure_endpoint(cfg, ep, &limits));
+            app = app.configure(move |cfg| server::configure_endpoint(cfg, ep, &limits, internal));
         }
         app
     })
@@ -214,7 +267,10 @@ pub fn run(config: Config) -> Result<(), RunError> {
     engine_rt.block_on(async {
         let _ = sweeper.await;
         let _ = recovery.await;
+        let _ = heartbeat.await;
         stop_classes(&classes, Duration::from_secs(5)).await;
+        // Only now: the others may take over what this broker held once its workers are gone.
+        registry.deregister().await;
         if let Err(e) = store.flush().await {
             tracing::error!(error = %e, "final store flush failed");
         }

@@ -40,6 +40,7 @@ pub struct Config {
     pub services: Vec<ServiceConfig>,
     /// The credentials file, loaded, when `[auth] credentials_file` is set.
     pub authenticator: Option<std::sync::Arc<crate::auth::Authenticator>>,
+    pub cluster: ClusterSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -69,7 +70,35 @@ pub struct StoreSettings {
     pub url: String,
     pub sweep_interval: Duration,
     pub sweep_batch: usize,
+    /// How long a request may hold a session's turn before another request (of any broker) may
+    /// take it over: longer than the longest backend `request_timeout`, so that only a dead
+    /// broker loses its turn.
+    pub turn_lease: Duration,
 }
+
+/// `[cluster]`: several brokers sharing one store (see `crate::cluster`).
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// What brokers show each other on internal calls. `None`: this broker serves no internal
+    /// path and forwards nothing.
+    pub secret: Option<crate::cluster::Secret>,
+    /// Where the secret came from (`cluster.secret`, `cluster.secret_file`, the environment), for
+    /// the start-up log.
+    pub secret_source: &'static str,
+    /// How often this broker renews its registry lease and reads the others'.
+    pub heartbeat: Duration,
+    /// How long a registration holds: a broker silent for this long is taken for dead.
+    pub lease: Duration,
+    /// How often transaction recovery runs (also whenever a broker leaves the registry).
+    pub recovery_interval: Duration,
+    /// How long a forwarded request may take, answer included.
+    pub forward_timeout: Duration,
+    /// How long connecting to another broker may take.
+    pub connect_timeout: Duration,
+}
+
+/// The environment variable that may hold the cluster secret.
+pub const CLUSTER_SECRET_ENV: &str = "BROKER_CLUSTER_SECRET";
 
 /// Which session dialect an endpoint speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +184,8 @@ struct RawConfig {
     #[serde(default)]
     auth: RawAuth,
     #[serde(default)]
+    cluster: RawCluster,
+    #[serde(default)]
     endpoint: Vec<RawEndpoint>,
     #[serde(default)]
     server_class: Vec<RawServerClass>,
@@ -186,6 +217,19 @@ struct RawStore {
     url: Option<String>,
     sweep_interval: Option<String>,
     sweep_batch: Option<usize>,
+    turn_lease: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCluster {
+    secret: Option<String>,
+    secret_file: Option<String>,
+    heartbeat: Option<String>,
+    lease: Option<String>,
+    recovery_interval: Option<String>,
+    forward_timeout: Option<String>,
+    connect_timeout: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -414,7 +458,27 @@ impl Config {
         if id.trim().is_empty() {
             return Err(cx.err("broker.id", "must not be empty"));
         }
+        // The ID is part of the instance tags in session records (`<worker>@<id>/<nonce>`).
+        if let Some(bad) = id
+            .chars()
+            .find(|c| matches!(c, '/' | '@') || c.is_whitespace() || c.is_control())
+        {
+            return Err(cx.err(
+                "broker.id",
+                format!("{id:?} contains {bad:?}; use letters, digits, '-', '_' or '.'"),
+            ));
+        }
         let advertise = b.advertise.unwrap_or_else(|| format!("http://{listen}"));
+        let advertise = advertise.trim_end_matches('/').to_string();
+        if !advertise.starts_with("http://")
+            || advertise.len() <= "http://".len()
+            || advertise["http://".len()..].contains('/')
+        {
+            return Err(cx.err(
+                "broker.advertise",
+                format!("{advertise:?} is not an http://HOST:PORT address (how other brokers reach this one)"),
+            ));
+        }
         if let Some(0) = b.workers {
             return Err(cx.err("broker.workers", "must be at least 1"));
         }
@@ -466,7 +530,7 @@ impl Config {
                 format!("{url:?}: expected sled:DIR, cookie-store://HOST:PORT or postgres://..."),
             ));
         }
-        let store = StoreSettings {
+        let mut store = StoreSettings {
             url,
             sweep_interval: cx.duration(
                 "store.sweep_interval",
@@ -474,6 +538,8 @@ impl Config {
                 Duration::from_secs(1),
             )?,
             sweep_batch: cx.positive("store.sweep_batch", raw.store.sweep_batch, 256)?,
+            // Set once the server classes (their request timeouts) are known, below.
+            turn_lease: Duration::ZERO,
         };
         if store.sweep_interval.is_zero() {
             return Err(cx.err("store.sweep_interval", "must be more than zero"));
@@ -512,7 +578,10 @@ impl Config {
             if !path.starts_with('/') {
                 return Err(cx.err(k("path"), format!("{path:?} must start with /")));
             }
-            if path == "/healthz" || path.starts_with("/_broker") {
+            if path == "/healthz"
+                || path.starts_with("/_broker")
+                || path.starts_with(crate::cluster::forward::PREFIX)
+            {
                 return Err(cx.err(k("path"), format!("{path:?} is reserved by the broker")));
             }
             if !paths.insert(path.clone()) {
@@ -837,6 +906,32 @@ impl Config {
             });
         }
 
+        // [store] turn_lease: by default the longest request_timeout plus 30 s, and never less than
+        // the longest request_timeout (a request still running would lose its turn).
+        let longest_request = server_classes
+            .iter()
+            .map(|c| c.request_timeout)
+            .max()
+            .unwrap_or_default();
+        store.turn_lease = cx.duration(
+            "store.turn_lease",
+            raw.store.turn_lease.as_deref(),
+            longest_request + Duration::from_secs(30),
+        )?;
+        if store.turn_lease <= longest_request {
+            return Err(cx.err(
+                "store.turn_lease",
+                format!(
+                    "{} must be longer than the longest server_class request_timeout ({})",
+                    humantime::format_duration(store.turn_lease),
+                    humantime::format_duration(longest_request)
+                ),
+            ));
+        }
+
+        // [cluster]
+        let cluster = cluster_settings(&cx, raw.cluster, &placeholders, &store, &endpoints)?;
+
         Ok(Config {
             broker,
             log,
@@ -846,8 +941,121 @@ impl Config {
             server_classes,
             services,
             authenticator,
+            cluster,
         })
     }
+}
+
+/// `[cluster]`, validated: the secret from exactly one place, a lease longer than two heartbeats.
+fn cluster_settings(
+    cx: &Ctx<'_>,
+    raw: RawCluster,
+    placeholders: &Placeholders,
+    store: &StoreSettings,
+    endpoints: &[EndpointConfig],
+) -> Result<ClusterSettings, ConfigError> {
+    let (secret, secret_source) = match (raw.secret, raw.secret_file) {
+        (Some(_), Some(_)) => {
+            return Err(cx.err(
+                "cluster.secret",
+                "set either cluster.secret or cluster.secret_file, not both",
+            ))
+        }
+        (Some(text), None) => {
+            let s = crate::cluster::Secret::new(&text).map_err(|p| cx.err("cluster.secret", p))?;
+            (Some(s), "cluster.secret")
+        }
+        (None, Some(file)) => {
+            let path = PathBuf::from(placeholders.expand(&file));
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                cx.err(
+                    "cluster.secret_file",
+                    format!("{}: cannot read: {e}", path.display()),
+                )
+            })?;
+            let s = crate::cluster::Secret::new(&text).map_err(|p| {
+                cx.err(
+                    "cluster.secret_file",
+                    format!("{}: the secret {p}", path.display()),
+                )
+            })?;
+            (Some(s), "cluster.secret_file")
+        }
+        (None, None) => match std::env::var(CLUSTER_SECRET_ENV) {
+            Ok(text) if !text.trim().is_empty() => {
+                let s = crate::cluster::Secret::new(&text).map_err(|p| {
+                    cx.err(
+                        "cluster.secret",
+                        format!("the environment variable {CLUSTER_SECRET_ENV} {p}"),
+                    )
+                })?;
+                (Some(s), CLUSTER_SECRET_ENV)
+            }
+            _ => (None, "none"),
+        },
+    };
+    let heartbeat = cx.duration(
+        "cluster.heartbeat",
+        raw.heartbeat.as_deref(),
+        Duration::from_secs(1),
+    )?;
+    if heartbeat.is_zero() {
+        return Err(cx.err("cluster.heartbeat", "must be more than zero"));
+    }
+    let lease = cx.duration(
+        "cluster.lease",
+        raw.lease.as_deref(),
+        Duration::from_secs(5),
+    )?;
+    if lease <= heartbeat * 2 {
+        return Err(cx.err(
+            "cluster.lease",
+            format!(
+                "{} must be longer than two heartbeats ({} each): one late heartbeat must not make a broker look dead",
+                humantime::format_duration(lease),
+                humantime::format_duration(heartbeat)
+            ),
+        ));
+    }
+    let recovery_interval = cx.duration(
+        "cluster.recovery_interval",
+        raw.recovery_interval.as_deref(),
+        Duration::from_secs(30),
+    )?;
+    if recovery_interval.is_zero() {
+        return Err(cx.err("cluster.recovery_interval", "must be more than zero"));
+    }
+    // A forwarded request may wait for the session's turn, then run: give it that long.
+    let longest_wait = endpoints
+        .iter()
+        .map(|e| e.turn_wait)
+        .max()
+        .unwrap_or_default();
+    let forward_timeout = cx.duration(
+        "cluster.forward_timeout",
+        raw.forward_timeout.as_deref(),
+        longest_wait + store.turn_lease,
+    )?;
+    if forward_timeout.is_zero() {
+        return Err(cx.err("cluster.forward_timeout", "must be more than zero"));
+    }
+    let connect_timeout = cx.duration(
+        "cluster.connect_timeout",
+        raw.connect_timeout.as_deref(),
+        Duration::from_secs(2),
+    )?;
+    if connect_timeout.is_zero() {
+        return Err(cx.err("cluster.connect_timeout", "must be more than zero"));
+    }
+    Ok(ClusterSettings {
+        secret,
+        secret_source,
+        heartbeat,
+        lease,
+        recovery_interval,
+        forward_timeout,
+        connect_timeout,
+    })
 }
 
 /// Expands `{data_dir}` and `{broker_exe}` in strings of the configuration.
@@ -1034,6 +1242,67 @@ mod tests {
         assert!(c.services.iter().any(|s| s.name == "batchRequest"
             && s.endpoint == "/dsml"
             && s.server_class == "directory"));
+    }
+
+    #[test]
+    fn cluster_settings_are_validated_and_default_sanely() {
+        let c = Config::embedded(&Overrides::default()).unwrap();
+        assert_eq!(c.cluster.heartbeat, Duration::from_secs(1));
+        assert_eq!(c.cluster.lease, Duration::from_secs(5));
+        // The longest request_timeout of the default classes is 3m (echo).
+        assert_eq!(c.store.turn_lease, Duration::from_secs(210));
+        assert_eq!(c.cluster.forward_timeout, Duration::from_secs(300 + 210));
+        if std::env::var(CLUSTER_SECRET_ENV).is_err() {
+            assert!(c.cluster.secret.is_none());
+        }
+
+        let c = parse("[cluster]\nsecret = \"0123456789abcdef\"\nheartbeat = \"200ms\"\nlease = \"1s\"\n[store]\nturn_lease = \"4s\"\n").unwrap();
+        assert!(c
+            .cluster
+            .secret
+            .as_ref()
+            .is_some_and(|s| s.matches(b"0123456789abcdef")));
+        assert_eq!(c.cluster.secret_source, "cluster.secret");
+        assert_eq!(c.cluster.lease, Duration::from_secs(1));
+        assert_eq!(c.store.turn_lease, Duration::from_secs(4));
+
+        let e = parse("[cluster]\nsecret = \"short\"\n").unwrap_err();
+        assert_eq!(e.key, "cluster.secret");
+        assert!(e.problem.contains("at least 16"), "{e}");
+        let e = parse("[cluster]\nheartbeat = \"1s\"\nlease = \"2s\"\n").unwrap_err();
+        assert_eq!(e.key, "cluster.lease");
+        assert!(e.problem.contains("two heartbeats"), "{e}");
+        let e =
+            parse("[cluster]\nsecret = \"0123456789abcdef\"\nsecret_file = \"/x\"\n").unwrap_err();
+        assert_eq!(e.key, "cluster.secret");
+        let e = parse("[cluster]\nsecret_file = \"/nonexistent/secret\"\n").unwrap_err();
+        assert_eq!(e.key, "cluster.secret_file");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "from-a-file-0123456789\n").unwrap();
+        let c = parse(&format!(
+            "[cluster]\nsecret_file = {:?}\n",
+            file.display().to_string()
+        ))
+        .unwrap();
+        assert!(c
+            .cluster
+            .secret
+            .as_ref()
+            .is_some_and(|s| s.matches(b"from-a-file-0123456789")));
+
+        // turn_lease must exceed every request_timeout.
+        let e = parse("[store]\nturn_lease = \"10s\"\n[[server_class]]\nname = \"x\"\ncommand = [\"a\"]\nrequest_timeout = \"10s\"\n").unwrap_err();
+        assert_eq!(e.key, "store.turn_lease");
+        assert!(e.problem.contains("request_timeout"), "{e}");
+
+        let e = parse("[broker]\nid = \"a/b\"\n").unwrap_err();
+        assert_eq!(e.key, "broker.id");
+        let e = parse("[broker]\nadvertise = \"https://x:1\"\n").unwrap_err();
+        assert_eq!(e.key, "broker.advertise");
+        let e = parse("[[endpoint]]\npath = \"/_cluster/x\"\ndialect = \"nonstop\"\n").unwrap_err();
+        assert_eq!(e.key, "endpoint[0].path");
     }
 
     #[test]

@@ -13,12 +13,15 @@
 //! - [`soap`]: SOAP 1.1/1.2 envelopes: streaming parse with limits, mustUnderstand, faults;
 //! - [`dialect`]: session dialects (NonStop today) behind the [`dialect::Dialect`] trait;
 //! - [`engine`]: the dialect-neutral session engine and the expiry sweeper;
+//! - [`coordinator`]: the two-phase-commit coordinator and its recovery;
+//! - [`cluster`]: several brokers sharing one store: registry, forwarding, take-over;
 //! - [`router`]: service → server class;
 //! - [`server`]: the actix-web front end;
 //! - [`app`]: start-up and clean shutdown of the whole broker.
 
 pub mod app;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod coordinator;
 pub mod dialect;

@@ -19,6 +19,12 @@ pub fn broker_exe() -> PathBuf {
     if let Some(p) = std::env::var_os("BROKER_BIN") {
         return PathBuf::from(p);
     }
+    workspace_bin("broker")
+}
+
+/// A binary of this workspace's build (`target/<profile>/<name>`, next to the `deps/` directory
+/// the test executable runs from); panics with the command that builds it when it is missing.
+pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test executable's path");
     let mut dir = exe
         .parent()
@@ -27,15 +33,15 @@ pub fn broker_exe() -> PathBuf {
     if dir.ends_with("deps") {
         dir.pop();
     }
-    let broker = dir.join("broker");
-    if !broker.is_file() {
+    let bin = dir.join(name);
+    if !bin.is_file() {
         panic!(
-            "the broker binary is missing at {}: run `cargo build --workspace --bins` first \
+            "the {name} binary is missing at {}: run `cargo build --workspace --bins` first \
              (scripts/test.sh does that before `cargo test`)",
-            broker.display()
+            bin.display()
         );
     }
-    broker
+    bin
 }
 
 /// The workspace root (the parent of the tests crate).

@@ -4,6 +4,14 @@
 /// A broker configuration for tests. [`TestConfig::render`] gives the TOML.
 #[derive(Debug, Clone)]
 pub struct TestConfig {
+    /// `[broker] id` (default `test`).
+    pub broker_id: String,
+    /// `[store] url` (default the broker's own sled, `sled:{data_dir}/cookies`).
+    pub store_url: String,
+    /// More TOML lines for `[store]` (`turn_lease = "4s"`…).
+    pub store_extra: String,
+    /// TOML lines for `[cluster]` (`secret = "…"`, `heartbeat = "200ms"`…).
+    pub cluster: String,
     pub session_timeout: String,
     /// `roles` of the `/soap` endpoint.
     pub roles: Vec<String>,
@@ -31,6 +39,10 @@ pub const SAMPLE_ECHO_PROCESS: &str =
 impl Default for TestConfig {
     fn default() -> Self {
         TestConfig {
+            broker_id: "test".into(),
+            store_url: "sled:{data_dir}/cookies".into(),
+            store_extra: String::new(),
+            cluster: String::new(),
             session_timeout: "30m".into(),
             roles: Vec::new(),
             turn_wait: None,
@@ -50,6 +62,26 @@ impl Default for TestConfig {
 impl TestConfig {
     pub fn new() -> TestConfig {
         TestConfig::default()
+    }
+
+    pub fn broker_id(mut self, id: &str) -> TestConfig {
+        self.broker_id = id.into();
+        self
+    }
+
+    pub fn store_url(mut self, url: &str) -> TestConfig {
+        self.store_url = url.into();
+        self
+    }
+
+    pub fn store_extra(mut self, toml_lines: &str) -> TestConfig {
+        self.store_extra = toml_lines.into();
+        self
+    }
+
+    pub fn cluster(mut self, toml_lines: &str) -> TestConfig {
+        self.cluster = toml_lines.into();
+        self
     }
 
     pub fn session_timeout(mut self, t: &str) -> TestConfig {
@@ -114,7 +146,7 @@ impl TestConfig {
         format!(
             r#"# Written by the broker-tests harness.
 [broker]
-id = "test"
+id = {broker_id:?}
 workers = 1
 shutdown_timeout = "5s"
 
@@ -122,9 +154,13 @@ shutdown_timeout = "5s"
 level = {log_level:?}
 
 [store]
-url = "sled:{{data_dir}}/cookies"
+url = {store_url:?}
 sweep_interval = {sweep:?}
 sweep_batch = 256
+{store_extra}
+
+[cluster]
+{cluster}
 
 [[endpoint]]
 path = "/soap"
@@ -148,6 +184,10 @@ server_class = "echo"
 
 {extra}
 "#,
+            broker_id = self.broker_id,
+            store_url = self.store_url,
+            store_extra = self.store_extra,
+            cluster = self.cluster,
             log_level = self.log_level,
             sweep = self.sweep_interval,
             session_timeout = self.session_timeout,

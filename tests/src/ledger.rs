@@ -8,6 +8,23 @@ use crate::soap::{call11, expect_header_fault, session, FaultInfo, SoapReply};
 /// another transaction holds; `extra_service_lines` go into every ledger service table
 /// (`abort_transaction_on_fault = true`…).
 pub fn classes(request_timeout: &str, max_workers: usize, extra_service_lines: &str) -> String {
+    classes_in(
+        "{data_dir}",
+        request_timeout,
+        max_workers,
+        extra_service_lines,
+    )
+}
+
+/// [`classes`] keeping the accounts under `data_root` (`<data_root>/ledger`, `<data_root>/savings`)
+/// instead of the broker's own data directory: brokers given the same root share their accounts,
+/// as the workers of one class share durable state.
+pub fn classes_in(
+    data_root: &str,
+    request_timeout: &str,
+    max_workers: usize,
+    extra_service_lines: &str,
+) -> String {
     let mut toml = String::new();
     for (class, prefix) in [("ledger", ""), ("savings", "Savings")] {
         let prefix_args = if prefix.is_empty() {
@@ -20,7 +37,7 @@ pub fn classes(request_timeout: &str, max_workers: usize, extra_service_lines: &
 [[server_class]]
 name = "{class}"
 adapter = "process"
-command = ["{{broker_exe}}", "sample-server", "ledger", {prefix_args}"--data", "{{data_dir}}/{class}"]
+command = ["{{broker_exe}}", "sample-server", "ledger", {prefix_args}"--data", "{data_root}/{class}"]
 context = "free"
 transactional = true
 min_workers = 1

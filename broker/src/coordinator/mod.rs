@@ -5,19 +5,27 @@
 //! this to TMF). The session engine decides *when* (the order of processing of `spec/nonstop.md`);
 //! this module knows *how*:
 //!
+//! - **identity**: a transaction's ID is `<nonce>-<uuid>`, the nonce being this broker process's
+//!   instance nonce ([`crate::cluster::Instance`]), so that whoever finds the transaction prepared
+//!   at a participant knows which broker coordinates it, and whether that broker still lives;
 //! - **participants**: a worker that served a request under a transaction is pinned to it by its
 //!   pool and recorded in the session as `"<worker>@<instance>"` — the instance tag names this broker
-//!   process, so a worker named by a record from an earlier boot is never mistaken for a live one;
+//!   process, so a worker named by a record from an earlier boot (or of another broker) is never
+//!   mistaken for one of ours;
 //! - **commit**: no participant → nothing to do; one → one-phase `COMMIT`; several → `PREPARE` all
-//!   (concurrently), and only when every vote is yes, write the decision (with its participants and
-//!   session) durably to the store's decision log, then phase two: `COMMIT` each, retried in the
+//!   (concurrently), and only when every vote is yes and this broker's registry lease still holds
+//!   (self-fencing, [`crate::cluster::registry`]), write the decision (with its participants,
+//!   session and this instance as coordinator) durably to the store's decision log, then phase two: `COMMIT` each, retried in the
 //!   background until every participant acknowledged, then forget the decision. A no, a lost
 //!   participant or an unwritable decision aborts everywhere (presumed abort: no decision is logged
 //!   for an abort);
 //! - **abort**: `ABORT` each participant, best effort (a participant we cannot reach either lost the
 //!   work with its process or holds it prepared, and recovery aborts what has no decision);
 //! - **recovery** ([`recovery`]): at start and periodically, re-send logged decisions and abort what
-//!   participants hold prepared without a decision.
+//!   participants hold prepared without a decision — of this broker, or of brokers that are gone,
+//!   never of a live one;
+//! - **take-over** ([`Coordinator::complete`]): a session whose transaction a gone broker held is
+//!   settled by the broker that next serves it: committed when a decision was logged, else aborted.
 //!
 //! Two test hooks stop a commit at its most delicate points so that crash tests can `kill -9` the
 //! broker there: `BROKER_FAILPOINTS=before-decision` (every vote is yes, nothing logged yet) and
@@ -28,6 +36,7 @@ mod recovery;
 
 pub use recovery::{spawn_recovery, RecoveryReport};
 
+use crate::cluster::{FenceError, Instance, Registry};
 use adapters::{AdapterError, ServerClass, Vote, WorkerId};
 use cookie_store::{now_ms, Participant, Store, StoreError, TransactionState, TxnDecision};
 use std::collections::{HashMap, HashSet};
@@ -55,6 +64,13 @@ pub enum CommitError {
     /// The decision could not be made durable, so the transaction was aborted.
     #[error("the commit decision could not be written: {0}")]
     Store(StoreError),
+    /// This broker may not decide (its registry lease lapsed or is about to), so the transaction
+    /// was aborted.
+    #[error("{0}")]
+    Fenced(FenceError),
+    /// The transaction was already aborted because the broker that held it stopped.
+    #[error("the broker holding the transaction stopped")]
+    Lost,
     /// The single participant failed while committing (one-phase): whether it applied the work is
     /// unknown.
     #[error("{class} failed during a one-phase commit; the outcome is unknown: {source}")]
@@ -70,13 +86,24 @@ pub struct Committed {
     decision: Option<String>,
 }
 
+impl Committed {
+    /// A logged decision whose phase two completed (a take-over finished it): forget it once the
+    /// session's record no longer names the transaction.
+    pub fn logged(txn_id: &str) -> Committed {
+        Committed {
+            decision: Some(txn_id.to_string()),
+        }
+    }
+}
+
 /// The transaction coordinator of one broker process.
 pub struct Coordinator {
     store: Arc<dyn Store>,
     classes: HashMap<String, Arc<dyn ServerClass>>,
-    broker_id: String,
-    /// Tags the workers this process pinned: `<broker id>/<random>`, new at every start.
-    instance: String,
+    /// This broker process: tags the workers it pinned and prefixes the transactions it begins.
+    instance: Instance,
+    /// Who lives; whether this broker may still decide.
+    registry: Arc<Registry>,
     /// Transactions this process is committing right now: recovery leaves them alone.
     in_flight: Mutex<HashSet<String>>,
     /// Where phase-two retries run.
@@ -88,15 +115,14 @@ impl Coordinator {
     pub fn new(
         store: Arc<dyn Store>,
         classes: HashMap<String, Arc<dyn ServerClass>>,
-        broker_id: &str,
+        registry: Arc<Registry>,
         runtime: tokio::runtime::Handle,
     ) -> Coordinator {
-        let nonce = uuid::Uuid::new_v4().simple().to_string();
         Coordinator {
             store,
             classes,
-            broker_id: broker_id.to_string(),
-            instance: format!("{broker_id}/{}", &nonce[..12]),
+            instance: registry.instance().clone(),
+            registry,
             in_flight: Mutex::new(HashSet::new()),
             runtime,
             failpoints: std::env::var("BROKER_FAILPOINTS")
@@ -109,12 +135,37 @@ impl Coordinator {
     pub fn begin(&self, timeout: Duration) -> TransactionState {
         let now = now_ms();
         TransactionState {
-            id: uuid::Uuid::new_v4().simple().to_string(),
+            id: self.new_txn_id(),
             phase: cookie_store::TransactionPhase::Active,
             participants: Vec::new(),
             started_ms: now,
             deadline_ms: now.saturating_add(timeout.as_millis() as u64),
         }
+    }
+
+    /// A new transaction ID: `<instance nonce>-<uuid>`, hex and `-` only (the sample ledger uses
+    /// it in file names).
+    pub fn new_txn_id(&self) -> String {
+        format!(
+            "{}-{}",
+            self.instance.nonce(),
+            uuid::Uuid::new_v4().simple()
+        )
+    }
+
+    /// Whether this process began (or adopted) the transaction with this ID.
+    pub fn owns_txn_id(&self, txn_id: &str) -> bool {
+        crate::cluster::nonce_of_txn(txn_id) == Some(self.instance.nonce())
+    }
+
+    /// This broker process.
+    pub fn instance(&self) -> &Instance {
+        &self.instance
+    }
+
+    /// The registry this coordinator consults.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
     }
 
     /// How a worker of this process is recorded in a session (as a participant, or as the worker
@@ -140,12 +191,12 @@ impl Coordinator {
     /// The worker a tag written by [`Coordinator::tag`] names, if the tag is this process's.
     pub fn untag(&self, tagged: &str) -> Option<WorkerId> {
         let (worker, instance) = tagged.rsplit_once('@')?;
-        (instance == self.instance).then(|| worker.to_string())
+        (instance == self.instance.as_str()).then(|| worker.to_string())
     }
 
     /// This broker's ID (recorded as the holder of the dialogs it opens).
     pub fn broker_id(&self) -> &str {
-        &self.broker_id
+        self.instance.broker_id()
     }
 
     /// The participant of `class` in `txn`, if any.
@@ -169,6 +220,9 @@ impl Coordinator {
         session: &str,
         txn: &TransactionState,
     ) -> Result<Committed, CommitError> {
+        if crate::cluster::ownership::is_tombstone(txn) {
+            return Err(CommitError::Lost);
+        }
         match txn.participants.as_slice() {
             [] => Ok(Committed { decision: None }),
             [only] => self
@@ -230,6 +284,9 @@ impl Coordinator {
         session: &str,
         txn: &TransactionState,
     ) -> Result<Committed, CommitError> {
+        // Taken before anyone prepares: a lapse of this broker's lease from now on means another
+        // broker may presume the transaction aborted, so it must not be decided here.
+        let fence = self.registry.fence();
         // Phase one: every participant prepares, concurrently.
         let votes = futures_util::future::join_all(txn.participants.iter().map(|p| async move {
             let outcome = match (self.class(&p.server_class), self.local_worker(p)) {
@@ -268,13 +325,19 @@ impl Coordinator {
         }
         self.failpoint("before-decision").await;
 
+        // Self-fencing: never decide once other brokers may have taken this one for dead.
+        if let Err(fenced) = self.registry.may_decide(&fence) {
+            tracing::error!(txn = %txn.id, reason = %fenced, "not writing a commit decision: aborting");
+            self.abort(txn).await;
+            return Err(CommitError::Fenced(fenced));
+        }
         // The decision, durable before anyone is told to commit.
         let decision = TxnDecision {
             txn_id: txn.id.clone(),
             session_id: session.to_string(),
             commit: true,
             participants: txn.participants.clone(),
-            coordinator: self.broker_id.clone(),
+            coordinator: self.instance.as_str().to_string(),
             decided_ms: now_ms(),
         };
         if let Err(e) = self.store.log_decision(&decision).await {
@@ -297,6 +360,16 @@ impl Coordinator {
             self.retry_phase_two(decision, pending);
             Ok(Committed { decision: None })
         }
+    }
+
+    /// Complete a logged decision of a broker that is gone (take-over): phase two to every
+    /// participant (any worker of its class: the gone broker's workers went with it). Returns
+    /// whether every participant acknowledged; if not, recovery finishes it.
+    pub async fn complete(&self, decision: &TxnDecision) -> bool {
+        let pending = self
+            .phase_two_round(decision, decision.participants.clone())
+            .await;
+        pending.is_empty()
     }
 
     /// One round of phase two over `pending`; returns those that did not acknowledge.
@@ -357,6 +430,9 @@ impl Coordinator {
     /// Abort `txn` on every participant, best effort: what cannot be reached is logged and left to
     /// recovery (presumed abort).
     pub async fn abort(&self, txn: &TransactionState) {
+        // A participant this process did not pin (another broker's, gone: the engine takes work
+        // over only from gone brokers) is aborted on any worker of its class, which resolves it
+        // from the class's durable state.
         futures_util::future::join_all(txn.participants.iter().map(|p| async move {
             let Some(class) = self.class(&p.server_class) else {
                 return;

@@ -15,7 +15,8 @@
 //!    transaction when the class is transactional (its worker becomes a participant);
 //! 4. end the session (commit what is open, delete the record, durably) or write the record back
 //!    and give the turn back — durably when a transaction began, committed or aborted, lazily when
-//!    only the last-access time (or the participant list) changed.
+//!    only the last-access time changed (a new transaction participant is written durably: see
+//!    `boundaries`).
 //!
 //! The cost of a continue request in store calls is therefore two: `take_turn` (which returns the
 //! record) and `write_and_release`. A commit adds the coordinator's work: nothing with one
@@ -23,23 +24,64 @@
 //!
 //! A backend that fails under a transaction (its worker died, timed out or reported a system
 //! error) aborts the transaction and ends the session, as NonStop SOAP did after a TMF abort.
+//!
+//! ## Several brokers (`crate::cluster`)
+//! Right after the turn is taken (step 1), the engine asks who holds the session's work — the
+//! broker instances its record's tags name (the dialog's worker, the transaction's participants):
+//! - **nobody else**: the request runs here. A transaction that has no participant yet but was
+//!   begun by another instance is *adopted* (given an ID with this instance's nonce), so that
+//!   recovery always knows its coordinator from its ID;
+//! - **another live broker** (by the registry snapshot): a request that touches nothing of that
+//!   work (a context-free call outside the transaction, an empty body) runs here all the same;
+//!   any other gives the turn back and the engine answers [`Outcome::Forward`]; the HTTP layer
+//!   forwards the raw request there. A request that
+//!   was itself forwarded is never forwarded again: it gets a retriable fault instead (the session
+//!   moved meanwhile). Without a cluster secret nothing is forwarded: a clear fault says so;
+//! - **a broker that is gone** (confirmed by a fresh registry read: restarted as a new instance,
+//!   or silent past its lease while this broker could see renewals; a broker that is only *not
+//!   live* right after a store outage gets the client a retriable fault): its work is *taken over*. The
+//!   dialog is lost: it stays in the record until a request touches its class, which gets -356 (the
+//!   session lives on). The transaction is committed when the decision log holds its commit
+//!   decision (phase two to any worker of each participant's class; the record then no longer
+//!   names it); otherwise it is aborted (`ABORT` to any worker of each participant's class, which
+//!   resolves durable prepared state: presumed abort) and left in the record as a *tombstone*.
+//!
+//! **The -1021 rule.** A tombstone is reported once, to the first request that *names the
+//! transaction* — a `CurrentTransactionCommand` (End or Abort), `BeginNewTransaction`, a session
+//! End (which would commit it), a call of a transactional or one-transaction-per-dialog class, or
+//! `AbortSubsession` of a one-transaction dialog — before anything else of that request happens:
+//! it gets -1021 "the broker holding it stopped", the tombstone is cleared, and the session lives
+//! on (an End ends it, as after any failed commit at End). Requests that do not name the
+//! transaction (context-free calls outside it, a new dialog) run normally and leave the tombstone
+//! for later, so a client never hears "no transaction open" (-1013/-1014) for a transaction it
+//! was never told had ended.
+//!
+//! Lazy expiry and the sweeper act only on sessions held here or by a gone broker (after the
+//! take-over, so a logged commit is never aborted); a session another live broker holds is its
+//! holder's to expire: the request is forwarded there, and the sweeper asks the holder
+//! (`POST /_cluster/expire`) instead of aborting work it cannot reach.
 
 mod admission;
 mod request;
 mod sweeper;
 
 pub use request::{
-    DialogTransaction, EngineError, Reply, Request, Response, ServiceCall, SessionDirective,
-    SessionInfo, TxnCommand,
+    DialogTransaction, EngineError, Outcome, PeerExpiry, Reply, Request, Response, ServiceCall,
+    SessionDirective, SessionInfo, TxnCommand,
 };
 pub use sweeper::spawn_sweeper;
 
+use crate::cluster::ownership::{self, is_tombstone};
+use crate::cluster::{broker_of_instance, Forwarder, Registry};
 use crate::config::EndpointConfig;
 use crate::coordinator::{CommitError, Committed, Coordinator};
 use crate::router::{Route, Router};
 use adapters::{AdapterError, BackendRequest, DialogMarker, ReplyStatus, WorkerId};
-use cookie_store::{now_ms, Durability, SessionRecord, Store, StoreError, SubsessionState, Turn};
-use std::sync::Arc;
+use cookie_store::{
+    now_ms, BrokerInfo, Durability, SessionRecord, Store, StoreError, SubsessionState, Turn,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The dialect-neutral session engine shared by every endpoint.
@@ -52,6 +94,32 @@ pub struct SessionEngine {
     /// How long a request may hold a session's turn before another request may take it over. Longer
     /// than the longest backend `request_timeout`, so that only a dead broker loses its turn.
     turn_lease: Duration,
+    /// Who lives (the coordinator's registry).
+    registry: Arc<Registry>,
+    /// The client to other brokers; `None` without a cluster secret (nothing is forwarded).
+    forwarder: Option<Arc<Forwarder>>,
+    /// What stored records still name but this process ended, because writing them back failed
+    /// (see [`SessionEngine::unrecorded`]); applied at the session's next request here.
+    corrections: Mutex<HashMap<String, Correction>>,
+}
+
+/// What a session's stored record names that no longer exists (see `corrections`).
+#[derive(Debug, Default)]
+struct Correction {
+    /// A transaction this process committed or aborted.
+    transaction: Option<String>,
+    /// A dialog (its worker tag) that ended or was aborted.
+    dialog: Option<String>,
+}
+
+/// The record's transaction and dialog as the request found them (to tell, when the write-back
+/// fails, what only this request's record knew).
+#[derive(Debug, Default)]
+struct Before {
+    /// The transaction's ID and how many participants it had.
+    transaction: Option<(String, usize)>,
+    /// The dialog's worker tag.
+    dialog: Option<String>,
 }
 
 /// A session a request is working on: its turn is held until the record is written back.
@@ -63,6 +131,37 @@ struct Held {
     durable: bool,
     /// Commits whose decisions may be forgotten once the record is written.
     committed: Vec<Committed>,
+    /// The gone broker whose transaction this request just aborted (named in its -1021).
+    taken_over: Option<String>,
+    /// The record's transaction and dialog as the store has them.
+    before: Before,
+}
+
+impl Held {
+    fn new(turn: Turn, record: SessionRecord) -> Held {
+        let before = Before {
+            transaction: record
+                .transaction
+                .as_ref()
+                .map(|t| (t.id.clone(), t.participants.len())),
+            dialog: record.subsession.as_ref().map(|s| s.worker.clone()),
+        };
+        Held {
+            turn,
+            record,
+            durable: false,
+            committed: Vec::new(),
+            taken_over: None,
+            before,
+        }
+    }
+
+    fn info(&self) -> SessionInfo {
+        SessionInfo {
+            id: self.record.id.clone(),
+            subsession_open: self.record.subsession.is_some(),
+        }
+    }
 }
 
 /// How a call inside a session failed, and whether the failure ends the session (a backend that
@@ -87,14 +186,28 @@ impl SessionEngine {
         router: Router,
         coordinator: Arc<Coordinator>,
         turn_lease: Duration,
+        forwarder: Option<Arc<Forwarder>>,
     ) -> SessionEngine {
         SessionEngine {
             store,
             router,
+            registry: coordinator.registry().clone(),
             coordinator,
             admission: admission::Gates::default(),
             turn_lease,
+            forwarder,
+            corrections: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The client to other brokers, when a cluster secret is configured.
+    pub fn forwarder(&self) -> Option<&Arc<Forwarder>> {
+        self.forwarder.as_ref()
+    }
+
+    /// The registry (who lives).
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -110,11 +223,12 @@ impl SessionEngine {
         self.router.route(endpoint, service)
     }
 
-    /// Process one request of `endpoint`.
-    pub async fn handle(&self, endpoint: &EndpointConfig, request: Request) -> Response {
+    /// Process one request of `endpoint`: done here, or to be forwarded to the live broker that
+    /// holds the session's work.
+    pub async fn handle(&self, endpoint: &EndpointConfig, request: Request) -> Outcome {
         match request.session.clone() {
-            SessionDirective::None => self.sessionless(endpoint, request).await,
-            SessionDirective::Begin => self.begin(endpoint, request).await,
+            SessionDirective::None => Outcome::Done(self.sessionless(endpoint, request).await),
+            SessionDirective::Begin => Outcome::Done(self.begin(endpoint, request).await),
             SessionDirective::Continue(id) => self.continue_session(endpoint, id, request).await,
         }
     }
@@ -217,40 +331,107 @@ impl SessionEngine {
         endpoint: &EndpointConfig,
         id: String,
         request: Request,
-    ) -> Response {
-        // 3. The session: its turn, its binding, lazy expiry.
+    ) -> Outcome {
+        // 3. The session: its turn, its binding, who holds it, lazy expiry.
         let (turn, record) = match self
             .store
             .take_turn(&id, self.turn_lease, endpoint.turn_wait)
             .await
         {
             Ok(Some(found)) => found,
-            Ok(None) => return Response::sessionless(Err(EngineError::UnknownSession(id))),
+            Ok(None) => return Outcome::unknown(id),
             Err(StoreError::TurnTimeout(_)) => {
-                return Response::sessionless(Err(EngineError::Busy(id)))
+                return Outcome::Done(Response::sessionless(Err(EngineError::Busy(id))))
             }
-            Err(e) => return Response::sessionless(Err(EngineError::Store(e))),
+            Err(e) => return Outcome::Done(Response::sessionless(Err(EngineError::Store(e)))),
         };
         // A session begun on another endpoint (or dialect), or by another principal (anonymous
         // included), does not exist for this request: refused exactly like an unknown one, and left
         // intact for its owner.
         if !admission::binding_matches(endpoint, &record, &request) {
             self.release(turn).await;
-            return Response::sessionless(Err(EngineError::UnknownSession(id)));
+            return Outcome::unknown(id);
         }
-        if record.is_expired(now_ms()) {
+        let mut held = Held::new(turn, record);
+        match self.resolve_holder(&mut held).await {
+            Ok(None) => {}
+            // Context-free work touches nothing the holder has: it runs here, no hop.
+            Ok(Some(_))
+                if !self.needs_holder(endpoint, &request, &held.record)
+                    && !held.record.is_expired(now_ms()) => {}
+            Ok(Some(holder)) => {
+                let error = if request.forwarded {
+                    EngineError::HeldElsewhere {
+                        broker: holder.id.clone(),
+                    }
+                } else if self.forwarder.is_some() {
+                    self.release(held.turn).await;
+                    return Outcome::Forward {
+                        holder,
+                        request: Box::new(request),
+                    };
+                } else {
+                    EngineError::ForwardingDisabled {
+                        broker: holder.id.clone(),
+                    }
+                };
+                let info = held.info();
+                self.release(held.turn).await;
+                return Outcome::Done(Response {
+                    session: Some(info),
+                    result: Err(error),
+                });
+            }
+            Err(e) => {
+                let info = held.info();
+                self.release(held.turn).await;
+                return Outcome::Done(Response {
+                    session: Some(info),
+                    result: Err(e),
+                });
+            }
+        }
+        self.apply_correction(&mut held);
+        if held.record.is_expired(now_ms()) {
             // Lazy expiry (idle, or a transaction past its timeout): indistinguishable from an
             // unknown session.
-            self.expire(turn, record).await;
-            return Response::sessionless(Err(EngineError::UnknownSession(id)));
+            if let Err(e) = self.expire(held).await {
+                tracing::warn!(session = %short_id(&id), error = %e, "could not delete an expired session");
+            }
+            return Outcome::unknown(id);
         }
-        let mut held = Held {
-            turn,
-            record,
-            durable: false,
-            committed: Vec::new(),
-        };
+        // A transaction aborted because the broker holding it stopped: the first request that
+        // names it hears so (the -1021 rule in the module docs).
+        if held.record.transaction.as_ref().is_some_and(is_tombstone)
+            && self.names_transaction(endpoint, &request, &held.record)
+        {
+            held.record.transaction = None;
+            held.durable = true;
+            let reason = match held.taken_over.take() {
+                Some(broker) => format!("the broker holding it ({broker}) stopped"),
+                None => "the broker holding it stopped".to_string(),
+            };
+            let error = Err(EngineError::TransactionAborted {
+                at_commit: false,
+                reason,
+            });
+            return Outcome::Done(if request.end_session {
+                self.end(held, error).await
+            } else {
+                self.finish(held, error).await
+            });
+        }
+        Outcome::Done(self.run_continued(endpoint, request, held).await)
+    }
 
+    /// Steps 4 to 8 of a continued session's request, under its turn.
+    async fn run_continued(
+        &self,
+        endpoint: &EndpointConfig,
+        request: Request,
+        mut held: Held,
+    ) -> Response {
+        let id = held.record.id.clone();
         // 4. Transaction commands, before the body.
         if let Err(e) = self
             .transaction_commands(endpoint, &request, &mut held)
@@ -626,6 +807,7 @@ impl SessionEngine {
             turn,
             mut record,
             committed,
+            before,
             ..
         } = held;
         // Ended by a failure with a dialog or a transaction still recorded: neither can outlive
@@ -644,10 +826,22 @@ impl SessionEngine {
                     result,
                 }
             }
-            Err(e) => Response {
-                session: Some(SessionInfo::new(record.id)),
-                result: Err(EngineError::Store(e)),
-            },
+            Err(e) => {
+                // The stored record still names what this End committed or aborted: correct it
+                // at the next request (a retried End then finds nothing open).
+                tracing::error!(session = %short_id(&record.id), error = %e, "could not delete an ended session");
+                self.remember(
+                    &record.id,
+                    Correction {
+                        transaction: before.transaction.map(|(id, _)| id),
+                        dialog: before.dialog,
+                    },
+                );
+                Response {
+                    session: Some(SessionInfo::new(record.id)),
+                    result: Err(EngineError::Store(e)),
+                }
+            }
         }
     }
 
@@ -659,6 +853,8 @@ impl SessionEngine {
             mut record,
             durable,
             committed,
+            before,
+            ..
         } = held;
         record.last_access_ms = record.last_access_ms.max(now_ms());
         let durability = if durable {
@@ -686,9 +882,15 @@ impl SessionEngine {
             }
             Err(e) => {
                 tracing::error!(session = %short_id(&record.id), error = %e, "could not write a session change durably");
+                let result = self
+                    .unrecorded(&before, &mut record, !committed.is_empty(), result, e)
+                    .await;
                 return Response {
-                    session: Some(live),
-                    result: Err(EngineError::Store(e)),
+                    session: Some(SessionInfo {
+                        id: record.id.clone(),
+                        subsession_open: before.dialog.is_some(),
+                    }),
+                    result,
                 };
             }
         }
@@ -698,16 +900,276 @@ impl SessionEngine {
         }
     }
 
-    /// An expired session: abort its transaction, delete it. Nothing was acknowledged about the
-    /// deletion, so it need not wait for the disk.
-    async fn expire(&self, turn: Turn, mut record: SessionRecord) {
+    /// A durable write-back failed (the store is unreachable): the store still holds the record as
+    /// the request found it. What only this request's record knew is undone — a dialog it opened
+    /// is aborted, a transaction it began is aborted, work it added to the open transaction
+    /// aborts that transaction (the record could never name the new participant) — and what the
+    /// stored record names but this request ended (a commit, an abort, a dialog's end) is
+    /// remembered, to be corrected at the session's next request here. The client hears:
+    /// - -1021 when the open transaction had to be aborted,
+    /// - a retriable store fault when something this request began was undone (retrying it is
+    ///   safe: as far as anyone knows it never ran),
+    /// - the request's own result otherwise (what it ended stays ended: a commit is durable in
+    ///   the participants and the decision log).
+    async fn unrecorded(
+        &self,
+        before: &Before,
+        record: &mut SessionRecord,
+        committed: bool,
+        result: Result<Reply, EngineError>,
+        error: StoreError,
+    ) -> Result<Reply, EngineError> {
+        let mut correction = Correction::default();
+        let mut undone = false;
+        let mut aborted = false;
+        let dialog_now = record.subsession.as_ref().map(|s| s.worker.clone());
+        if dialog_now != before.dialog {
+            if dialog_now.is_some() {
+                self.abort_dialog(record).await;
+                undone = true;
+            }
+            correction.dialog = before.dialog.clone();
+        }
+        let txn_now = record
+            .transaction
+            .as_ref()
+            .map(|t| (t.id.clone(), t.participants.len()));
+        match (&before.transaction, &txn_now) {
+            (Some((id, n)), Some((now_id, now_n))) if id == now_id => {
+                if now_n > n {
+                    if let Some(t) = &record.transaction {
+                        self.coordinator.abort(t).await;
+                    }
+                    correction.transaction = Some(id.clone());
+                    aborted = true;
+                }
+            }
+            (found, now) => {
+                if now.is_some() {
+                    if let Some(t) = &record.transaction {
+                        self.coordinator.abort(t).await;
+                    }
+                    undone = true;
+                }
+                if let Some((id, _)) = found {
+                    correction.transaction = Some(id.clone());
+                    tracing::info!(session = %short_id(&record.id), txn = %id, committed, "the stored record still names a transaction this request ended; correcting it at the next request");
+                }
+            }
+        }
+        if correction.transaction.is_some() || correction.dialog.is_some() {
+            self.remember(&record.id, correction);
+        }
+        if undone {
+            Err(EngineError::Store(error))
+        } else if aborted {
+            Err(EngineError::TransactionAborted {
+                at_commit: false,
+                reason: "the session store could not record its work".into(),
+            })
+        } else {
+            result
+        }
+    }
+
+    fn remember(&self, session: &str, correction: Correction) {
+        let mut all = self.corrections.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = all.entry(session.to_string()).or_default();
+        if correction.transaction.is_some() {
+            entry.transaction = correction.transaction;
+        }
+        if correction.dialog.is_some() {
+            entry.dialog = correction.dialog;
+        }
+    }
+
+    /// Correct a record whose last write-back here failed (see [`SessionEngine::unrecorded`]).
+    fn apply_correction(&self, held: &mut Held) {
+        let correction = {
+            let mut all = self.corrections.lock().unwrap_or_else(|e| e.into_inner());
+            if all.is_empty() {
+                return;
+            }
+            all.remove(&held.record.id)
+        };
+        let Some(c) = correction else { return };
+        if let Some(id) = c.transaction {
+            if held.record.transaction.as_ref().is_some_and(|t| t.id == id) {
+                held.record.transaction = None;
+                held.durable = true;
+            }
+        }
+        if let Some(worker) = c.dialog {
+            if held
+                .record
+                .subsession
+                .as_ref()
+                .is_some_and(|s| s.worker == worker)
+            {
+                held.record.subsession = None;
+                held.durable = true;
+            }
+        }
+    }
+
+    /// An expired session (held here, or taken over): abort its dialog and transaction, delete
+    /// it. Nothing was acknowledged about the deletion, so it need not wait for the disk.
+    async fn expire(&self, held: Held) -> Result<(), StoreError> {
+        let Held {
+            turn,
+            mut record,
+            committed,
+            ..
+        } = held;
+        self.corrections
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&record.id);
         self.abort_dialog(&mut record).await;
         if let Some(txn) = &record.transaction {
             self.coordinator.abort(txn).await;
         }
-        if let Err(e) = self.store.delete(turn, Durability::Lazy).await {
-            tracing::warn!(session = %short_id(&record.id), error = %e, "could not delete an expired session");
+        self.store.delete(turn, Durability::Lazy).await?;
+        for c in committed {
+            self.coordinator.settled(c).await;
         }
+        Ok(())
+    }
+
+    /// Who holds the session's work (see "Several brokers" in the module docs): `None` when it is
+    /// here (or was just taken over from a gone broker), else the live broker holding it.
+    async fn resolve_holder(&self, held: &mut Held) -> Result<Option<BrokerInfo>, EngineError> {
+        let me = self.coordinator.instance().as_str();
+        let foreign = ownership::foreign_instances(&held.record, me);
+        if foreign.is_empty() {
+            self.adopt_transaction(held);
+            return Ok(None);
+        }
+        if let Some(holder) = self.registry.first_live(&foreign) {
+            return Ok(Some(holder));
+        }
+        // Gone by the snapshot. Confirm with a fresh read before taking anything over: the
+        // snapshot may predate a broker that started since the last heartbeat.
+        self.registry.refresh().await?;
+        if let Some(holder) = self.registry.first_live(&foreign) {
+            return Ok(Some(holder));
+        }
+        // Not live, but perhaps not gone either: right after a store outage every lease looks
+        // expired until its broker's next heartbeat (`cluster::registry`, "When not live means
+        // gone"). Retriable until it is certain.
+        if let Some(unsure) = foreign.iter().find(|i| !self.registry.is_gone(i)) {
+            return Err(EngineError::HolderUnreachable {
+                broker: broker_of_instance(unsure).to_string(),
+            });
+        }
+        self.take_over(held, &foreign).await?;
+        Ok(None)
+    }
+
+    /// Take over the work of gone broker instances: the dialog is left to be reported lost (-356)
+    /// by the call that next uses it; the transaction is committed if its decision was logged,
+    /// otherwise aborted and tombstoned.
+    async fn take_over(&self, held: &mut Held, gone: &[String]) -> Result<(), EngineError> {
+        let me = self.coordinator.instance().as_str();
+        let holder = gone
+            .first()
+            .map(|i| broker_of_instance(i).to_string())
+            .unwrap_or_default();
+        let session = short_id(&held.record.id).to_string();
+        let txn = match &held.record.transaction {
+            Some(t) if ownership::has_foreign_participants(t, me) => t.clone(),
+            _ => {
+                self.adopt_transaction(held);
+                tracing::info!(session = %session, broker = %holder, "session of a gone broker continues here; its dialog, if any, is lost");
+                return Ok(());
+            }
+        };
+        // Read only now, after the registry said the holder is gone: a broker writes a decision
+        // only while its lease holds (see `coordinator::recovery`, "never both").
+        let decision = self
+            .store
+            .pending_decisions()
+            .await?
+            .into_iter()
+            .find(|d| d.txn_id == txn.id && d.commit);
+        held.durable = true;
+        match decision {
+            Some(decision) => {
+                let complete = self.coordinator.complete(&decision).await;
+                held.record.transaction = None;
+                if complete {
+                    held.committed.push(Committed::logged(&txn.id));
+                }
+                tracing::info!(session = %session, txn = %txn.id, broker = %holder, complete, "took over a gone broker's transaction: its commit decision was logged, committed");
+            }
+            None => {
+                self.coordinator.abort(&txn).await;
+                held.record.transaction = Some(ownership::tombstone(&txn));
+                held.taken_over = Some(holder.clone());
+                tracing::warn!(session = %session, txn = %txn.id, broker = %holder, "took over a gone broker's transaction: no decision was logged, aborted");
+            }
+        }
+        Ok(())
+    }
+
+    /// A transaction with no participant yet, begun by another instance, becomes this one's: a
+    /// new ID with this instance's nonce (nothing outside the record knew the old one).
+    fn adopt_transaction(&self, held: &mut Held) {
+        if let Some(t) = held.record.transaction.as_mut() {
+            if !is_tombstone(t) && t.participants.is_empty() && !self.coordinator.owns_txn_id(&t.id)
+            {
+                t.id = self.coordinator.new_txn_id();
+                held.durable = true;
+            }
+        }
+    }
+
+    /// Whether the request needs the broker holding the session's work: anything about the
+    /// transaction or the dialog, or the session's end. A call of a context-free service that
+    /// runs outside the transaction (none is open, or the class is not transactional) does not.
+    fn needs_holder(
+        &self,
+        endpoint: &EndpointConfig,
+        request: &Request,
+        record: &SessionRecord,
+    ) -> bool {
+        if request.transaction.command.is_some()
+            || request.transaction.begin_new
+            || request.end_session
+            || request.abort_subsession
+        {
+            return true;
+        }
+        let Some(call) = &request.call else {
+            return false;
+        };
+        match self.router.route(&endpoint.path, &call.service) {
+            // Unknown here: -215 from here.
+            None => false,
+            Some(route) => {
+                route.is_context_sensitive()
+                    || (route.class.config().transactional && record.transaction.is_some())
+            }
+        }
+    }
+
+    /// Whether the request refers to the session's transaction (the -1021 rule).
+    fn names_transaction(
+        &self,
+        endpoint: &EndpointConfig,
+        request: &Request,
+        record: &SessionRecord,
+    ) -> bool {
+        let call_names_it = request
+            .call
+            .as_ref()
+            .and_then(|c| self.router.route(&endpoint.path, &c.service))
+            .is_some_and(|r| r.class.config().transactional || r.class.config().one_txn_per_dialog);
+        request.transaction.command.is_some()
+            || request.transaction.begin_new
+            || request.end_session
+            || (request.abort_subsession && self.in_one_transaction_dialog(record))
+            || call_names_it
     }
 
     async fn release(&self, turn: Turn) {
@@ -767,6 +1229,7 @@ impl SessionEngine {
         let due = self.store.due_for_expiry(now, batch).await?;
         let examined = due.len();
         let mut deleted = 0;
+        let mut held_elsewhere = Vec::new();
         for id in due {
             let (turn, record) = match self
                 .store
@@ -777,31 +1240,115 @@ impl SessionEngine {
                 Ok(None) | Err(StoreError::TurnTimeout(_)) => continue,
                 Err(e) => return Err(e),
             };
-            if record.is_expired(now_ms()) {
-                let mut record = record;
-                self.abort_dialog(&mut record).await;
-                if let Some(txn) = &record.transaction {
-                    self.coordinator.abort(txn).await;
-                }
-                self.store.delete(turn, Durability::Lazy).await?;
-                tracing::debug!(session = %short_id(&id), "expired session swept");
-                deleted += 1;
-            } else {
+            if !record.is_expired(now_ms()) {
                 // Still alive (touched since it was filed): writing it back re-files it in the index.
                 self.store
                     .write_and_release(turn, &record, Durability::Lazy)
                     .await?;
+                continue;
             }
+            let mut held = Held::new(turn, record);
+            match self.resolve_holder(&mut held).await {
+                Ok(None) => {
+                    self.expire(held).await?;
+                    tracing::debug!(session = %short_id(&id), "expired session swept");
+                    deleted += 1;
+                }
+                Ok(Some(holder)) => {
+                    self.release(held.turn).await;
+                    held_elsewhere.push((id, holder));
+                }
+                Err(e) => {
+                    self.release(held.turn).await;
+                    match e {
+                        EngineError::Store(e) => return Err(e),
+                        // Its holder's lease expired right after a store outage: not certainly
+                        // gone yet (see `resolve_holder`).
+                        EngineError::HolderUnreachable { broker } => {
+                            tracing::debug!(session = %short_id(&id), broker = %broker, "expired session of a broker not yet known gone; retrying next pass")
+                        }
+                        other => {
+                            tracing::warn!(session = %short_id(&id), error = %other, "cannot sweep an expired session; retrying next pass")
+                        }
+                    }
+                }
+            }
+        }
+        // Their holders expire them (their dialogs and transactions are out of reach from here).
+        for (id, holder) in held_elsewhere {
+            self.ask_holder_to_expire(&id, &holder).await;
         }
         Ok((examined, deleted))
     }
+
+    /// Ask the live broker holding an expired session to expire it. Without a cluster secret, its
+    /// own sweeper will.
+    async fn ask_holder_to_expire(&self, id: &str, holder: &BrokerInfo) {
+        let Some(forwarder) = &self.forwarder else {
+            tracing::debug!(session = %short_id(id), broker = %holder.id, "expired session held by another broker: left to its sweeper");
+            return;
+        };
+        match forwarder.expire(&holder.advertise, id).await {
+            Ok(answer) => {
+                tracing::debug!(session = %short_id(id), broker = %holder.id, answer = %String::from_utf8_lossy(&answer.body).trim(), "asked the holder to expire a session")
+            }
+            Err(e) => {
+                tracing::warn!(session = %short_id(id), broker = %holder.id, error = %e, "could not ask the holder to expire a session; retrying next pass")
+            }
+        }
+    }
+
+    /// `POST /_cluster/expire`: another broker's sweeper found session `id` due and this broker
+    /// holding its work. Expire it here if it is due and still held here (or by a gone broker).
+    pub async fn expire_for_peer(&self, id: &str) -> Result<PeerExpiry, StoreError> {
+        let (turn, record) = match self
+            .store
+            .take_turn(id, self.turn_lease, Duration::ZERO)
+            .await
+        {
+            Ok(Some(found)) => found,
+            Ok(None) => return Ok(PeerExpiry::Gone),
+            Err(StoreError::TurnTimeout(_)) => return Ok(PeerExpiry::Busy),
+            Err(e) => return Err(e),
+        };
+        if !record.is_expired(now_ms()) {
+            self.release(turn).await;
+            return Ok(PeerExpiry::Alive);
+        }
+        let mut held = Held::new(turn, record);
+        match self.resolve_holder(&mut held).await {
+            Ok(None) => {
+                self.expire(held).await?;
+                tracing::debug!(session = %short_id(id), "expired session swept at another broker's request");
+                Ok(PeerExpiry::Expired)
+            }
+            Ok(Some(_)) => {
+                self.release(held.turn).await;
+                Ok(PeerExpiry::Elsewhere)
+            }
+            Err(e) => {
+                self.release(held.turn).await;
+                match e {
+                    EngineError::Store(e) => Err(e),
+                    _ => Ok(PeerExpiry::Busy),
+                }
+            }
+        }
+    }
 }
 
-/// What a client is told about when it changes: which transaction and which dialog the session
-/// has. (The participant list is not: it matters only to this process, whose workers die with it.)
-fn boundaries(record: &SessionRecord) -> (Option<String>, Option<String>) {
+/// What must reach the disk before the reply when it changes: which transaction and which dialog
+/// the session has (the client is told about them), and the transaction's participants (whoever
+/// next commits, aborts or takes the transaction over reads them from the store — this broker at
+/// the session's next request, or another one — and a participant missing there would be left
+/// holding its work, or a commit would be half done).
+fn boundaries(record: &SessionRecord) -> (Option<String>, usize, Option<String>) {
     (
         record.transaction.as_ref().map(|t| t.id.clone()),
+        record
+            .transaction
+            .as_ref()
+            .map_or(0, |t| t.participants.len()),
         record.subsession.as_ref().map(|s| s.worker.clone()),
     )
 }

@@ -52,6 +52,9 @@ pub struct Request {
     /// The authenticated principal (None: anonymous).
     pub principal: Option<String>,
     pub client_ip: Option<IpAddr>,
+    /// Another broker forwarded this request here (it found this broker holding the session):
+    /// it is never forwarded again.
+    pub forwarded: bool,
 }
 
 impl Request {
@@ -66,6 +69,7 @@ impl Request {
             call: None,
             principal: None,
             client_ip: None,
+            forwarded: false,
         }
     }
 }
@@ -111,6 +115,54 @@ impl Response {
         Response {
             session: None,
             result,
+        }
+    }
+}
+
+/// What the engine made of a request: done here, or held by another live broker, to which the HTTP
+/// layer (which holds the raw request) forwards it. Not a fault: the client hears the holder's
+/// answer.
+#[derive(Debug)]
+pub enum Outcome {
+    Done(Response),
+    /// Forward to `holder`. The request comes back, so that the HTTP layer can hand it to the
+    /// engine again should the holder turn out to be gone (nothing was done with it here).
+    Forward {
+        holder: cookie_store::BrokerInfo,
+        request: Box<Request>,
+    },
+}
+
+impl Outcome {
+    /// The answer for an unknown (or expired, or foreign) session.
+    pub fn unknown(id: String) -> Outcome {
+        Outcome::Done(Response::sessionless(Err(EngineError::UnknownSession(id))))
+    }
+}
+
+/// What a broker answered when another broker's sweeper asked it to expire a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerExpiry {
+    /// Expired here: dialog and transaction aborted, record deleted.
+    Expired,
+    /// Not due any more (a request touched it).
+    Alive,
+    /// No such session (already deleted).
+    Gone,
+    /// A request holds its turn; the next sweep asks again.
+    Busy,
+    /// Held by yet another live broker.
+    Elsewhere,
+}
+
+impl PeerExpiry {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerExpiry::Expired => "expired",
+            PeerExpiry::Alive => "alive",
+            PeerExpiry::Gone => "gone",
+            PeerExpiry::Busy => "busy",
+            PeerExpiry::Elsewhere => "elsewhere",
         }
     }
 }
@@ -184,6 +236,25 @@ pub enum EngineError {
     /// An earlier request of the same session did not finish in time.
     #[error("session is busy with an earlier request")]
     Busy(String),
+    /// The live broker holding the session's work could not be reached, or did not answer
+    /// (retriable: once its lease runs out, another broker takes its work over).
+    #[error("the broker holding this session, {broker}, did not answer")]
+    HolderUnreachable { broker: String },
+    /// The broker holding the session stopped answering after the forwarded request may have
+    /// reached it: whether it was done is unknown (like -302 for a server process).
+    #[error("the broker holding this session, {broker}, stopped during the request")]
+    HolderLost { broker: String },
+    /// A forwarded request found the session held by yet another live broker (it moved while the
+    /// request travelled): retriable, the next attempt is forwarded to the right one.
+    #[error("the session is held by broker {broker}")]
+    HeldElsewhere { broker: String },
+    /// The session is held by another broker and this one forwards nothing (no cluster secret).
+    #[error("the session is held by broker {broker} and forwarding between brokers is disabled on this broker")]
+    ForwardingDisabled { broker: String },
+    /// The broker holding the session refused the forwarded request (its cluster secret differs,
+    /// or it has none): a configuration error.
+    #[error("broker {broker} refused the forwarded request: {reason}")]
+    ForwardRefused { broker: String, reason: String },
     /// The adapter could not get a reply.
     #[error(transparent)]
     Backend(#[from] adapters::AdapterError),

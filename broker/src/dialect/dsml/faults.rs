@@ -94,6 +94,12 @@ fn engine_kind(error: &EngineError, cx: &DsmlContext) -> Kind {
             tracing::info!(limit = %limit, "DSML BeginSession refused: session limit reached");
             Kind::BadSessionRequest
         }
+        // The store is down: the server fault (a retry later may succeed), even for a
+        // BeginSession, whose session was not refused but could not be looked at.
+        EngineError::Store(StoreError::Unavailable(reason)) => {
+            tracing::warn!(error = %reason, "DSML request failed: the session store is unavailable");
+            Kind::Server
+        }
         // The session could not be created (the store refused the new record): [MS-DSML]'s
         // "allocation fails" case, a session request that cannot be processed.
         EngineError::Store(e) if cx.begin => {
@@ -198,25 +204,39 @@ mod tests {
     }
 
     #[test]
-    fn a_store_failure_at_begin_is_a_bad_session_request() {
-        let cx = DsmlContext {
+    fn a_store_failure_at_begin_is_a_bad_session_request_but_an_unreachable_store_is_the_server_fault(
+    ) {
+        let begin = DsmlContext {
             session_id: None,
             begin: true,
         };
-        let f = to_fault(
-            &DsmlError::Engine(Box::new(EngineError::Store(StoreError::Unavailable(
-                "disk".into(),
-            )))),
-            &cx,
+        let refused = || {
+            DsmlError::Engine(Box::new(EngineError::Store(StoreError::Config(
+                "the record was refused".into(),
+            ))))
+        };
+        assert_eq!(
+            to_fault(&refused(), &begin).detail.as_deref(),
+            Some(BAD_SESSION_REQUEST)
         );
-        assert_eq!(f.detail.as_deref(), Some(BAD_SESSION_REQUEST));
-        let f = to_fault(
-            &DsmlError::Engine(Box::new(EngineError::Store(StoreError::Unavailable(
-                "disk".into(),
-            )))),
-            &DsmlContext::default(),
+        assert_eq!(
+            to_fault(&refused(), &DsmlContext::default())
+                .detail
+                .as_deref(),
+            Some(SERVER_DETAIL)
         );
-        assert_eq!(f.detail.as_deref(), Some(SERVER_DETAIL));
+        // The store being down is the server fault (retry later), at BeginSession too.
+        let down = || {
+            DsmlError::Engine(Box::new(EngineError::Store(StoreError::Unavailable(
+                "the daemon is down".into(),
+            ))))
+        };
+        for cx in [begin, DsmlContext::default()] {
+            assert_eq!(
+                to_fault(&down(), &cx).detail.as_deref(),
+                Some(SERVER_DETAIL)
+            );
+        }
     }
 
     #[test]

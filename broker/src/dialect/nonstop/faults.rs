@@ -255,6 +255,61 @@ fn engine_fault(
                 "System error occurred from process of a SOAP session. See the broker log.".into(),
             )
         }
+        EngineError::HolderUnreachable { broker } => server(
+            None,
+            "Service busy",
+            -352,
+            format!("The broker holding this session, {broker}, did not answer; retry."),
+        ),
+        EngineError::HolderLost { broker } => server(
+            Some("InternalError"),
+            "Target service unreachable",
+            -302,
+            format!(
+                "The broker holding this session, {broker}, stopped during the request; whether it was done is unknown."
+            ),
+        ),
+        EngineError::HeldElsewhere { broker } => server(
+            None,
+            "Service busy",
+            -352,
+            format!("The session is now held by broker {broker}; retry."),
+        ),
+        EngineError::ForwardingDisabled { broker } => {
+            let ts = rfc3339_utc(ts_ms);
+            tracing::error!(ts = %ts, broker = %broker, "a request needs forwarding, which is disabled (no [cluster] secret)");
+            server(
+                None,
+                "Forwarding disabled",
+                -1,
+                format!(
+                    "System error: the session is held by broker {broker}, and this broker does not \
+                     forward requests (forwarding is disabled: no cluster secret is configured). \
+                     See the broker log."
+                ),
+            )
+        }
+        EngineError::ForwardRefused { broker, reason } => {
+            let ts = rfc3339_utc(ts_ms);
+            tracing::error!(ts = %ts, broker = %broker, reason = %reason, "the holding broker refused a forwarded request (do the cluster secrets match?)");
+            server(
+                None,
+                "System error",
+                -1,
+                format!("System error: broker {broker} refused the forwarded request. See the broker log."),
+            )
+        }
+        // The store is down (the cookie-store daemon restarting, a database failover): nothing was
+        // done, the client may retry. Distinct from an internal error.
+        EngineError::Store(cookie_store::StoreError::Unavailable(reason)) => {
+            tracing::warn!(error = %reason, "session store unavailable");
+            server(
+                None,
+                "Session store unavailable",
+                -352,
+                "The session store is unreachable; retry later.".into(),
+            )
+        }
         EngineError::Store(e) => {
             let ts = rfc3339_utc(ts_ms);
             tracing::error!(ts = %ts, error = %e, "session store error");
@@ -409,6 +464,58 @@ fn is_well_formed_fragment(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn engine(e: EngineError) -> Fault {
+        to_fault(
+            &NonStopError::Engine(Box::new(e)),
+            SoapVersion::V11,
+            &NonStopContext::default(),
+            Some("<nsk:Session/>".into()),
+        )
+    }
+
+    #[test]
+    fn an_unreachable_store_and_an_unreachable_holder_are_retriable_not_system_errors() {
+        let f = engine(EngineError::Store(cookie_store::StoreError::Unavailable(
+            "connection refused".into(),
+        )));
+        assert_eq!(f.reason, "Session store unavailable");
+        let detail = f.detail.unwrap_or_default();
+        assert!(detail.contains("<detailCode>-352</detailCode>"), "{detail}");
+        assert!(detail.contains("unreachable; retry later"), "{detail}");
+        assert_eq!(f.code, FaultCode::Receiver);
+        // Another store error stays the internal error.
+        let f = engine(EngineError::Store(cookie_store::StoreError::Config(
+            "x".into(),
+        )));
+        assert!(f
+            .detail
+            .unwrap_or_default()
+            .contains("<detailCode>-1</detailCode>"));
+
+        let f = engine(EngineError::HolderUnreachable {
+            broker: "b2".into(),
+        });
+        let detail = f.detail.unwrap_or_default();
+        assert!(detail.contains("<detailCode>-352</detailCode>"), "{detail}");
+        assert!(
+            detail.contains("The broker holding this session, b2, did not answer; retry."),
+            "{detail}"
+        );
+        assert_eq!(
+            f.extra_headers,
+            vec!["<nsk:Session/>".to_string()],
+            "the session lives on"
+        );
+
+        let f = engine(EngineError::ForwardingDisabled {
+            broker: "b3".into(),
+        });
+        assert_eq!(f.reason, "Forwarding disabled");
+        let detail = f.detail.unwrap_or_default();
+        assert!(detail.contains("held by broker b3"), "{detail}");
+        assert!(detail.contains("forwarding is disabled"), "{detail}");
+    }
 
     #[test]
     fn backend_detail_passes_when_well_formed_and_is_escaped_otherwise() {

@@ -1,0 +1,413 @@
+//! Broker-to-broker calls: forwarding a request to the broker that holds its session's work, and
+//! asking a broker to expire a session it holds.
+//!
+//! ## The internal paths (served only when a cluster secret is configured)
+//! - `POST /_cluster/forward<endpoint path>`: the client's raw body with its `Content-Type`,
+//!   `SOAPAction` and `Authorization` headers, plus [`SECRET_HEADER`], [`CLIENT_IP_HEADER`] (the
+//!   client's address, so IP binding still applies at the holder) and [`FROM_HEADER`] (the
+//!   forwarding broker's ID, for the log). The holder handles it as if the client had sent it to
+//!   the endpoint, never forwards it again, and answers as it would the client; the forwarding
+//!   broker relays status, content type and body.
+//! - `POST /_cluster/expire` with a session ID as the body: the holder expires the session under
+//!   its turn if it is due (the expiry sweeper of another broker asks this instead of aborting work
+//!   it cannot reach). Answers `expired`, `alive`, `gone` or `elsewhere` as plain text.
+//!
+//! A call without the right secret gets 403 with a plain-text reason, and is logged.
+//!
+//! ## The client
+//! One hyper client for every target, keeping connections alive per target (a pool keyed by
+//! host and port). Calls run on the engine runtime, whatever runtime asks, so pooled connections
+//! are driven by one runtime that outlives every HTTP worker. Whether a failed call may have
+//! reached the holder decides what the caller may do next: [`ForwardError::NotReached`] (the
+//! connection could not be made) means the request was not delivered and may be run elsewhere;
+//! every other failure means it may have run, and only the client may decide to retry.
+
+use super::Secret;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Every internal path starts with this.
+pub const PREFIX: &str = "/_cluster";
+/// Forwarded requests: this, then the endpoint's path.
+pub const FORWARD_PREFIX: &str = "/_cluster/forward";
+/// Expire a session held here.
+pub const EXPIRE_PATH: &str = "/_cluster/expire";
+/// The cluster secret.
+pub const SECRET_HEADER: &str = "x-cluster-secret";
+/// The address of the client that sent a forwarded request.
+pub const CLIENT_IP_HEADER: &str = "x-cluster-client-ip";
+/// The ID of the broker that forwarded a request.
+pub const FROM_HEADER: &str = "x-cluster-from";
+/// How long an idle pooled connection to another broker is kept.
+const POOL_IDLE: Duration = Duration::from_secs(30);
+
+/// What a forwarded request carries.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The endpoint path the client posted to (`/soap`).
+    pub path: String,
+    pub content_type: Option<String>,
+    pub soap_action: Option<String>,
+    pub authorization: Option<String>,
+    pub client_ip: Option<IpAddr>,
+    pub body: Bytes,
+}
+
+/// The holder's answer, to relay as it is.
+#[derive(Debug, Clone)]
+pub struct Relayed {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub body: Bytes,
+}
+
+/// Why a call to another broker got no usable answer.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ForwardError {
+    /// No connection could be made: the request was not delivered.
+    #[error("{target} could not be reached: {reason}")]
+    NotReached { target: String, reason: String },
+    /// The connection failed after the request may have been delivered.
+    #[error("{target} did not answer: {reason}")]
+    NoAnswer { target: String, reason: String },
+    /// No answer within `[cluster] forward_timeout`.
+    #[error("{target} did not answer within {after:?}")]
+    TimedOut { target: String, after: Duration },
+    /// The other broker refused the internal call (different secrets, or it has none).
+    #[error("{target} refused the internal call (HTTP {status}: {reason})")]
+    Refused {
+        target: String,
+        status: u16,
+        reason: String,
+    },
+    /// The advertised address is not an `http://host:port` URL.
+    #[error("{target} is not a usable advertised address: {reason}")]
+    BadTarget { target: String, reason: String },
+}
+
+/// The HTTP client to other brokers.
+pub struct Forwarder {
+    client: Client<HttpConnector, Full<Bytes>>,
+    secret: Secret,
+    /// This broker's ID, sent in [`FROM_HEADER`].
+    from: HeaderValue,
+    runtime: tokio::runtime::Handle,
+    timeout: Duration,
+    max_reply_bytes: usize,
+}
+
+impl Forwarder {
+    /// A client whose calls run on `runtime`: connections time out after `connect_timeout`, whole
+    /// calls after `timeout`, and replies larger than `max_reply_bytes` are refused.
+    pub fn new(
+        secret: Secret,
+        from: &str,
+        runtime: tokio::runtime::Handle,
+        connect_timeout: Duration,
+        timeout: Duration,
+        max_reply_bytes: usize,
+    ) -> Forwarder {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(POOL_IDLE)
+            .build(connector);
+        Forwarder {
+            client,
+            secret,
+            from: HeaderValue::from_str(from).unwrap_or(HeaderValue::from_static("-")),
+            runtime,
+            timeout,
+            max_reply_bytes,
+        }
+    }
+
+    /// Forward a client's request to the broker advertised at `target`.
+    pub async fn forward(&self, target: &str, out: Outgoing) -> Result<Relayed, ForwardError> {
+        let url = format!(
+            "{}{FORWARD_PREFIX}{}",
+            target.trim_end_matches('/'),
+            out.path
+        );
+        let mut headers: Vec<(&'static str, String)> = Vec::new();
+        if let Some(v) = out.content_type {
+            headers.push((CONTENT_TYPE.as_str(), v));
+        }
+        if let Some(v) = out.soap_action {
+            headers.push(("soapaction", v));
+        }
+        if let Some(v) = out.authorization {
+            headers.push((AUTHORIZATION.as_str(), v));
+        }
+        if let Some(ip) = out.client_ip {
+            headers.push((CLIENT_IP_HEADER, ip.to_string()));
+        }
+        self.post(target, &url, headers, out.body).await
+    }
+
+    /// Ask the broker advertised at `target` to expire session `id` if it is due.
+    pub async fn expire(&self, target: &str, id: &str) -> Result<Relayed, ForwardError> {
+        let url = format!("{}{EXPIRE_PATH}", target.trim_end_matches('/'));
+        let headers = vec![(CONTENT_TYPE.as_str(), "text/plain".to_string())];
+        self.post(target, &url, headers, Bytes::copy_from_slice(id.as_bytes()))
+            .await
+    }
+
+    async fn post(
+        &self,
+        target: &str,
+        url: &str,
+        headers: Vec<(&'static str, String)>,
+        body: Bytes,
+    ) -> Result<Relayed, ForwardError> {
+        let bad_target = |reason: String| ForwardError::BadTarget {
+            target: target.to_string(),
+            reason,
+        };
+        let uri: hyper::Uri = url.parse().map_err(|e| bad_target(format!("{e}")))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(bad_target("only http:// is supported".into()));
+        }
+        let mut request = hyper::Request::post(uri);
+        for (name, value) in headers {
+            // A value from the client that cannot be a header value was refused by actix already.
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                request = request.header(name, v);
+            }
+        }
+        let request = request
+            .header(SECRET_HEADER, self.secret.expose())
+            .header(FROM_HEADER, self.from.clone())
+            .body(Full::new(body))
+            .map_err(|e| bad_target(format!("{e}")))?;
+        let client = self.client.clone();
+        let limit = self.max_reply_bytes;
+        let target_owned = target.to_string();
+        let exchange = async move {
+            let response = client.request(request).await.map_err(|e| {
+                let reason = error_chain(&e);
+                if e.is_connect() {
+                    ForwardError::NotReached {
+                        target: target_owned.clone(),
+                        reason,
+                    }
+                } else {
+                    ForwardError::NoAnswer {
+                        target: target_owned.clone(),
+                        reason,
+                    }
+                }
+            })?;
+            let status = response.status().as_u16();
+            let content_type = response
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let body = Limited::new(response.into_body(), limit)
+                .collect()
+                .await
+                .map_err(|e| ForwardError::NoAnswer {
+                    target: target_owned.clone(),
+                    reason: format!("reading the reply: {e}"),
+                })?
+                .to_bytes();
+            Ok(Relayed {
+                status,
+                content_type,
+                body,
+            })
+        };
+        let timeout = self.timeout;
+        let handle = self
+            .runtime
+            .spawn(async move { tokio::time::timeout(timeout, exchange).await });
+        let relayed = match handle.await {
+            Ok(Ok(result)) => result?,
+            Ok(Err(_elapsed)) => {
+                return Err(ForwardError::TimedOut {
+                    target: target.to_string(),
+                    after: timeout,
+                })
+            }
+            Err(e) => {
+                return Err(ForwardError::NoAnswer {
+                    target: target.to_string(),
+                    reason: format!("the call's task failed: {e}"),
+                })
+            }
+        };
+        // The internal paths refuse in plain text; a SOAP endpoint never answers 403 or 404.
+        if matches!(relayed.status, 403 | 404) {
+            return Err(ForwardError::Refused {
+                target: target.to_string(),
+                status: relayed.status,
+                reason: String::from_utf8_lossy(&relayed.body).trim().to_string(),
+            });
+        }
+        Ok(relayed)
+    }
+}
+
+/// An error and its sources, on one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Check the secret a caller presented (the raw header value, if any). The error is the plain-text
+/// reason for the 403.
+pub fn check_secret(secret: &Secret, presented: Option<&[u8]>) -> Result<(), &'static str> {
+    match presented {
+        None => Err("the cluster secret is missing"),
+        Some(given) if secret.matches(given) => Ok(()),
+        Some(_) => Err("the cluster secret is wrong"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn forwarder(rt: &tokio::runtime::Handle) -> Forwarder {
+        Forwarder::new(
+            Secret::new("0123456789abcdef-secret").expect("secret"),
+            "b1",
+            rt.clone(),
+            Duration::from_millis(500),
+            Duration::from_secs(5),
+            1024,
+        )
+    }
+
+    /// A one-shot HTTP server on loopback: reads one request, answers `reply`, returns what it read.
+    async fn one_shot(reply: &'static str) -> (String, tokio::task::JoinHandle<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let task = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.expect("accept");
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Headers, then the body of the given Content-Length.
+            loop {
+                let n = conn.read(&mut buf).await.expect("read");
+                seen.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&seen).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if seen.len() >= end + 4 + len || n == 0 {
+                        break;
+                    }
+                }
+            }
+            conn.write_all(reply.as_bytes()).await.expect("write");
+            String::from_utf8_lossy(&seen).to_string()
+        });
+        (format!("http://{addr}"), task)
+    }
+
+    #[tokio::test]
+    async fn forwards_headers_secret_and_client_ip_and_relays_the_reply() {
+        let (target, server) = one_shot(
+            "HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/xml; charset=utf-8\r\ncontent-length: 7\r\n\r\n<fault>",
+        )
+        .await;
+        let f = forwarder(&tokio::runtime::Handle::current());
+        let relayed = f
+            .forward(
+                &target,
+                Outgoing {
+                    path: "/soap".into(),
+                    content_type: Some("text/xml".into()),
+                    soap_action: Some("\"urn:x\"".into()),
+                    authorization: Some("Basic YTpi".into()),
+                    client_ip: Some("127.0.0.9".parse().expect("ip")),
+                    body: Bytes::from_static(b"<Envelope/>"),
+                },
+            )
+            .await
+            .expect("relayed");
+        assert_eq!(relayed.status, 500);
+        assert_eq!(
+            relayed.content_type.as_deref(),
+            Some("text/xml; charset=utf-8")
+        );
+        assert_eq!(&relayed.body[..], b"<fault>");
+        let seen = server.await.expect("server").to_ascii_lowercase();
+        assert!(
+            seen.starts_with("post /_cluster/forward/soap http/1.1"),
+            "{seen}"
+        );
+        for needle in [
+            "content-type: text/xml",
+            "soapaction: \"urn:x\"",
+            "authorization: basic ytpi",
+            "x-cluster-secret: 0123456789abcdef-secret",
+            "x-cluster-client-ip: 127.0.0.9",
+            "x-cluster-from: b1",
+            "<envelope/>",
+        ] {
+            assert!(seen.contains(needle), "{needle} missing from {seen}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_not_reached_and_a_refusal_is_reported() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let f = forwarder(&tokio::runtime::Handle::current());
+        let e = f
+            .expire(&format!("http://127.0.0.1:{port}"), "abc")
+            .await
+            .expect_err("nobody listens");
+        assert!(matches!(e, ForwardError::NotReached { .. }), "{e:?}");
+
+        let (target, _server) = one_shot(
+            "HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\ncontent-length: 28\r\n\r\nthe cluster secret is wrong\n",
+        )
+        .await;
+        let e = f.expire(&target, "abc").await.expect_err("refused");
+        assert!(
+            matches!(&e, ForwardError::Refused { status: 403, reason, .. } if reason == "the cluster secret is wrong"),
+            "{e:?}"
+        );
+        let e = f.expire("ftp://x", "abc").await.expect_err("bad target");
+        assert!(matches!(e, ForwardError::BadTarget { .. }), "{e:?}");
+    }
+
+    #[test]
+    fn secrets_are_checked() {
+        let s = Secret::new("0123456789abcdef-secret").expect("secret");
+        assert!(check_secret(&s, Some(b"0123456789abcdef-secret")).is_ok());
+        assert_eq!(check_secret(&s, None), Err("the cluster secret is missing"));
+        assert_eq!(
+            check_secret(&s, Some(b"0123456789abcdef-secreT")),
+            Err("the cluster secret is wrong")
+        );
+    }
+}
