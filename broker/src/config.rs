@@ -70,6 +70,9 @@ pub struct StoreSettings {
     pub url: String,
     pub sweep_interval: Duration,
     pub sweep_batch: usize,
+    /// The most sessions the expiry sweeper examines (and so deletes) per second; it spreads
+    /// them evenly, so a backlog of expired sessions never takes the CPU from requests in one go.
+    pub sweep_rate: usize,
     /// How long a request may hold a session's turn before another request (of any broker) may
     /// take it over: longer than the longest backend `request_timeout`, so that only a dead
     /// broker loses its turn.
@@ -166,6 +169,7 @@ pub struct Overrides {
     pub store: Option<String>,
     pub id: Option<String>,
     pub data_dir: Option<PathBuf>,
+    pub advertise: Option<String>,
 }
 
 // ---- the raw TOML shape -------------------------------------------------------------------------
@@ -217,6 +221,7 @@ struct RawStore {
     url: Option<String>,
     sweep_interval: Option<String>,
     sweep_batch: Option<usize>,
+    sweep_rate: Option<usize>,
     turn_lease: Option<String>,
 }
 
@@ -468,7 +473,11 @@ impl Config {
                 format!("{id:?} contains {bad:?}; use letters, digits, '-', '_' or '.'"),
             ));
         }
-        let advertise = b.advertise.unwrap_or_else(|| format!("http://{listen}"));
+        let advertise = overrides
+            .advertise
+            .clone()
+            .or(b.advertise)
+            .unwrap_or_else(|| format!("http://{listen}"));
         let advertise = advertise.trim_end_matches('/').to_string();
         if !advertise.starts_with("http://")
             || advertise.len() <= "http://".len()
@@ -530,6 +539,20 @@ impl Config {
                 format!("{url:?}: expected sled:DIR, cookie-store://HOST:PORT or postgres://..."),
             ));
         }
+        // Other brokers sharing the store reach this one at its advertised address: the wildcard a
+        // server listens on is no address for them.
+        let shared = !url.starts_with("sled:");
+        let host = &broker.advertise["http://".len()..];
+        if shared && (host.starts_with("0.0.0.0:") || host.starts_with("[::]:")) {
+            return Err(cx.err(
+                "broker.advertise",
+                format!(
+                    "{:?} is a wildcard address, which the other brokers sharing store {} cannot reach; set broker.advertise (or --advertise) to an address they can",
+                    broker.advertise,
+                    url.split('@').next_back().unwrap_or(&url)
+                ),
+            ));
+        }
         let mut store = StoreSettings {
             url,
             sweep_interval: cx.duration(
@@ -538,6 +561,11 @@ impl Config {
                 Duration::from_secs(1),
             )?,
             sweep_batch: cx.positive("store.sweep_batch", raw.store.sweep_batch, 256)?,
+            sweep_rate: cx.positive(
+                "store.sweep_rate",
+                raw.store.sweep_rate,
+                2000,
+            )?,
             // Set once the server classes (their request timeouts) are known, below.
             turn_lease: Duration::ZERO,
         };
@@ -1125,9 +1153,11 @@ mod tests {
             store: Some("sled:/tmp/x".into()),
             id: Some("b7".into()),
             data_dir: Some("/tmp/d".into()),
+            advertise: Some("http://10.0.0.7:9999".into()),
         };
         let c = Config::embedded(&o).unwrap();
         assert_eq!(c.broker.listen.port(), 9999);
+        assert_eq!(c.broker.advertise, "http://10.0.0.7:9999");
         assert_eq!(c.store.url, "sled:/tmp/x");
         assert_eq!(c.broker.id, "b7");
         match &c.server_classes[0].adapter {
@@ -1301,6 +1331,14 @@ mod tests {
         assert_eq!(e.key, "broker.id");
         let e = parse("[broker]\nadvertise = \"https://x:1\"\n").unwrap_err();
         assert_eq!(e.key, "broker.advertise");
+        // Sharing a store, the wildcard listen address is no address for the other brokers.
+        let e = parse(
+            "[broker]\nlisten = \"0.0.0.0:8080\"\n[store]\nurl = \"postgres://u:secret@db/x\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "broker.advertise");
+        assert!(!e.to_string().contains("secret"), "{e}");
+        assert!(parse("[broker]\nlisten = \"0.0.0.0:8080\"\n").is_ok());
         let e = parse("[[endpoint]]\npath = \"/_cluster/x\"\ndialect = \"nonstop\"\n").unwrap_err();
         assert_eq!(e.key, "endpoint[0].path");
     }

@@ -29,7 +29,7 @@ struct Cli {
     /// Listen on this address (overrides broker.listen).
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
-    /// Use this store (overrides store.url): sled:DIR.
+    /// Use this store (overrides store.url): sled:DIR, cookie-store://HOST:PORT or postgres://...
     #[arg(long, value_name = "URL")]
     store: Option<String>,
     /// This broker's ID (overrides broker.id).
@@ -38,6 +38,9 @@ struct Cli {
     /// Data directory (overrides broker.data_dir).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// How other brokers reach this one (overrides broker.advertise): http://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    advertise: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
         store: cli.store,
         id: cli.id,
         data_dir: cli.data_dir,
+        advertise: cli.advertise,
     };
     let config = match &cli.config {
         Some(path) => Config::load(path, &overrides),
