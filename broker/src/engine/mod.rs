@@ -62,6 +62,8 @@
 //! (`POST /_cluster/expire`) instead of aborting work it cannot reach.
 
 mod admission;
+mod corrections;
+mod holder;
 mod request;
 mod sweeper;
 
@@ -71,15 +73,14 @@ pub use request::{
 };
 pub use sweeper::spawn_sweeper;
 
-use crate::cluster::ownership::{self, is_tombstone};
-use crate::cluster::{broker_of_instance, Forwarder, Registry};
+use crate::cluster::ownership::is_tombstone;
+use crate::cluster::{Forwarder, Registry};
 use crate::config::EndpointConfig;
 use crate::coordinator::{CommitError, Committed, Coordinator};
 use crate::router::{Route, Router};
 use adapters::{AdapterError, BackendRequest, DialogMarker, ReplyStatus, WorkerId};
-use cookie_store::{
-    now_ms, BrokerInfo, Durability, SessionRecord, Store, StoreError, SubsessionState, Turn,
-};
+use cookie_store::{now_ms, Durability, SessionRecord, Store, StoreError, SubsessionState, Turn};
+use corrections::{Before, Correction};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -101,25 +102,6 @@ pub struct SessionEngine {
     /// What stored records still name but this process ended, because writing them back failed
     /// (see [`SessionEngine::unrecorded`]); applied at the session's next request here.
     corrections: Mutex<HashMap<String, Correction>>,
-}
-
-/// What a session's stored record names that no longer exists (see `corrections`).
-#[derive(Debug, Default)]
-struct Correction {
-    /// A transaction this process committed or aborted.
-    transaction: Option<String>,
-    /// A dialog (its worker tag) that ended or was aborted.
-    dialog: Option<String>,
-}
-
-/// The record's transaction and dialog as the request found them (to tell, when the write-back
-/// fails, what only this request's record knew).
-#[derive(Debug, Default)]
-struct Before {
-    /// The transaction's ID and how many participants it had.
-    transaction: Option<(String, usize)>,
-    /// The dialog's worker tag.
-    dialog: Option<String>,
 }
 
 /// A session a request is working on: its turn is held until the record is written back.
@@ -900,118 +882,6 @@ impl SessionEngine {
         }
     }
 
-    /// A durable write-back failed (the store is unreachable): the store still holds the record as
-    /// the request found it. What only this request's record knew is undone — a dialog it opened
-    /// is aborted, a transaction it began is aborted, work it added to the open transaction
-    /// aborts that transaction (the record could never name the new participant) — and what the
-    /// stored record names but this request ended (a commit, an abort, a dialog's end) is
-    /// remembered, to be corrected at the session's next request here. The client hears:
-    /// - -1021 when the open transaction had to be aborted,
-    /// - a retriable store fault when something this request began was undone (retrying it is
-    ///   safe: as far as anyone knows it never ran),
-    /// - the request's own result otherwise (what it ended stays ended: a commit is durable in
-    ///   the participants and the decision log).
-    async fn unrecorded(
-        &self,
-        before: &Before,
-        record: &mut SessionRecord,
-        committed: bool,
-        result: Result<Reply, EngineError>,
-        error: StoreError,
-    ) -> Result<Reply, EngineError> {
-        let mut correction = Correction::default();
-        let mut undone = false;
-        let mut aborted = false;
-        let dialog_now = record.subsession.as_ref().map(|s| s.worker.clone());
-        if dialog_now != before.dialog {
-            if dialog_now.is_some() {
-                self.abort_dialog(record).await;
-                undone = true;
-            }
-            correction.dialog = before.dialog.clone();
-        }
-        let txn_now = record
-            .transaction
-            .as_ref()
-            .map(|t| (t.id.clone(), t.participants.len()));
-        match (&before.transaction, &txn_now) {
-            (Some((id, n)), Some((now_id, now_n))) if id == now_id => {
-                if now_n > n {
-                    if let Some(t) = &record.transaction {
-                        self.coordinator.abort(t).await;
-                    }
-                    correction.transaction = Some(id.clone());
-                    aborted = true;
-                }
-            }
-            (found, now) => {
-                if now.is_some() {
-                    if let Some(t) = &record.transaction {
-                        self.coordinator.abort(t).await;
-                    }
-                    undone = true;
-                }
-                if let Some((id, _)) = found {
-                    correction.transaction = Some(id.clone());
-                    tracing::info!(session = %short_id(&record.id), txn = %id, committed, "the stored record still names a transaction this request ended; correcting it at the next request");
-                }
-            }
-        }
-        if correction.transaction.is_some() || correction.dialog.is_some() {
-            self.remember(&record.id, correction);
-        }
-        if undone {
-            Err(EngineError::Store(error))
-        } else if aborted {
-            Err(EngineError::TransactionAborted {
-                at_commit: false,
-                reason: "the session store could not record its work".into(),
-            })
-        } else {
-            result
-        }
-    }
-
-    fn remember(&self, session: &str, correction: Correction) {
-        let mut all = self.corrections.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = all.entry(session.to_string()).or_default();
-        if correction.transaction.is_some() {
-            entry.transaction = correction.transaction;
-        }
-        if correction.dialog.is_some() {
-            entry.dialog = correction.dialog;
-        }
-    }
-
-    /// Correct a record whose last write-back here failed (see [`SessionEngine::unrecorded`]).
-    fn apply_correction(&self, held: &mut Held) {
-        let correction = {
-            let mut all = self.corrections.lock().unwrap_or_else(|e| e.into_inner());
-            if all.is_empty() {
-                return;
-            }
-            all.remove(&held.record.id)
-        };
-        let Some(c) = correction else { return };
-        if let Some(id) = c.transaction {
-            if held.record.transaction.as_ref().is_some_and(|t| t.id == id) {
-                held.record.transaction = None;
-                held.durable = true;
-            }
-        }
-        if let Some(worker) = c.dialog {
-            if held
-                .record
-                .subsession
-                .as_ref()
-                .is_some_and(|s| s.worker == worker)
-            {
-                held.record.subsession = None;
-                held.durable = true;
-            }
-        }
-    }
-
     /// An expired session (held here, or taken over): abort its dialog and transaction, delete
     /// it. Nothing was acknowledged about the deletion, so it need not wait for the disk.
     async fn expire(&self, held: Held) -> Result<(), StoreError> {
@@ -1034,142 +904,6 @@ impl SessionEngine {
             self.coordinator.settled(c).await;
         }
         Ok(())
-    }
-
-    /// Who holds the session's work (see "Several brokers" in the module docs): `None` when it is
-    /// here (or was just taken over from a gone broker), else the live broker holding it.
-    async fn resolve_holder(&self, held: &mut Held) -> Result<Option<BrokerInfo>, EngineError> {
-        let me = self.coordinator.instance().as_str();
-        let foreign = ownership::foreign_instances(&held.record, me);
-        if foreign.is_empty() {
-            self.adopt_transaction(held);
-            return Ok(None);
-        }
-        if let Some(holder) = self.registry.first_live(&foreign) {
-            return Ok(Some(holder));
-        }
-        // Gone by the snapshot. Confirm with a fresh read before taking anything over: the
-        // snapshot may predate a broker that started since the last heartbeat.
-        self.registry.refresh().await?;
-        if let Some(holder) = self.registry.first_live(&foreign) {
-            return Ok(Some(holder));
-        }
-        // Not live, but perhaps not gone either: right after a store outage every lease looks
-        // expired until its broker's next heartbeat (`cluster::registry`, "When not live means
-        // gone"). Retriable until it is certain.
-        if let Some(unsure) = foreign.iter().find(|i| !self.registry.is_gone(i)) {
-            return Err(EngineError::HolderUnreachable {
-                broker: broker_of_instance(unsure).to_string(),
-            });
-        }
-        self.take_over(held, &foreign).await?;
-        Ok(None)
-    }
-
-    /// Take over the work of gone broker instances: the dialog is left to be reported lost (-356)
-    /// by the call that next uses it; the transaction is committed if its decision was logged,
-    /// otherwise aborted and tombstoned.
-    async fn take_over(&self, held: &mut Held, gone: &[String]) -> Result<(), EngineError> {
-        let me = self.coordinator.instance().as_str();
-        let holder = gone
-            .first()
-            .map(|i| broker_of_instance(i).to_string())
-            .unwrap_or_default();
-        let session = short_id(&held.record.id).to_string();
-        let txn = match &held.record.transaction {
-            Some(t) if ownership::has_foreign_participants(t, me) => t.clone(),
-            _ => {
-                self.adopt_transaction(held);
-                tracing::info!(session = %session, broker = %holder, "session of a gone broker continues here; its dialog, if any, is lost");
-                return Ok(());
-            }
-        };
-        // Read only now, after the registry said the holder is gone: a broker writes a decision
-        // only while its lease holds (see `coordinator::recovery`, "never both").
-        let decision = self
-            .store
-            .pending_decisions()
-            .await?
-            .into_iter()
-            .find(|d| d.txn_id == txn.id && d.commit);
-        held.durable = true;
-        match decision {
-            Some(decision) => {
-                let complete = self.coordinator.complete(&decision).await;
-                held.record.transaction = None;
-                if complete {
-                    held.committed.push(Committed::logged(&txn.id));
-                }
-                tracing::info!(session = %session, txn = %txn.id, broker = %holder, complete, "took over a gone broker's transaction: its commit decision was logged, committed");
-            }
-            None => {
-                self.coordinator.abort(&txn).await;
-                held.record.transaction = Some(ownership::tombstone(&txn));
-                held.taken_over = Some(holder.clone());
-                tracing::warn!(session = %session, txn = %txn.id, broker = %holder, "took over a gone broker's transaction: no decision was logged, aborted");
-            }
-        }
-        Ok(())
-    }
-
-    /// A transaction with no participant yet, begun by another instance, becomes this one's: a
-    /// new ID with this instance's nonce (nothing outside the record knew the old one).
-    fn adopt_transaction(&self, held: &mut Held) {
-        if let Some(t) = held.record.transaction.as_mut() {
-            if !is_tombstone(t) && t.participants.is_empty() && !self.coordinator.owns_txn_id(&t.id)
-            {
-                t.id = self.coordinator.new_txn_id();
-                held.durable = true;
-            }
-        }
-    }
-
-    /// Whether the request needs the broker holding the session's work: anything about the
-    /// transaction or the dialog, or the session's end. A call of a context-free service that
-    /// runs outside the transaction (none is open, or the class is not transactional) does not.
-    fn needs_holder(
-        &self,
-        endpoint: &EndpointConfig,
-        request: &Request,
-        record: &SessionRecord,
-    ) -> bool {
-        if request.transaction.command.is_some()
-            || request.transaction.begin_new
-            || request.end_session
-            || request.abort_subsession
-        {
-            return true;
-        }
-        let Some(call) = &request.call else {
-            return false;
-        };
-        match self.router.route(&endpoint.path, &call.service) {
-            // Unknown here: -215 from here.
-            None => false,
-            Some(route) => {
-                route.is_context_sensitive()
-                    || (route.class.config().transactional && record.transaction.is_some())
-            }
-        }
-    }
-
-    /// Whether the request refers to the session's transaction (the -1021 rule).
-    fn names_transaction(
-        &self,
-        endpoint: &EndpointConfig,
-        request: &Request,
-        record: &SessionRecord,
-    ) -> bool {
-        let call_names_it = request
-            .call
-            .as_ref()
-            .and_then(|c| self.router.route(&endpoint.path, &c.service))
-            .is_some_and(|r| r.class.config().transactional || r.class.config().one_txn_per_dialog);
-        request.transaction.command.is_some()
-            || request.transaction.begin_new
-            || request.end_session
-            || (request.abort_subsession && self.in_one_transaction_dialog(record))
-            || call_names_it
     }
 
     async fn release(&self, turn: Turn) {
@@ -1279,61 +1013,6 @@ impl SessionEngine {
             self.ask_holder_to_expire(&id, &holder).await;
         }
         Ok((examined, deleted))
-    }
-
-    /// Ask the live broker holding an expired session to expire it. Without a cluster secret, its
-    /// own sweeper will.
-    async fn ask_holder_to_expire(&self, id: &str, holder: &BrokerInfo) {
-        let Some(forwarder) = &self.forwarder else {
-            tracing::debug!(session = %short_id(id), broker = %holder.id, "expired session held by another broker: left to its sweeper");
-            return;
-        };
-        match forwarder.expire(&holder.advertise, id).await {
-            Ok(answer) => {
-                tracing::debug!(session = %short_id(id), broker = %holder.id, answer = %String::from_utf8_lossy(&answer.body).trim(), "asked the holder to expire a session")
-            }
-            Err(e) => {
-                tracing::warn!(session = %short_id(id), broker = %holder.id, error = %e, "could not ask the holder to expire a session; retrying next pass")
-            }
-        }
-    }
-
-    /// `POST /_cluster/expire`: another broker's sweeper found session `id` due and this broker
-    /// holding its work. Expire it here if it is due and still held here (or by a gone broker).
-    pub async fn expire_for_peer(&self, id: &str) -> Result<PeerExpiry, StoreError> {
-        let (turn, record) = match self
-            .store
-            .take_turn(id, self.turn_lease, Duration::ZERO)
-            .await
-        {
-            Ok(Some(found)) => found,
-            Ok(None) => return Ok(PeerExpiry::Gone),
-            Err(StoreError::TurnTimeout(_)) => return Ok(PeerExpiry::Busy),
-            Err(e) => return Err(e),
-        };
-        if !record.is_expired(now_ms()) {
-            self.release(turn).await;
-            return Ok(PeerExpiry::Alive);
-        }
-        let mut held = Held::new(turn, record);
-        match self.resolve_holder(&mut held).await {
-            Ok(None) => {
-                self.expire(held).await?;
-                tracing::debug!(session = %short_id(id), "expired session swept at another broker's request");
-                Ok(PeerExpiry::Expired)
-            }
-            Ok(Some(_)) => {
-                self.release(held.turn).await;
-                Ok(PeerExpiry::Elsewhere)
-            }
-            Err(e) => {
-                self.release(held.turn).await;
-                match e {
-                    EngineError::Store(e) => Err(e),
-                    _ => Ok(PeerExpiry::Busy),
-                }
-            }
-        }
     }
 }
 
