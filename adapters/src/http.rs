@@ -12,7 +12,8 @@
 //! Unavailable"`) with the body as the payload, for the log. A connection that cannot be made is
 //! [`AdapterError::Unreachable`] (after trying every URL once: a refused connect is known not to
 //! have delivered the request, so failing over is safe); a connection that breaks after the request
-//! was sent is [`AdapterError::WorkerLost`] (it may or may not have been processed, so no retry).
+//! was sent, or a response that is not valid HTTP/1.1 or is larger than `max_frame_bytes`, is
+//! [`AdapterError::WorkerLost`] (the request may or may not have been processed, so no retry).
 //!
 //! ## Limits
 //!
@@ -24,24 +25,42 @@
 //! - `max_workers` bounds the requests in flight to the class; up to `queue_limit` more wait for a
 //!   slot, beyond that [`AdapterError::QueueFull`].
 //!
-//! ## Runtimes
+//! ## Runtimes: the request stays on the caller's thread
 //!
-//! hyper's pooled client spawns its connection tasks with `tokio::spawn`, which needs the runtime
-//! that owns the sockets. So every exchange runs inside `runtime.spawn(...)` on the class's runtime
-//! and the caller (on an actix worker's own runtime) only awaits the `JoinHandle` with a timer. On
-//! timeout the task is aborted, which drops its connection: the pool never reuses a connection
-//! with a late response still coming.
+//! Each exchange runs inline in the caller's future, on the caller's runtime: the adapter has no
+//! task, channel or runtime of its own (the `runtime` handle given to [`HttpClass::start`] is not
+//! used). Keep-alive connections are pooled **per thread** (a thread-local, per class and url,
+//! last used first): an actix worker thread's requests connect, write and read on that worker's
+//! own runtime and never leave it. `wire.rs` says what one exchange does; in short one `write`
+//! and usually one `read` per request. (The first version handed every exchange to a hyper
+//! client on the engine runtime: a task spawn, two cross-thread wake-ups and a `JoinHandle` per
+//! request; then a hyper client per thread, which still drove each connection from a task of
+//! its own. `BENCHMARKS.md` has what each step cost.)
+//!
+//! What stays class-wide: the `max_workers` slots and the `queue_limit` line (requests in flight
+//! are bounded across all threads), the round robin over the urls, and shutdown. What is per
+//! thread: the idle connections, up to `max_workers` per url per calling thread, each closed
+//! when found idle longer than `idle_timeout` (the pool is looked at when the thread next calls
+//! the class; a thread that never calls again keeps its few idle sockets until it ends).
+//! Connections in use never exceed the slots. A thread that starts running under another
+//! runtime (a test's fresh runtime) drops its old connections: they died with their runtime.
+//!
+//! A connection is used for the next request only after a clean exchange (`wire.rs`). On
+//! timeout the exchange's future is dropped and its connection with it, so a late response can
+//! never be read as the answer to a later request. An idle connection the backend has closed is
+//! noticed before it is used (or at its first write) and replaced by another one, which is safe
+//! because nothing was sent on it.
+//!
+//! Callers must run inside a tokio runtime with I/O and timers enabled (the broker's actix
+//! workers and engine runtime do); outside one, a call fails with [`AdapterError::Unsupported`].
+
+mod wire;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{HeaderValue, CONTENT_TYPE};
-use hyper::{Method, Request, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper::Uri;
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -49,17 +68,18 @@ use tokio::time::Instant;
 
 use crate::{AdapterError, AdapterKind, BackendReply, BackendRequest, Context, DialogMarker};
 use crate::{ReplyStatus, ServerClass, ServerClassConfig};
+use wire::{Conn, WireError};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
 /// A server class reached by HTTP POST.
 pub struct HttpClass {
     config: ServerClassConfig,
-    runtime: Handle,
-    client: HttpClient,
-    urls: Arc<Vec<Uri>>,
+    /// This class's identity in the thread-local pools, which hold a `Weak` to it, so a dropped
+    /// class's idle connections are closed when a thread next looks.
+    key: Arc<PoolKey>,
+    /// One entry per url, in configuration order.
+    urls: Vec<Target>,
     next: AtomicUsize,
     /// One permit per request in flight (`max_workers` of them).
     slots: Arc<Semaphore>,
@@ -68,12 +88,46 @@ pub struct HttpClass {
     accepting: AtomicBool,
 }
 
+struct PoolKey;
+
+/// One backend url, taken apart once.
+struct Target {
+    /// As configured, for messages.
+    uri: Uri,
+    host: String,
+    port: u16,
+    /// `Host` header value.
+    authority: String,
+    /// Request target (`/path?query`).
+    path: String,
+    /// The worker id replies from it carry (`class#n`, 1-based).
+    worker: String,
+}
+
+/// The idle connections of the classes this thread has called, all on the runtime it runs under.
+#[derive(Default)]
+struct ThreadPools {
+    runtime: Option<tokio::runtime::Id>,
+    classes: Vec<ClassPool>,
+}
+
+struct ClassPool {
+    class: Weak<PoolKey>,
+    /// Per url: idle connections, the most recently used last.
+    idle: Vec<Vec<Conn>>,
+}
+
+thread_local! {
+    static POOLS: RefCell<ThreadPools> = RefCell::new(ThreadPools::default());
+}
+
 impl HttpClass {
-    /// Check the configuration and build the client. Nothing is connected yet: connections are
-    /// opened on first use and kept alive in hyper's pool.
+    /// Check the configuration. Nothing is connected yet: connections are opened on demand by
+    /// the threads that call, and kept alive per thread. `_runtime` is unused: the class has no
+    /// background task (see "Runtimes").
     pub async fn start(
         config: ServerClassConfig,
-        runtime: Handle,
+        _runtime: Handle,
     ) -> Result<Arc<HttpClass>, AdapterError> {
         let refuse = |reason: String| AdapterError::Unsupported {
             class: config.name.clone(),
@@ -99,13 +153,20 @@ impl HttpClass {
             return Err(refuse("max_workers must be at least 1".to_string()));
         }
         let mut parsed = Vec::with_capacity(urls.len());
-        for url in urls {
+        for (index, url) in urls.iter().enumerate() {
             let uri: Uri = url
                 .parse()
                 .map_err(|e| refuse(format!("url {url:?} is not valid: {e}")))?;
-            match uri.scheme_str() {
-                Some("http") if uri.authority().is_some() => parsed.push(uri),
-                Some("https") => {
+            match (uri.scheme_str(), uri.authority()) {
+                (Some("http"), Some(authority)) => parsed.push(Target {
+                    host: authority.host().to_string(),
+                    port: authority.port_u16().unwrap_or(80),
+                    authority: authority.as_str().to_string(),
+                    path: uri.path_and_query().map_or("/", |p| p.as_str()).to_string(),
+                    worker: format!("{}#{}", config.name, index + 1),
+                    uri,
+                }),
+                (Some("https"), _) => {
                     return Err(refuse(format!(
                         "url {url:?}: https is not supported by this build (no TLS client); \
                          use http:// or a TLS-terminating proxy"
@@ -115,23 +176,13 @@ impl HttpClass {
             }
         }
 
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .pool_max_idle_per_host(config.max_workers)
-            .build(connector);
-
         Ok(Arc::new(HttpClass {
             slots: Arc::new(Semaphore::new(config.max_workers)),
             waiting: Arc::new(AtomicUsize::new(0)),
             accepting: AtomicBool::new(true),
-            urls: Arc::new(parsed),
+            urls: parsed,
             next: AtomicUsize::new(0),
-            client,
-            runtime,
+            key: Arc::new(PoolKey),
             config,
         }))
     }
@@ -174,6 +225,163 @@ impl HttpClass {
             Err(_) => Err(self.timeout()),
         }
     }
+
+    /// Run `f` on this thread's idle connections to url `index` (`None` while the thread is
+    /// being torn down).
+    fn with_idle<R>(
+        &self,
+        runtime: tokio::runtime::Id,
+        index: usize,
+        f: impl FnOnce(&mut Vec<Conn>) -> R,
+    ) -> Option<R> {
+        POOLS
+            .try_with(|cell| {
+                let mut pools = cell.borrow_mut();
+                if pools.runtime != Some(runtime) {
+                    // The old runtime is gone (or this thread moved on): its sockets with it.
+                    pools.classes.clear();
+                    pools.runtime = Some(runtime);
+                }
+                let mine = Arc::downgrade(&self.key);
+                let at = match pools.classes.iter().position(|c| c.class.ptr_eq(&mine)) {
+                    Some(at) => at,
+                    None => {
+                        pools.classes.retain(|c| c.class.strong_count() > 0);
+                        pools.classes.push(ClassPool {
+                            class: mine,
+                            idle: (0..self.urls.len()).map(|_| Vec::new()).collect(),
+                        });
+                        pools.classes.len() - 1
+                    }
+                };
+                f(&mut pools.classes[at].idle[index])
+            })
+            .ok()
+    }
+
+    /// The most recently used idle connection to url `index` that is still good.
+    fn checkout(&self, runtime: tokio::runtime::Id, index: usize) -> Option<Conn> {
+        let idle_timeout = self.config.idle_timeout;
+        self.with_idle(runtime, index, |idle| {
+            while let Some(conn) = idle.pop() {
+                if conn.idle_since.elapsed() < idle_timeout && conn.is_usable() {
+                    return Some(conn);
+                }
+            }
+            None
+        })
+        .flatten()
+    }
+
+    /// Put a connection back after a clean exchange; close those idle too long.
+    fn checkin(&self, runtime: tokio::runtime::Id, index: usize, mut conn: Conn) {
+        let (idle_timeout, max_idle) = (self.config.idle_timeout, self.config.max_workers);
+        conn.idle_since = Instant::now();
+        self.with_idle(runtime, index, |idle| {
+            // Oldest first: the front of the stack is what has waited longest.
+            let expired = idle
+                .iter()
+                .take_while(|c| c.idle_since.elapsed() >= idle_timeout)
+                .count();
+            idle.drain(..expired);
+            if idle.len() < max_idle {
+                idle.push(conn);
+            }
+        });
+    }
+
+    /// One POST, with failover over the urls for connections that cannot be made (a refused
+    /// connect is known not to have delivered the request), and a fresh connection for an idle
+    /// one the backend had closed.
+    async fn exchange(
+        &self,
+        runtime: tokio::runtime::Id,
+        request: &BackendRequest,
+    ) -> Result<BackendReply, AdapterError> {
+        let class = &self.config.name;
+        let bad_header = |what: &str| AdapterError::Unsupported {
+            class: class.clone(),
+            reason: format!("the {what} cannot be sent as an HTTP header value"),
+        };
+        if !wire::valid_header_value(&request.operation) {
+            return Err(bad_header("operation"));
+        }
+        let mut headers = [
+            ("content-type", "text/xml; charset=utf-8"),
+            ("x-service", request.operation.as_str()),
+            ("x-session-id", ""),
+        ];
+        let headers = match &request.session_id {
+            Some(id) if !wire::valid_header_value(id) => return Err(bad_header("session id")),
+            Some(id) => {
+                headers[2].1 = id.as_str();
+                &headers[..]
+            }
+            None => &headers[..2],
+        };
+        let n = self.urls.len();
+        let first = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut refused = Vec::new();
+        'urls: for k in 0..n {
+            let index = (first + k) % n;
+            let target = &self.urls[index];
+            let wire_target = wire::Target {
+                path: &target.path,
+                host: &target.authority,
+            };
+            // Idle connections first; each one found closed at its first write is replaced by
+            // the next, and finally by a fresh one (which cannot be stale).
+            loop {
+                let mut conn = match self.checkout(runtime, index) {
+                    Some(conn) => conn,
+                    None => match wire::connect(&target.host, target.port, CONNECT_TIMEOUT).await {
+                        Ok(conn) => conn,
+                        Err(e) => {
+                            refused.push(format!("{}: connect: {e}", target.uri));
+                            continue 'urls;
+                        }
+                    },
+                };
+                let lost = |reason: String| AdapterError::WorkerLost {
+                    class: class.clone(),
+                    worker: target.worker.clone(),
+                    reason: format!("{}: {reason}", target.uri),
+                };
+                let (response, reusable) = match conn
+                    .post(
+                        &wire_target,
+                        headers,
+                        &request.payload,
+                        self.config.max_frame_bytes,
+                    )
+                    .await
+                {
+                    Ok(done) => done,
+                    Err(WireError::Stale) => continue,
+                    Err(WireError::Broken(reason)) => return Err(lost(reason)),
+                };
+                if reusable {
+                    self.checkin(runtime, index, conn);
+                }
+                let status = if (200..300).contains(&response.status) {
+                    ReplyStatus::Ok
+                } else {
+                    let status = hyper::StatusCode::from_u16(response.status)
+                        .map_or_else(|_| response.status.to_string(), |s| s.to_string());
+                    ReplyStatus::Error(format!("HTTP {status} from {}", target.uri))
+                };
+                return Ok(BackendReply {
+                    status,
+                    payload: response.body,
+                    worker: target.worker.clone(),
+                });
+            }
+        }
+        Err(AdapterError::Unreachable {
+            class: class.clone(),
+            reason: refused.join("; "),
+        })
+    }
 }
 
 struct Waiting(Arc<AtomicUsize>);
@@ -195,67 +403,29 @@ impl ServerClass for HttpClass {
     }
 
     async fn call(&self, request: BackendRequest) -> Result<BackendReply, AdapterError> {
-        let class = self.config.name.clone();
         if request.dialog != DialogMarker::None {
             return Err(AdapterError::Unsupported {
-                class,
+                class: self.config.name.clone(),
                 reason: "the http adapter is context-free only: dialogs are not supported"
                     .to_string(),
             });
         }
+        let Ok(runtime) = Handle::try_current().map(|h| h.id()) else {
+            return Err(AdapterError::Unsupported {
+                class: self.config.name.clone(),
+                reason: "the http adapter was called outside a tokio runtime".to_string(),
+            });
+        };
         if !self.accepting.load(Ordering::Acquire) {
             return Err(self.shutting_down());
         }
         let deadline = crate::pool::after(self.config.request_timeout);
-        let permit = self.admit(deadline).await?;
-
-        let mut headers = vec![(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/xml; charset=utf-8"),
-        )];
-        let bad_header = |what: &str| AdapterError::Unsupported {
-            class: class.clone(),
-            reason: format!("the {what} cannot be sent as an HTTP header value"),
-        };
-        headers.push((
-            hyper::header::HeaderName::from_static("x-service"),
-            HeaderValue::from_str(&request.operation).map_err(|_| bad_header("operation"))?,
-        ));
-        if let Some(session) = &request.session_id {
-            headers.push((
-                hyper::header::HeaderName::from_static("x-session-id"),
-                HeaderValue::from_str(session).map_err(|_| bad_header("session id"))?,
-            ));
-        }
-
-        let exchange = Exchange {
-            class: class.clone(),
-            client: self.client.clone(),
-            urls: self.urls.clone(),
-            first: self.next.fetch_add(1, Ordering::Relaxed),
-            headers,
-            payload: request.payload,
-            max_body: self.config.max_frame_bytes,
-        };
-        let task = self.runtime.spawn(async move {
-            // The permit lives as long as the exchange, so `max_workers` bounds real traffic.
-            let _permit = permit;
-            // The task's own deadline, in case the caller went away and nobody aborts it.
-            tokio::time::timeout_at(deadline, exchange.run()).await
-        });
-        let abort = task.abort_handle();
-        match tokio::time::timeout_at(deadline, task).await {
-            Ok(Ok(Ok(result))) => result,
-            Ok(Ok(Err(_))) | Err(_) => {
-                abort.abort();
-                Err(self.timeout())
-            }
-            Ok(Err(join)) if join.is_cancelled() => Err(self.shutting_down()),
-            Ok(Err(join)) => Err(AdapterError::WorkerLost {
-                class,
-                worker: "http".to_string(),
-                reason: format!("the request task failed: {join}"),
-            }),
+        // The permit lives as long as the exchange, so `max_workers` bounds real traffic.
+        let _permit = self.admit(deadline).await?;
+        // At the deadline the exchange is dropped mid-flight, its connection with it.
+        match tokio::time::timeout_at(deadline, self.exchange(runtime, &request)).await {
+            Ok(result) => result,
+            Err(_) => Err(self.timeout()),
         }
     }
 
@@ -272,88 +442,4 @@ impl ServerClass for HttpClass {
         }
         self.slots.close();
     }
-}
-
-/// One POST, with failover over the urls for connections that cannot be made.
-struct Exchange {
-    class: String,
-    client: HttpClient,
-    urls: Arc<Vec<Uri>>,
-    first: usize,
-    headers: Vec<(hyper::header::HeaderName, HeaderValue)>,
-    payload: Bytes,
-    max_body: usize,
-}
-
-impl Exchange {
-    async fn run(self) -> Result<BackendReply, AdapterError> {
-        let n = self.urls.len();
-        let mut refused = Vec::new();
-        for k in 0..n {
-            let index = (self.first + k) % n;
-            let uri = &self.urls[index];
-            // Worker ids name the url (1-based, in configuration order).
-            let worker = format!("{}#{}", self.class, index + 1);
-            let mut builder = Request::builder().method(Method::POST).uri(uri.clone());
-            for (name, value) in &self.headers {
-                builder = builder.header(name, value.clone());
-            }
-            let request = builder.body(Full::new(self.payload.clone())).map_err(|e| {
-                AdapterError::Unsupported {
-                    class: self.class.clone(),
-                    reason: format!("cannot build the HTTP request: {e}"),
-                }
-            })?;
-            let response = match self.client.request(request).await {
-                Ok(response) => response,
-                Err(e) if e.is_connect() => {
-                    refused.push(format!("{uri}: {}", error_chain(&e)));
-                    continue;
-                }
-                Err(e) => {
-                    return Err(AdapterError::WorkerLost {
-                        class: self.class.clone(),
-                        worker,
-                        reason: format!("{uri}: {}", error_chain(&e)),
-                    })
-                }
-            };
-            let status = response.status();
-            let body = Limited::new(response.into_body(), self.max_body)
-                .collect()
-                .await
-                .map_err(|e| AdapterError::WorkerLost {
-                    class: self.class.clone(),
-                    worker: worker.clone(),
-                    reason: format!("{uri}: reading the response: {e}"),
-                })?
-                .to_bytes();
-            let status = if status.is_success() {
-                ReplyStatus::Ok
-            } else {
-                ReplyStatus::Error(format!("HTTP {status} from {uri}"))
-            };
-            return Ok(BackendReply {
-                status,
-                payload: body,
-                worker,
-            });
-        }
-        Err(AdapterError::Unreachable {
-            class: self.class.clone(),
-            reason: refused.join("; "),
-        })
-    }
-}
-
-/// An error and its sources on one line ("client error (Connect): tcp connect error: refused").
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        source = e.source();
-    }
-    text
 }

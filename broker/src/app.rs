@@ -176,6 +176,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         engine_rt.handle(),
         config.store.sweep_interval,
         config.store.sweep_batch,
+        config.store.sweep_rate,
         stop_rx,
     );
 

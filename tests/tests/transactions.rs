@@ -410,7 +410,10 @@ fn concurrent_transfers_keep_the_total_invariant() {
                 let url = url.clone();
                 s.spawn(move || {
                     let r = call11(&url, &begin(), "");
-                    let id = r.expect_session_id();
+                    let mut id = r.expect_session_id();
+                    // A lock wait that outlives the request timeout aborts the transaction and ends
+                    // the session (a backend failure under a transaction): carry on in a new one.
+                    let renew = || call11(&url, &begin(), "").expect_session_id();
                     let mut committed = 0;
                     for i in 0..8 {
                         let amount = 1 + ((t * 8 + i) % 7) as i64;
@@ -425,7 +428,8 @@ fn concurrent_transfers_keep_the_total_invariant() {
                         if r.fault().is_some() {
                             // A lock wait that timed out, or a lost session: give up this one.
                             if r.session_id().is_none() {
-                                return committed;
+                                id = renew();
+                                continue;
                             }
                             call11(
                                 &url,
@@ -437,7 +441,8 @@ fn concurrent_transfers_keep_the_total_invariant() {
                         let r = call11(&url, &cont(&id), &second);
                         let command = if r.fault().is_some() { "Abort" } else { "End" };
                         if r.session_id().is_none() {
-                            return committed;
+                            id = renew();
+                            continue;
                         }
                         let r = call11(
                             &url,

@@ -222,7 +222,7 @@ struct TagSpan {
 
 enum CaptureKind {
     Header {
-        block: Box<PendingHeader>,
+        block: PendingHeader,
         /// The start tag carries envelope-namespace attributes to drop from `xml`.
         strip: bool,
     },
@@ -568,10 +568,7 @@ impl<'i, 'c> Parser<'i, 'c> {
             must_understand,
             attributes,
         };
-        Ok(Some(CaptureKind::Header {
-            block: Box::new(block),
-            strip,
-        }))
+        Ok(Some(CaptureKind::Header { block, strip }))
     }
 
     /// `soap.md` "Header processing" step 1. An empty `role`/`actor` is read as absent: erring
@@ -713,7 +710,7 @@ impl<'i, 'c> Parser<'i, 'c> {
                 } else {
                     xml.extend_from_slice(&input[name_end..end]);
                 }
-                let b = *block;
+                let b = block;
                 self.headers.push(HeaderBlock {
                     namespace: b.namespace,
                     local_name: b.local_name,

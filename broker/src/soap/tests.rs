@@ -1573,6 +1573,33 @@ fn escaping() {
     let mut s = String::new();
     escape_text("plain ünïcödé", &mut s);
     assert_eq!(s, "plain ünïcödé");
+    // Each special character on its own, amid text that needs nothing (the fast path must
+    // notice every one of them).
+    for (c, text, attr) in [
+        ('&', "&amp;", "&amp;"),
+        ('<', "&lt;", "&lt;"),
+        ('>', "&gt;", "&gt;"),
+        ('"', "\"", "&quot;"),
+        ('\'', "'", "&apos;"),
+        ('\t', "\t", "&#9;"),
+        ('\n', "\n", "&#10;"),
+        ('\r', "&#13;", "&#13;"),
+        ('\u{1}', "\u{FFFD}", "\u{FFFD}"),
+        ('\u{FFFE}', "\u{FFFD}", "\u{FFFD}"),
+        ('\u{FFFF}', "\u{FFFD}", "\u{FFFD}"),
+        ('\u{F000}', "\u{F000}", "\u{F000}"),
+    ] {
+        let input = format!("0123456789abcdef{c}xyz");
+        let (mut t, mut a) = (String::new(), String::new());
+        escape_text(&input, &mut t);
+        escape_attr(&input, &mut a);
+        assert_eq!(t, format!("0123456789abcdef{text}xyz"), "{c:?} in text");
+        assert_eq!(
+            a,
+            format!("0123456789abcdef{attr}xyz"),
+            "{c:?} in an attribute"
+        );
+    }
 
     // Hostile text in every escaped field still yields a well-formed fault that says it back.
     let nasty = "</faultstring><x a=\"'\">&amp;\u{0}\u{FFFF}]]>";

@@ -35,6 +35,17 @@ fn escape_bytes(s: &str, attr: bool, out: &mut Vec<u8>) {
 }
 
 fn escape(s: &str, attr: bool, mut push: impl FnMut(&str)) {
+    // Most text (session IDs, names) needs nothing: one byte scan, one push. 0xEF starts the
+    // UTF-8 of U+FFFE/U+FFFF, so text with it takes the careful path below.
+    let plain = |b: &u8| {
+        *b >= 0x20
+            && !matches!(b, b'&' | b'<' | b'>' | 0xEF)
+            && !(attr && matches!(b, b'"' | b'\''))
+    };
+    if s.as_bytes().iter().all(plain) {
+        push(s);
+        return;
+    }
     let mut last = 0;
     for (i, c) in s.char_indices() {
         let rep = match c {

@@ -92,6 +92,17 @@ pub struct Common {
     /// Keep the temporary directory (configurations, logs, stores) and print where it is.
     #[arg(long)]
     pub keep: bool,
+    /// HTTP worker threads of every broker started (`broker.workers`); 0: the broker's default
+    /// (one per CPU). One by default, as nginx runs one worker process here.
+    #[arg(long, default_value_t = 1)]
+    pub broker_workers: usize,
+}
+
+impl Common {
+    /// `broker.workers` for the brokers started, `None` for the broker's own default.
+    pub fn workers(&self) -> Option<usize> {
+        (self.broker_workers > 0).then_some(self.broker_workers)
+    }
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -346,7 +357,7 @@ pub fn compare(args: CompareArgs) -> Result<(), String> {
     }
     println!(
         "settings: {} connections, {} load thread(s), warm-up {}, measured {}, {} round(s), body {} B, \
-         client CPUs {}, server CPUs {}",
+         client CPUs {}, server CPUs {}, broker HTTP workers {}",
         common.connections,
         common.threads,
         humantime::format_duration(common.warmup),
@@ -355,6 +366,9 @@ pub fn compare(args: CompareArgs) -> Result<(), String> {
         common.body_bytes,
         common.client_cpus.as_deref().unwrap_or("any"),
         common.server_cpus.as_deref().unwrap_or("any"),
+        common
+            .workers()
+            .map_or("one per CPU".to_string(), |n| n.to_string()),
     );
 
     let backend = procs::start_backend(&env.broker, &env.launch("echo-backend", None))?;
@@ -372,6 +386,7 @@ pub fn compare(args: CompareArgs) -> Result<(), String> {
             &env.launch("broker-http", None),
             &backend.addr,
             &env.dir.path().join("broker-http"),
+            common.workers(),
         )?)
     } else {
         None
@@ -381,6 +396,7 @@ pub fn compare(args: CompareArgs) -> Result<(), String> {
             &env.broker,
             &env.launch("broker-process", None),
             &env.dir.path().join("broker-process"),
+            common.workers(),
         )?)
     } else {
         None

@@ -29,11 +29,14 @@ pub struct SessionsArgs {
     #[arg(long, default_value_t = 100_000)]
     pub sweep_count: u64,
     /// Measured duration of the sweep run.
-    #[arg(long, default_value = "40s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "70s", value_parser = humantime::parse_duration)]
     pub sweep_duration: Duration,
     /// How far into the sweep run's measured window the sessions should expire.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub sweep_at: Duration,
+    /// `store.sweep_rate` of the sweep run's broker (default: the broker's own default).
+    #[arg(long)]
+    pub sweep_rate: Option<usize>,
     /// Skip the empty-versus-full part (run only the sweep).
     #[arg(long)]
     pub skip_scale: bool,
@@ -58,12 +61,15 @@ pub fn sessions(args: SessionsArgs) -> Result<(), String> {
     }
     println!(
         "settings: {} connections, {} load thread(s), warm-up {}, measured {}, {} round(s); broker: \
-         echo class on the http adapter",
+         echo class on the http adapter, HTTP workers {}",
         common.connections,
         common.threads,
         humantime::format_duration(common.warmup),
         humantime::format_duration(common.duration),
-        common.rounds
+        common.rounds,
+        common
+            .workers()
+            .map_or("one per CPU".to_string(), |n| n.to_string()),
     );
     let backend = procs::start_backend(&env.broker, &env.launch("echo-backend", None))?;
     let rt = load::runtime(common.threads, env.client_cpus.clone())?;
@@ -94,6 +100,7 @@ pub fn sessions(args: SessionsArgs) -> Result<(), String> {
             &env.launch("broker-full", None),
             &backend.addr,
             &full_dir,
+            common.workers(),
         )?;
         println!(
             "broker on the full store listening after {:.2}s; {}",
@@ -105,6 +112,7 @@ pub fn sessions(args: SessionsArgs) -> Result<(), String> {
             &env.launch("broker-empty", None),
             &backend.addr,
             &empty_dir,
+            common.workers(),
         )?;
         println!("broker on the empty store: {}", mem(&empty));
         let mut s_empty = Series::default();
@@ -193,11 +201,16 @@ pub fn sessions(args: SessionsArgs) -> Result<(), String> {
             (expire_at - start_ms) as f64 / 1000.0,
             done.elapsed.as_secs_f64()
         );
-        let broker = procs::start_broker_http(
+        let store_extra = args
+            .sweep_rate
+            .map_or(String::new(), |r| format!("sweep_rate = {r}"));
+        let broker = procs::start_broker_http_with(
             &env.broker,
             &env.launch("broker-sweep", Some(SWEEP_MARK)),
             &backend.addr,
             &dir,
+            common.workers(),
+            &store_extra,
         )?;
         let sweep_common = Common {
             duration: args.sweep_duration,
@@ -212,6 +225,11 @@ pub fn sessions(args: SessionsArgs) -> Result<(), String> {
             true,
         )?;
         println!("{}", run_line("continue during an expiry sweep", 1, &r));
+        println!(
+            "sweeper: store.sweep_rate = {}",
+            args.sweep_rate
+                .map_or("the broker's default".to_string(), |r| r.to_string())
+        );
         let marks = broker.marks.lock().map(|m| m.clone()).unwrap_or_default();
         let swept: u64 = marks
             .iter()
@@ -301,4 +319,72 @@ pub fn sessions(args: SessionsArgs) -> Result<(), String> {
     drop(backend);
     env.finish(common.keep);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::procs::Launch;
+    use std::time::Instant;
+
+    /// Sessions the sweeper reported swept so far.
+    fn swept(marks: &procs::Marks) -> u64 {
+        marks
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(_, line)| {
+                        let rest = &line[line.find("expired=")? + "expired=".len()..];
+                        let digits: String =
+                            rest.chars().take_while(char::is_ascii_digit).collect();
+                        digits.parse::<u64>().ok()
+                    })
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// `store.sweep_rate` bounds the sweeper: 300 sessions already expired at start, at 100 per
+    /// second, are all deleted, and not in less than about three seconds (a lower bound only: a
+    /// slow machine takes longer, never shorter).
+    #[test]
+    fn the_sweeper_keeps_to_its_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("broker");
+        let now = cookie_store::now_ms();
+        preload(&data.join("cookies"), 300, "/soap", now - 60_000, 1_000, 2).unwrap();
+        let launch = Launch {
+            name: "broker",
+            dir: dir.path(),
+            cpus: None,
+            marker: Some(SWEEP_MARK),
+        };
+        let started = Instant::now();
+        // The backend is never called: the test sends no request.
+        let broker = procs::start_broker_http_with(
+            &broker_tests::broker::broker_exe(),
+            &launch,
+            "127.0.0.1:9",
+            &data,
+            None,
+            "sweep_rate = 100\nsweep_interval = \"100ms\"",
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while swept(&broker.marks) < 300 {
+            assert!(
+                Instant::now() < deadline,
+                "only {} of 300 expired sessions swept after 60 s (log: {})",
+                swept(&broker.marks),
+                broker.log_hint()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let took = started.elapsed();
+        assert_eq!(swept(&broker.marks), 300);
+        assert!(
+            took >= Duration::from_millis(2500),
+            "300 sessions at 100/s were swept in {took:?}"
+        );
+    }
 }
