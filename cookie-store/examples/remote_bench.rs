@@ -15,32 +15,18 @@
 //! CPU count; compare runs on one machine.
 
 use cookie_store::remote::{Server, ServerLimits};
-use cookie_store::{now_ms, Durability, SessionRecord, SledStore, Store};
+use cookie_store::{now_ms, Durability, SledStore, Store};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "common/mod.rs"]
+mod common;
+use common::record;
+
 const SESSIONS: usize = 32;
 const LONG: Duration = Duration::from_secs(30);
 const LATENCY_SAMPLES: usize = 5_000;
-
-fn record(id: String) -> SessionRecord {
-    let now = now_ms();
-    SessionRecord {
-        id,
-        endpoint: "/soap".into(),
-        dialect: "nonstop".into(),
-        principal: Some("alice".into()),
-        client_ip: Some([127, 0, 0, 1].into()),
-        created_ms: now,
-        last_access_ms: now,
-        idle_timeout_ms: 1_800_000,
-        transaction: None,
-        subsession: None,
-        dialect_state: vec![7; 32],
-        expiry_indexed_ms: 0,
-    }
-}
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
