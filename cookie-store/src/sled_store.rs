@@ -12,10 +12,13 @@
 //! - `decisions`: transaction ID → encoded [`TxnDecision`];
 //! - `meta`: the epoch generation ([`crate::epochs`]).
 //!
-//! A record and its index entries change together in one sled transaction, so a crash never leaves a
-//! record without an entry (it would never expire). The converse, an entry whose record is gone or
-//! filed elsewhere, can only come from callers handing in stale filing data; [`SledStore::due_for_expiry`]
-//! drops such entries as it meets them.
+//! A crash must never leave a record without its index entries (it would never expire, and never
+//! count). Moving an entry is one sled transaction with the record. Creating and deleting, the hot
+//! paths of a churning client, are not transactions (in sled 0.34 each transaction rolls the log and
+//! takes the database's lock exclusively): `create` files the entries before it writes the record,
+//! `delete` removes the record before its entries, and sled recovers a prefix of its log. The
+//! converse, an entry whose record is gone or filed elsewhere, is harmless: [`SledStore::due_for_expiry`]
+//! and [`Store::count_sessions`] drop such entries as they meet them.
 //!
 //! Cost of a continue request: `take_turn` is one sled `get`; `write_and_release(Lazy)` is one sled
 //! `insert` (the index entry stays where it is unless it is already due, see [`crate::expiry`]).
@@ -84,12 +87,23 @@ impl SledStore {
         options: &SledOptions,
     ) -> Result<SledStore, StoreError> {
         let dir = dir.as_ref();
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .flush_every_ms(options.flush_every_ms)
-            .cache_capacity(options.cache_capacity_bytes)
-            .open()
-            .map_err(|e| open_error(dir, e))?;
+            .cache_capacity(options.cache_capacity_bytes);
+        // A store of this process dropped a moment ago can still hold the directory's lock: sled
+        // writes its IO buffers on detached threads that keep the file open until they finish.
+        // Another process's lock outlasts the wait and is reported as such.
+        let retry_until = std::time::Instant::now() + LOCK_RETRY;
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(e) if is_lock_error(&e) && std::time::Instant::now() < retry_until => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => return Err(open_error(dir, e)),
+            }
+        };
         let tree = |name: &str| {
             db.open_tree(name).map_err(|e| {
                 StoreError::Unavailable(format!(
@@ -287,6 +301,39 @@ impl SledStore {
         })
     }
 
+    /// Undo the index entries a losing `create` of `id` filed (`key`, and `client` with value
+    /// `filed`), keeping those the winner's record (`current`) is filed under. Each removal is a
+    /// compare-and-swap on the value this create wrote, so it never takes an entry rewritten since.
+    fn undo_create_entries(
+        &self,
+        id: &str,
+        key: &[u8],
+        client: &[u8],
+        filed: &[u8; 8],
+        current: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let winner = current.and_then(|bytes| SessionRecord::decode(bytes).ok());
+        let undo = |e| sled_error("undoing the entries of a duplicate create", id, e);
+        if winner
+            .as_ref()
+            .is_none_or(|w| index_key(w.expiry_indexed_ms, id) != key)
+        {
+            let _ = self
+                .expiry
+                .compare_and_swap(key, Some(EMPTY), None::<&[u8]>)
+                .map_err(undo)?;
+        }
+        // The clients value is the winner's filed deadline, not this create's.
+        let restored = winner
+            .filter(|w| client_key(&w.endpoint, w.client_ip, id) == client)
+            .map(|w| w.expiry_indexed_ms.to_be_bytes());
+        let _ = self
+            .clients
+            .compare_and_swap(client, Some(filed), restored.as_ref().map(|r| r.as_slice()))
+            .map_err(undo)?;
+        Ok(())
+    }
+
     /// The expiry index as (deadline, session ID) pairs, in order (tests).
     #[cfg(test)]
     pub(crate) fn index_entries(&self) -> Vec<(u64, String)> {
@@ -321,21 +368,36 @@ impl Store for SledStore {
             ..record.clone()
         }
         .encode();
+        // A retried create (its first reply lost) finds the record without touching the indexes.
+        if self
+            .sessions
+            .contains_key(id)
+            .map_err(|e| sled_error("reading session", id, e))?
+        {
+            return Err(StoreError::AlreadyExists(id.to_owned()));
+        }
+        // No sled transaction: sled 0.34 makes every one roll its log and take its global lock
+        // exclusively, which cost churn most of its throughput (BENCHMARKS.md, "Churn"). The index
+        // entries go in first and the record last, by compare-and-swap from nothing, so a crash
+        // between them leaves entries without a record (dropped when met), never a record without
+        // its entries (it would never expire). sled recovers a prefix of its log, so that order
+        // holds after a crash too.
         let key = index_key(deadline, id);
         let client = client_key(&record.endpoint, record.client_ip, id);
-        // Compare-and-swap from nothing, inside a transaction so the index entries come with it:
-        // the read joins the transaction's read set, so a concurrent create of the same ID
-        // conflicts.
-        let created = self.sessions_and_expiry(id, |s, x, c| {
-            if s.get(id.as_bytes())?.is_some() {
-                return Ok(false);
-            }
-            s.insert(id.as_bytes(), bytes.as_slice())?;
-            x.insert(key.as_slice(), EMPTY)?;
-            c.insert(client.as_slice(), &deadline.to_be_bytes())?;
-            Ok(true)
-        })?;
-        if !created {
+        let filed = deadline.to_be_bytes();
+        self.expiry
+            .insert(key.as_slice(), EMPTY)
+            .map_err(|e| sled_error("filing session for expiry", id, e))?;
+        self.clients
+            .insert(client.as_slice(), &filed)
+            .map_err(|e| sled_error("filing session by client", id, e))?;
+        let swapped = self
+            .sessions
+            .compare_and_swap(id, None::<&[u8]>, Some(bytes))
+            .map_err(|e| sled_error("creating session", id, e))?;
+        if let Err(lost) = swapped {
+            // Another create of the same ID won between the check and the swap.
+            self.undo_create_entries(id, &key, &client, &filed, lost.current.as_deref())?;
             return Err(StoreError::AlreadyExists(id.to_owned()));
         }
         self.settle(durability).await
@@ -428,22 +490,32 @@ impl Store for SledStore {
     async fn delete(&self, turn: Turn, durability: Durability) -> Result<(), StoreError> {
         let id = turn.session_id.clone();
         self.finish(turn, durability, |filed| {
-            let cached = filed.map(|f| f.indexed_ms);
-            self.sessions_and_expiry(&id, |s, x, c| {
-                if let Some(bytes) = s.remove(id.as_bytes())? {
-                    // The stored record knows where it is filed; an undecodable one leaves only
-                    // the cached entry to remove (a leftover is dropped by due_for_expiry, and a
-                    // clients entry by count_sessions).
-                    if let Ok(record) = SessionRecord::decode(&bytes) {
-                        x.remove(index_key(record.expiry_indexed_ms, &id))?;
-                        c.remove(client_key(&record.endpoint, record.client_ip, &id))?;
-                    }
+            // The record first, then its entries, without a sled transaction (see `create`): an
+            // entry left by a crash in between is dropped when the sweeper or a count meets it.
+            let removed = self
+                .sessions
+                .remove(id.as_bytes())
+                .map_err(|e| sled_error("deleting session", &id, e))?;
+            let mut expiry_keys = Vec::with_capacity(2);
+            if let Some(indexed) = filed.map(|f| f.indexed_ms) {
+                expiry_keys.push(index_key(indexed, &id));
+            }
+            // The stored record knows where it is filed; an undecodable one leaves only the cached
+            // entry to remove.
+            if let Some(record) = removed.and_then(|bytes| SessionRecord::decode(&bytes).ok()) {
+                let key = index_key(record.expiry_indexed_ms, &id);
+                if !expiry_keys.contains(&key) {
+                    expiry_keys.push(key);
                 }
-                if let Some(indexed) = cached {
-                    x.remove(index_key(indexed, &id))?;
-                }
-                Ok(())
-            })?;
+                self.clients
+                    .remove(client_key(&record.endpoint, record.client_ip, &id))
+                    .map_err(|e| sled_error("unfiling session by client", &id, e))?;
+            }
+            for key in expiry_keys {
+                self.expiry
+                    .remove(key)
+                    .map_err(|e| sled_error("unfiling session for expiry", &id, e))?;
+            }
             *filed = None;
             Ok(())
         })
@@ -690,19 +762,22 @@ fn sled_error(doing: &str, id: &str, e: sled::Error) -> StoreError {
     StoreError::Unavailable(format!("sled, {doing} {id}: {e}"))
 }
 
+/// How long `open` waits for the directory's lock to be let go before reporting it in use.
+const LOCK_RETRY: Duration = Duration::from_millis(500);
+
+fn is_lock_error(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.to_string().contains("could not acquire lock"))
+}
+
 fn open_error(dir: &Path, e: sled::Error) -> StoreError {
-    match e {
-        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-            StoreError::Unavailable(format!(
-                "{} is in use by another process (sled allows one process per database; \
-             share it through `cookie-store serve` instead): {io}",
-                dir.display()
-            ))
-        }
-        other => {
-            StoreError::Unavailable(format!("opening sled database {}: {other}", dir.display()))
-        }
+    if is_lock_error(&e) {
+        return StoreError::Unavailable(format!(
+            "{} is in use by another process (sled allows one process per database; \
+             share it through `cookie-store serve` instead): {e}",
+            dir.display()
+        ));
     }
+    StoreError::Unavailable(format!("opening sled database {}: {e}", dir.display()))
 }
 
 #[cfg(test)]

@@ -210,3 +210,82 @@ async fn a_durable_write_makes_earlier_lazy_ones_durable() {
         ids[last_durable].1
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn child_churner() {
+    if std::env::var(CHILD_ROLE).as_deref() != Ok("churn") {
+        return; // only meaningful as the child of `a_kill_mid_churn_leaves_no_record_without_its_index_entry`
+    }
+    let store = std::sync::Arc::new(SledStore::open(child_dir().unwrap()).unwrap());
+    let started = Instant::now();
+    // Four churning clients, as a broker's Begin/End traffic is: create, then delete every other
+    // session; lazy writes, with a durable one now and then.
+    let clients: Vec<_> = (0..4)
+        .map(|c| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0.. {
+                    let id = format!("c{c}-{i:06}");
+                    let durability = if i % 8 == 7 {
+                        Durability::Durable
+                    } else {
+                        Durability::Lazy
+                    };
+                    ack(&format!("begin {id}"));
+                    store.create(&record(&id), durability).await.unwrap();
+                    if i % 2 == 1 {
+                        let (turn, _) = store
+                            .take_turn(&id, Duration::from_secs(5), Duration::from_secs(5))
+                            .await
+                            .unwrap()
+                            .unwrap();
+                        store.delete(turn, durability).await.unwrap();
+                        if durability == Durability::Durable {
+                            ack(&format!("deleted {id}"));
+                        }
+                    }
+                    if started.elapsed() > CHILD_LIFETIME {
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await.unwrap();
+    }
+}
+
+/// `create` files the index entries before the record and `delete` removes the record before its
+/// entries, without a sled transaction: whatever instant the kill lands on, a record that survives
+/// is in the expiry index (else it would never expire), and a durably deleted one stays deleted.
+#[tokio::test]
+async fn a_kill_mid_churn_leaves_no_record_without_its_index_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let acks = run_child_until_killed("churn", "child_churner", dir.path());
+    let begun: Vec<&str> = acks
+        .iter()
+        .filter_map(|a| a.strip_prefix("begin "))
+        .collect();
+    let deleted: Vec<&str> = acks
+        .iter()
+        .filter_map(|a| a.strip_prefix("deleted "))
+        .collect();
+    let store = SledStore::open(dir.path()).unwrap();
+    let filed = store.due_for_expiry(u64::MAX, usize::MAX).await.unwrap();
+    let mut survivors = 0;
+    for id in &begun {
+        if present(&store, id).await {
+            survivors += 1;
+            assert!(
+                filed.iter().any(|f| f == id),
+                "session {id} survived the kill without its expiry index entry"
+            );
+            assert!(
+                !deleted.contains(id),
+                "durably deleted session {id} is back"
+            );
+        }
+    }
+    assert!(survivors > 0, "no session survived: nothing was checked");
+}

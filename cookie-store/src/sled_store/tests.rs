@@ -457,3 +457,127 @@ fn client_keys_parse_back_under_either_prefix() {
     assert_eq!(client_key_id(&[0, 9, b'x'], 0), None);
     assert!(!k.starts_with(&endpoint_prefix("/dsm")));
 }
+
+// ---- create and delete without a sled transaction ----
+
+fn clients_entries(store: &SledStore) -> Vec<(Vec<u8>, u64)> {
+    store
+        .clients
+        .iter()
+        .map(|entry| {
+            let (k, v) = entry.unwrap();
+            (
+                k.to_vec(),
+                u64::from_be_bytes(v.as_ref().try_into().unwrap()),
+            )
+        })
+        .collect()
+}
+
+/// What a `create` that lost the compare-and-swap to another create of the same ID filed: its
+/// entries, the way `create` writes them.
+fn file_as_a_losing_create(
+    store: &SledStore,
+    loser: &SessionRecord,
+) -> (Vec<u8>, Vec<u8>, [u8; 8]) {
+    let deadline = loser.expires_at_ms();
+    let key = index_key(deadline, &loser.id);
+    let client = client_key(&loser.endpoint, loser.client_ip, &loser.id);
+    store.expiry.insert(key.as_slice(), EMPTY).unwrap();
+    store
+        .clients
+        .insert(client.as_slice(), &deadline.to_be_bytes())
+        .unwrap();
+    (key, client, deadline.to_be_bytes())
+}
+
+#[tokio::test]
+async fn a_create_losing_a_race_for_its_id_leaves_the_winners_entries_as_they_were() {
+    let (_dir, store) = fresh();
+    let winner = client_record("s", "/dsml", Some("10.0.0.1"), 60_000);
+    store.create(&winner, Durability::Lazy).await.unwrap();
+    let winner_deadline = winner.expires_at_ms();
+    let winner_bytes = store.sessions.get("s").unwrap().unwrap();
+
+    // Same client key, later deadline: the clients entry is the winner's and gets its value back;
+    // the loser's expiry entry goes.
+    let loser = client_record("s", "/dsml", Some("10.0.0.1"), 120_000);
+    let (key, client, filed) = file_as_a_losing_create(&store, &loser);
+    assert_eq!(store.index_entries().len(), 2);
+    store
+        .undo_create_entries("s", &key, &client, &filed, Some(&winner_bytes))
+        .unwrap();
+    assert_eq!(store.index_entries(), [(winner_deadline, "s".to_owned())]);
+    assert_eq!(clients_entries(&store), [(client.clone(), winner_deadline)]);
+
+    // Another client IP: the loser's clients entry goes too.
+    let elsewhere = client_record("s", "/dsml", Some("10.0.0.2"), 120_000);
+    let (key, other_client, filed) = file_as_a_losing_create(&store, &elsewhere);
+    store
+        .undo_create_entries("s", &key, &other_client, &filed, Some(&winner_bytes))
+        .unwrap();
+    assert_eq!(store.index_entries(), [(winner_deadline, "s".to_owned())]);
+    assert_eq!(clients_entries(&store), [(client, winner_deadline)]);
+
+    // The same deadline and client as the winner's: nothing of the winner's goes.
+    let (key, client, filed) = file_as_a_losing_create(&store, &winner);
+    store
+        .undo_create_entries("s", &key, &client, &filed, Some(&winner_bytes))
+        .unwrap();
+    assert_eq!(store.index_entries(), [(winner_deadline, "s".to_owned())]);
+    assert_eq!(clients_entries(&store), [(client, winner_deadline)]);
+}
+
+#[tokio::test]
+async fn a_retried_create_of_a_stored_id_files_nothing() {
+    let (_dir, store) = fresh();
+    let first = client_record("s", "/dsml", Some("10.0.0.1"), 60_000);
+    store.create(&first, Durability::Lazy).await.unwrap();
+    let retry = client_record("s", "/dsml", Some("10.0.0.9"), 90_000);
+    assert!(matches!(
+        store.create(&retry, Durability::Durable).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    assert_eq!(store.index_entries().len(), 1);
+    assert_eq!(clients_entries(&store).len(), 1);
+}
+
+#[tokio::test]
+async fn entries_a_crash_left_without_their_record_are_dropped_when_met() {
+    // A crash between a create's index writes and its record, or between a delete's record removal
+    // and its index removals, leaves entries whose record is gone.
+    let (_dir, store) = fresh();
+    let now = now_ms();
+    let ghost = client_record("ghost", "/dsml", Some("10.0.0.1"), 1_000);
+    file_as_a_losing_create(&store, &ghost);
+    store
+        .create(
+            &client_record("live", "/dsml", Some("10.0.0.1"), 60_000),
+            Durability::Lazy,
+        )
+        .await
+        .unwrap();
+
+    // Before its filed deadline the ghost still counts: the count trusts a deadline ahead.
+    assert_eq!(
+        store
+            .count_sessions("/dsml", ip("10.0.0.1"), now, 10)
+            .await
+            .unwrap(),
+        2
+    );
+    // Once it has passed, the count reads the record, finds none and drops the entry; so does the
+    // sweeper with the expiry entry.
+    let later = now + 5_000;
+    assert_eq!(
+        store
+            .count_sessions("/dsml", ip("10.0.0.1"), later, 10)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(clients_entries(&store).len(), 1);
+    assert!(store.due_for_expiry(later, 10).await.unwrap().is_empty());
+    assert_eq!(store.index_entries().len(), 1);
+    assert_eq!(store.index_entries()[0].1, "live");
+}
