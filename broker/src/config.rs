@@ -561,7 +561,7 @@ impl Config {
                 Duration::from_secs(1),
             )?,
             sweep_batch: cx.positive("store.sweep_batch", raw.store.sweep_batch, 256)?,
-            sweep_rate: cx.positive("store.sweep_rate", raw.store.sweep_rate, 2000)?,
+            sweep_rate: cx.positive("store.sweep_rate", raw.store.sweep_rate, 5000)?,
             // Set once the server classes (their request timeouts) are known, below.
             turn_lease: Duration::ZERO,
         };
@@ -1196,7 +1196,7 @@ mod tests {
     #[test]
     fn sweep_rate_has_a_default_and_must_be_positive() {
         let c = Config::embedded(&Overrides::default()).unwrap();
-        assert_eq!(c.store.sweep_rate, 2000);
+        assert_eq!(c.store.sweep_rate, 5000);
         let c = parse("[store]\nsweep_rate = 50\n").unwrap();
         assert_eq!(c.store.sweep_rate, 50);
         let e = parse("[store]\nsweep_rate = 0\n").unwrap_err();

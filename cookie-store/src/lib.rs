@@ -7,7 +7,7 @@
 //!
 //! | URL | backend | for |
 //! | --- | --- | --- |
-//! | `sled:DIR` | [`SledStore`], sled in this process | one broker process (the embedded default) |
+//! | `sled:DIR` ([`SledOptions::parse_url`]) | [`SledStore`], sled in this process | one broker process (the embedded default) |
 //! | `cookie-store://HOST:PORT` | [`remote`]: the `cookie-store serve` daemon | several brokers on one host |
 //! | `postgres://…` | [`postgres`]: PostgreSQL | brokers on several hosts |
 //!
@@ -228,13 +228,9 @@ pub trait Store: Send + Sync + 'static {
 /// do so on their own background runtime before returning, so an unreachable or misconfigured
 /// store is reported here, at start, with the URL's problem named.
 pub fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    if let Some(dir) = url.strip_prefix("sled:") {
-        if dir.is_empty() {
-            return Err(StoreError::Config(
-                "sled: URL needs a directory, as in sled:./broker-data/cookies".into(),
-            ));
-        }
-        return Ok(Arc::new(SledStore::open(dir)?));
+    if url.starts_with("sled:") {
+        let (dir, options) = SledOptions::parse_url(url)?;
+        return Ok(Arc::new(SledStore::open_with(dir, &options)?));
     }
     if url.starts_with("cookie-store://") {
         return remote::open(url);

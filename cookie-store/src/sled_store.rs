@@ -53,6 +53,51 @@ pub struct SledOptions {
     pub cache_capacity_bytes: u64,
 }
 
+impl SledOptions {
+    /// Split a `sled:DIR[?cache_capacity_bytes=N&flush_every_ms=N]` URL into its directory and
+    /// options (`flush_every_ms=0` turns the background flush off). A directory whose name holds a
+    /// `?` cannot be named this way. A bad URL is a [`StoreError::Config`] naming the parameter.
+    pub fn parse_url(url: &str) -> Result<(&str, SledOptions), StoreError> {
+        let bad = |what: String| StoreError::Config(format!("store URL {url}: {what}"));
+        let rest = url
+            .strip_prefix("sled:")
+            .ok_or_else(|| bad("not a sled: URL".into()))?;
+        let (dir, query) = rest.split_once('?').unwrap_or((rest, ""));
+        if dir.is_empty() {
+            return Err(bad(
+                "sled: URL needs a directory, as in sled:./broker-data/cookies".into(),
+            ));
+        }
+        let mut options = SledOptions::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let number = value
+                .parse::<u64>()
+                .map_err(|_| bad(format!("{key}={value} is not a whole number")));
+            match key {
+                "cache_capacity_bytes" => {
+                    options.cache_capacity_bytes = number?;
+                    if options.cache_capacity_bytes < MIN_CACHE_BYTES {
+                        return Err(bad(format!(
+                            "cache_capacity_bytes must be at least {MIN_CACHE_BYTES} (1 MiB)"
+                        )));
+                    }
+                }
+                "flush_every_ms" => options.flush_every_ms = Some(number?).filter(|&ms| ms > 0),
+                _ => {
+                    return Err(bad(format!(
+                    "unknown parameter {key} (sled: takes cache_capacity_bytes and flush_every_ms)"
+                )))
+                }
+            }
+        }
+        Ok((dir, options))
+    }
+}
+
+/// Below this sled's cache thrashes on every request.
+const MIN_CACHE_BYTES: u64 = 1024 * 1024;
+
 impl Default for SledOptions {
     fn default() -> Self {
         Self {

@@ -189,6 +189,33 @@ fn store_urls() {
     assert!(crate::open(&format!("sled:{}", dir.path().display())).is_ok());
 }
 
+#[test]
+fn sled_url_options_are_parsed_and_bad_ones_named() {
+    assert_eq!(
+        SledOptions::parse_url("sled:/d").unwrap(),
+        ("/d", SledOptions::default())
+    );
+    let (dir, options) =
+        SledOptions::parse_url("sled:./x?cache_capacity_bytes=268435456&flush_every_ms=0").unwrap();
+    assert_eq!(dir, "./x");
+    assert_eq!(options.cache_capacity_bytes, 256 << 20);
+    assert_eq!(options.flush_every_ms, None);
+    for (url, names) in [
+        (
+            "sled:/d?cache_capacity_bytes=lots",
+            "cache_capacity_bytes=lots",
+        ),
+        ("sled:/d?cache_capacity_bytes=1000", "at least 1048576"),
+        ("sled:/d?flush_every=5", "unknown parameter flush_every"),
+        ("sled:?flush_every_ms=5", "needs a directory"),
+    ] {
+        match crate::open(url) {
+            Err(StoreError::Config(m)) => assert!(m.contains(names), "{url}: {m}"),
+            other => panic!("{url}: {:?}", other.map(|_| ())),
+        }
+    }
+}
+
 // ---- records ----
 
 #[tokio::test]
