@@ -519,12 +519,13 @@ async fn sigterm_flushes_and_exits_0() {
 }
 
 /// Run the daemon expecting it to fail at once; return its stderr.
-fn fails_at_start(dir: &Path, listen: &str) -> String {
+fn fails_at_start(dir: &Path, listen: &str, extra: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_cookie-store"))
         .arg("serve")
         .arg("--data")
         .arg(dir)
         .args(["--listen", listen])
+        .args(extra)
         .env("RUST_LOG", "off")
         .output()
         .unwrap();
@@ -539,15 +540,24 @@ fn fails_at_start(dir: &Path, listen: &str) -> String {
 fn a_held_directory_or_an_unusable_address_exits_1_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path(), "127.0.0.1:0", &[]);
-    let why = fails_at_start(dir.path(), "127.0.0.1:0");
+    let why = fails_at_start(dir.path(), "127.0.0.1:0", &[]);
     assert!(why.contains("in use by another process"), "{why}");
 
     let other = tempfile::tempdir().unwrap();
-    let why = fails_at_start(other.path(), &daemon.addr);
+    let why = fails_at_start(other.path(), &daemon.addr, &[]);
     assert!(
         why.contains(&format!("cannot listen on {}", daemon.addr)),
         "{why}"
     );
-    let why = fails_at_start(other.path(), "no-port-here");
+    let why = fails_at_start(other.path(), "no-port-here", &[]);
     assert!(why.contains("cannot listen on no-port-here"), "{why}");
+    let why = fails_at_start(
+        other.path(),
+        "127.0.0.1:0",
+        &["--cache-capacity-bytes", "4096"],
+    );
+    assert!(
+        why.contains("--cache-capacity-bytes must be at least"),
+        "{why}"
+    );
 }

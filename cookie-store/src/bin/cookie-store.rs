@@ -100,6 +100,9 @@ fn run(args: Serve) -> Result<(), String> {
                     --max-frame-bytes at least 1024"
             .into());
     }
+    if args.cache_capacity_bytes < 1024 * 1024 {
+        return Err("--cache-capacity-bytes must be at least 1048576 (1 MiB)".into());
+    }
     let options = SledOptions {
         flush_every_ms: (args.flush_every_ms > 0).then_some(args.flush_every_ms),
         cache_capacity_bytes: args.cache_capacity_bytes,
