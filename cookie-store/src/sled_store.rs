@@ -425,8 +425,8 @@ impl Store for SledStore {
         // exclusively, which cost churn most of its throughput (BENCHMARKS.md, "Churn"). The index
         // entries go in first and the record last, by compare-and-swap from nothing, so a crash
         // between them leaves entries without a record (dropped when met), never a record without
-        // its entries (it would never expire). sled recovers a prefix of its log, so that order
-        // holds after a crash too.
+        // its entries (it would never expire). sled recovers its log in LSN order up to the first
+        // tear (its pagecache/segment.rs), a prefix, so that order holds after a crash too.
         let key = index_key(deadline, id);
         let client = client_key(&record.endpoint, record.client_ip, id);
         let filed = deadline.to_be_bytes();
