@@ -18,7 +18,8 @@
 //! takes the database's lock exclusively): `create` files the entries before it writes the record,
 //! `delete` removes the record before its entries, and sled recovers a prefix of its log. The
 //! converse, an entry whose record is gone or filed elsewhere, is harmless: [`SledStore::due_for_expiry`]
-//! and [`Store::count_sessions`] drop such entries as they meet them.
+//! drops such entries as it meets them, and [`Store::count_sessions`] once their filed deadline has
+//! passed (until then a crash's leftover counts, at most one session timeout long).
 //!
 //! Cost of a continue request: `take_turn` is one sled `get`; `write_and_release(Lazy)` is one sled
 //! `insert` (the index entry stays where it is unless it is already due, see [`crate::expiry`]).
