@@ -21,7 +21,7 @@
 //!   for an abort);
 //! - **abort**: `ABORT` each participant, best effort (a participant we cannot reach either lost the
 //!   work with its process or holds it prepared, and recovery aborts what has no decision);
-//! - **recovery** ([`recovery`]): at start and periodically, re-send logged decisions and abort what
+//! - **recovery** (`recovery`): at start and periodically, re-send logged decisions and abort what
 //!   participants hold prepared without a decision — of this broker, or of brokers that are gone,
 //!   never of a live one;
 //! - **take-over** ([`Coordinator::complete`]): a session whose transaction a gone broker held is

@@ -12,7 +12,7 @@
 //!    reply (its `ReplyContext`: the namespace form the client used, the output encoding…), or a
 //!    dialect error (header syntax faults) that [`Dialect::write_error`] renders.
 //! 4. The session engine runs the request.
-//! 5. [`Dialect::write_reply`]: renders the engine's [`Response`](crate::engine::Response), success
+//! 5. [`Dialect::write_reply`]: renders the engine's [`Response`], success
 //!    or fault, with the dialect's headers.
 //!
 //! Generic SOAP errors found before the dialect is involved (malformed XML, limits, mustUnderstand)

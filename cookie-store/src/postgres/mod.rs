@@ -5,26 +5,26 @@
 //! postgres://broker:secret@db.example:5432/sessions?pool_size=8&lazy_pool_size=4
 //! ```
 //!
-//! The URL is libpq's, plus the store's settings ([`options`]). [`PgStore::open`] connects, creates
-//! or migrates the tables ([`schema`]) and returns once every connection is ready, so a wrong
+//! The URL is libpq's, plus the store's settings (`options`). [`PgStore::open`] connects, creates
+//! or migrates the tables (`schema`) and returns once every connection is ready, so a wrong
 //! password, a missing database or an unreachable server is reported at start, by name.
 //!
 //! ## Why tokio-postgres
 //! - It pipelines: concurrent statements on one connection go out back to back without waiting for
 //!   each other's replies, so a handful of connections carries many concurrent requests, and the
-//!   pool ([`pool`]) needs no checkout, only a choice among live connections.
-//! - Prepared statements are explicit values, prepared once per connection ([`statements`]): each
+//!   pool (`pool`) needs no checkout, only a choice among live connections.
+//! - Prepared statements are explicit values, prepared once per connection (`statements`): each
 //!   store call is exactly one round trip, which the two-round-trip continue request relies on.
 //! - It is small (no compile-time query checking against a live database, no macros, no ORM) and
 //!   supports this workspace's Rust 1.85; sqlx 0.9 needs 1.94, and its compile-time checks would need
 //!   a database at build time.
 //!
 //! ## Rooms
-//! - [`options`]: the URL and the store's settings;
-//! - [`pool`]: connections per durability class, re-opened in the background when they break;
-//! - [`schema`]: the tables and their migrations;
-//! - [`statements`]: the SQL, one prepared statement per operation;
-//! - [`turns`]: the turn (epoch and lease in the row, arrival-order queues in this process).
+//! - `options`: the URL and the store's settings;
+//! - `pool`: connections per durability class, re-opened in the background when they break;
+//! - `schema`: the tables and their migrations;
+//! - `statements`: the SQL, one prepared statement per operation;
+//! - `turns`: the turn (epoch and lease in the row, arrival-order queues in this process).
 //!
 //! ## Threads and runtimes
 //! The store owns a small multi-threaded tokio runtime (`runtime_threads`, 2 by default) on which
@@ -49,7 +49,7 @@
 //!   the server's `statement_timeout` where that matters).
 //!
 //! ## Expiry and sweeping
-//! `expiry_ms` is the expiry index, filed lazily by the rules of [`crate::expiry`] (a continue request
+//! `expiry_ms` is the expiry index, filed lazily by the rules of `crate::expiry` (a continue request
 //! leaves it alone, so its updates touch no indexed column and stay HOT). [`Store::due_for_expiry`]
 //! claims the due rows it returns with `FOR UPDATE SKIP LOCKED` and a claim stamp (`sweep_owner`,
 //! `sweep_until`, `sweep_claim_ms`): brokers sweeping at once get disjoint batches, while the same

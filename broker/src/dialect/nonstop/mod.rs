@@ -12,7 +12,7 @@
 //! whichever form the request used. `SessionId` is accepted as an alias of `SessionID`; replies always
 //! say `SessionID`.
 //!
-//! This module reads the header ([`read`]) and writes replies; every error becomes a fault in one
+//! This module reads the header (`read`) and writes replies; every error becomes a fault in one
 //! place, [`faults`].
 
 pub mod faults;
