@@ -12,7 +12,7 @@
 //! their workers, the broker leaves the registry (a lease of 0: the others take over at once what
 //! it held) and the store flushes.
 
-use crate::cluster::{Forwarder, Instance, Registry};
+use crate::cluster::{Forwarder, Instance, Peer, Registry};
 use crate::config::{Config, DialectKind};
 use crate::coordinator::{spawn_recovery, Coordinator};
 use crate::dialect::dsml::Dsml;
@@ -48,7 +48,8 @@ pub enum RunError {
         url: String,
         source: cookie_store::StoreError,
     },
-    #[error("server class {name}: {source}")]
+    /// The adapter's error names the class already.
+    #[error("{source}")]
     ServerClass {
         name: String,
         source: adapters::AdapterError,
@@ -100,7 +101,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
             url: config.store.url.clone(),
             source,
         })?;
-    let forwarder = match &cluster.secret {
+    let peer: Option<Arc<dyn Peer>> = match &cluster.secret {
         Some(secret) => {
             tracing::info!(instance = %instance, advertise = %config.broker.advertise, secret_from = cluster.secret_source, "cluster: internal paths served, forwarding enabled");
             let largest_frame = config
@@ -159,7 +160,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         router,
         coordinator.clone(),
         config.store.turn_lease,
-        forwarder,
+        peer,
     ));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let heartbeat = registry
@@ -185,6 +186,11 @@ pub fn run(config: Config) -> Result<(), RunError> {
         limits: config.limits.clone(),
         authenticator: config.authenticator.clone(),
         secret: cluster.secret.clone(),
+        endpoints: config
+            .endpoints
+            .iter()
+            .map(|e| (e.path.clone(), e.clone()))
+            .collect(),
     });
     let internal = cluster.secret.is_some();
     let mut nonstop_endpoints = Vec::new();
@@ -230,17 +236,15 @@ pub fn run(config: Config) -> Result<(), RunError> {
             .app_data(shared.clone())
             .route("/healthz", web::get().to(server::healthz));
         if internal {
-            app = app.configure(server::configure_internal);
+            app = app.configure(|cfg| server::configure_internal(cfg, &limits));
         }
         for ep in &nonstop_endpoints {
             let ep = ep.clone();
-            let limits = limits.clone();
-            app = app.configure(move |cfg| server::configure_endpoint(cfg, ep, &limits, internal));
+            app = app.configure(|cfg| server::configure_endpoint(cfg, ep, &limits));
         }
         for ep in &dsml_endpoints {
             let ep = ep.clone();
-            let limits = limits.clone();
-            app = app.configure(move |cfg| server::configure_endpoint(cfg, ep, &limits, internal));
+            app = app.configure(|cfg| server::configure_endpoint(cfg, ep, &limits));
         }
         app
     })

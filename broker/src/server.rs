@@ -9,35 +9,28 @@
 //! actix drops the handler, but the task still finishes, so a session's turn is always given back and
 //! nothing is left half done.
 //!
-//! ## Forwarding (`crate::cluster`)
-//! When the engine answers that another live broker holds the session, this layer — which still
-//! holds the raw request — forwards it there and relays the answer. If the holder cannot be
-//! reached (the request was not delivered), the registry is read again: a holder gone by its lease
-//! is taken over by handing the request to the engine once more; a holder still within its lease
-//! gets the client a retriable fault (-352). A failure after the request may have been delivered
-//! is never retried here (it may have run): the client hears that the holder stopped during the
-//! request (-302, like a server process dying under it) and decides.
-//!
-//! With a cluster secret configured, the internal paths are served too:
-//! `POST /_cluster/forward<endpoint path>` (a forwarded request, handled as if the client had sent
-//! it, with the client's address from the forwarding broker) and `POST /_cluster/expire`. A call
-//! without the right `X-Cluster-Secret` gets 403 and is logged.
+//! ## The internal paths (`crate::cluster`)
+//! Forwarding a request to the broker that holds its session is the engine's business (through its
+//! `Peer`); this layer only serves the other end, when a cluster secret is configured:
+//! `POST /_cluster/forward` (a request another broker's engine forwarded, already parsed: it goes
+//! straight to this engine, and its response goes back unrendered) and `POST /_cluster/expire`. A
+//! call without the right `X-Cluster-Secret` gets 403 and is logged.
 
 use crate::auth::{AuthMode, AuthOutcome};
 use crate::cluster::forward::{
-    check_secret, CLIENT_IP_HEADER, EXPIRE_PATH, FORWARD_PREFIX, FROM_HEADER, SECRET_HEADER,
+    check_secret, EXPIRE_PATH, FORWARD_MEDIA_TYPE, FORWARD_PATH, FROM_HEADER, SECRET_HEADER,
 };
-use crate::cluster::{ForwardError, Outgoing, Relayed, Secret};
+use crate::cluster::peer::{self, Forwarded};
+use crate::cluster::Secret;
 use crate::config::EndpointConfig;
 use crate::dialect::{render_fault, Dialect, HttpInfo, HttpReply};
-use crate::engine::{
-    short_id, EngineError, Outcome, Request, Response, SessionDirective, SessionEngine, SessionInfo,
-};
+use crate::engine::{short_id, SessionDirective, SessionEngine};
 use crate::soap::{self, Fault, FaultCode, Limits, Roles, SoapError, SoapVersion};
 use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -49,6 +42,8 @@ pub struct Shared {
     pub authenticator: Option<Arc<crate::auth::Authenticator>>,
     /// The cluster secret; `None`: no internal path is served.
     pub secret: Option<Secret>,
+    /// Every endpoint by path, for requests other brokers forward here.
+    pub endpoints: HashMap<String, EndpointConfig>,
 }
 
 /// One endpoint: its configuration and its dialect.
@@ -58,25 +53,14 @@ pub struct Endpoint<D: Dialect> {
     pub dialect: D,
 }
 
-/// Register an endpoint's routes on an actix `ServiceConfig`; with `internal`, also the route
-/// other brokers forward its requests to (`/_cluster/forward<path>`).
+/// Register an endpoint's routes on an actix `ServiceConfig`.
 pub fn configure_endpoint<D: Dialect>(
     cfg: &mut web::ServiceConfig,
     endpoint: Arc<Endpoint<D>>,
     limits: &Limits,
-    internal: bool,
 ) {
     let path = endpoint.config.path.clone();
     let data = web::Data::from(endpoint);
-    if internal {
-        cfg.service(
-            web::resource(format!("{FORWARD_PREFIX}{path}"))
-                .app_data(data.clone())
-                .app_data(web::PayloadConfig::new(limits.max_body_bytes))
-                .route(web::post().to(cluster_forward::<D>))
-                .default_service(web::to(method_not_allowed)),
-        );
-    }
     cfg.service(
         web::resource(path)
             .app_data(data)
@@ -86,8 +70,18 @@ pub fn configure_endpoint<D: Dialect>(
     );
 }
 
-/// Register `POST /_cluster/expire` (only with a cluster secret).
-pub fn configure_internal(cfg: &mut web::ServiceConfig) {
+/// Register the internal paths, `POST /_cluster/forward` and `POST /_cluster/expire` (only with a
+/// cluster secret). A forwarded request is a body of at most `limits.max_body_bytes` plus what the
+/// engine's request adds to it.
+pub fn configure_internal(cfg: &mut web::ServiceConfig, limits: &Limits) {
+    cfg.service(
+        web::resource(FORWARD_PATH)
+            .app_data(web::PayloadConfig::new(
+                limits.max_body_bytes + FORWARD_REQUEST_OVERHEAD,
+            ))
+            .route(web::post().to(cluster_forward))
+            .default_service(web::to(method_not_allowed)),
+    );
     cfg.service(
         web::resource(EXPIRE_PATH)
             .app_data(web::PayloadConfig::new(1024))
@@ -159,12 +153,9 @@ fn guess_version(body: &[u8], media: &MediaType) -> SoapVersion {
     }
 }
 
-/// Where a request came from: its client, or another broker that forwarded it.
-struct Arrival {
-    client_ip: Option<std::net::IpAddr>,
-    /// The forwarding broker's ID, for the log; `None` for a client's own request.
-    forwarded_by: Option<String>,
-}
+/// What a forwarded request adds to the client's body: its session ID, principal, address and
+/// service name, with their lengths.
+pub const FORWARD_REQUEST_OVERHEAD: usize = 64 * 1024;
 
 async fn soap_post<D: Dialect>(
     req: HttpRequest,
@@ -172,46 +163,63 @@ async fn soap_post<D: Dialect>(
     shared: web::Data<Shared>,
     endpoint: web::Data<Endpoint<D>>,
 ) -> HttpResponse {
-    let arrival = Arrival {
-        client_ip: req.peer_addr().map(|a| a.ip()),
-        forwarded_by: None,
-    };
-    serve(req, body, shared, endpoint, arrival).await
+    serve(req, body, shared, endpoint).await
 }
 
-/// `POST /_cluster/forward<endpoint path>`: a request another broker forwarded here.
-async fn cluster_forward<D: Dialect>(
-    req: HttpRequest,
-    body: Bytes,
-    shared: web::Data<Shared>,
-    endpoint: web::Data<Endpoint<D>>,
-) -> HttpResponse {
+/// `POST /_cluster/forward`: a request another broker's engine found held here. It runs in this
+/// engine as the client sent it there (never forwarded again); the response goes back as it is,
+/// for the other broker's dialect to render.
+async fn cluster_forward(req: HttpRequest, body: Bytes, shared: web::Data<Shared>) -> HttpResponse {
     if let Some(refusal) = refuse_internal(&req, &shared) {
         return refusal;
     }
-    let client_ip = match req.headers().get(CLIENT_IP_HEADER) {
-        None => None,
-        Some(v) => match v.to_str().ok().and_then(|s| s.trim().parse().ok()) {
-            Some(ip) => Some(ip),
-            None => {
-                return plain(
-                    StatusCode::BAD_REQUEST,
-                    format!("{CLIENT_IP_HEADER} is not an IP address"),
-                )
-            }
-        },
+    let forwarded: Forwarded = match peer::decode(&body) {
+        Ok(f) => f,
+        Err(e) => {
+            return plain(
+                StatusCode::BAD_REQUEST,
+                format!("the forwarded request is {e}"),
+            )
+        }
     };
-    let forwarded_by = req
+    let Some(endpoint) = shared.endpoints.get(&forwarded.endpoint).cloned() else {
+        return plain(
+            StatusCode::BAD_REQUEST,
+            format!("no endpoint {} here", forwarded.endpoint),
+        );
+    };
+    let from = req
         .headers()
         .get(FROM_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.chars().take(64).collect::<String>())
-        .or_else(|| Some("?".to_string()));
-    let arrival = Arrival {
-        client_ip,
-        forwarded_by,
-    };
-    serve(req, body, shared, endpoint, arrival).await
+        .unwrap_or_else(|| "?".to_string());
+    let engine = shared.engine.clone();
+    let mut request = forwarded.request;
+    request.forwarded = true;
+    // Its own task, like a client's request: the work finishes even if the caller goes away.
+    let task = actix_web::rt::spawn(async move {
+        let session = match &request.session {
+            SessionDirective::Continue(id) => short_id(id).to_string(),
+            _ => "-".to_string(),
+        };
+        let response = Box::pin(engine.handle(&endpoint, &request)).await;
+        tracing::debug!(session = %session, forwarded_by = %from, ok = response.result.is_ok(), "forwarded request");
+        response
+    });
+    match task
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| peer::encode(&r))
+    {
+        Ok(bytes) => HttpResponse::Ok()
+            .content_type(FORWARD_MEDIA_TYPE)
+            .body(bytes),
+        Err(e) => {
+            tracing::error!(error = %e, "forwarded request failed");
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
+        }
+    }
 }
 
 /// `POST /_cluster/expire` with a session ID: another broker's sweeper found it due and held here.
@@ -272,20 +280,11 @@ fn plain(status: StatusCode, text: String) -> HttpResponse {
         .body(text + "\n")
 }
 
-/// What a request carried, kept to forward it as it came.
-struct Raw {
-    content_type: Option<String>,
-    soap_action: Option<String>,
-    authorization: Option<String>,
-    body: Bytes,
-}
-
 async fn serve<D: Dialect>(
     req: HttpRequest,
     body: Bytes,
     shared: web::Data<Shared>,
     endpoint: web::Data<Endpoint<D>>,
-    arrival: Arrival,
 ) -> HttpResponse {
     let started = Instant::now();
     let media = match media_type(&req) {
@@ -309,49 +308,30 @@ async fn serve<D: Dialect>(
         Err(challenge) => return challenge,
     };
     let http = HttpInfo {
-        client_ip: arrival.client_ip,
+        client_ip: req.peer_addr().map(|a| a.ip()),
         principal,
         soap_action,
     };
     let path = endpoint.config.path.clone();
-    let header = |name| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    let raw = Raw {
-        content_type: header(header::CONTENT_TYPE.as_str()),
-        soap_action: header("SOAPAction"),
-        authorization: header(header::AUTHORIZATION.as_str()),
-        body: body.clone(),
-    };
-    let forwarded_by = arrival.forwarded_by;
 
     // Run the SOAP work in its own task so that a client disconnect cannot cancel it half way.
     let task = actix_web::rt::spawn(async move {
-        let forwarded = forwarded_by.is_some();
         // Boxed: the task's future then holds a pointer, not the multi-kilobyte state of
         // `process`, which spawning would otherwise copy (about 2.6 % of CPU, BENCHMARKS.md).
-        let done = Box::pin(process(
-            &shared, &endpoint, &body, &media, &http, raw, forwarded,
-        ))
-        .await;
-        (done, forwarded_by)
+        Box::pin(process(&shared, &endpoint, &body, &media, &http)).await
     });
-    let ((reply, session), forwarded_by) = match task.await {
+    let (reply, session) = match task.await {
         Ok(done) => done,
         Err(e) => {
             tracing::error!(error = %e, "request task failed");
             let fault = Fault::new(FaultCode::Receiver, "Internal error");
-            ((render_fault(SoapVersion::V11, &fault), None), None)
+            (render_fault(SoapVersion::V11, &fault), None)
         }
     };
     tracing::debug!(
         path = %path,
         status = reply.status.as_u16(),
         session = session.as_deref().map(short_id).unwrap_or("-"),
-        forwarded_by = forwarded_by.as_deref().unwrap_or("-"),
         elapsed_us = started.elapsed().as_micros() as u64,
         "request"
     );
@@ -406,8 +386,6 @@ async fn process<D: Dialect>(
     body: &[u8],
     media: &MediaType,
     http: &HttpInfo,
-    raw: Raw,
-    forwarded: bool,
 ) -> (HttpReply, Option<String>) {
     let dialect = &endpoint.dialect;
     let envelope = match soap::parse_envelope(body, &shared.limits, &endpoint.roles) {
@@ -429,134 +407,18 @@ async fn process<D: Dialect>(
     {
         return (dialect.write_soap_error(version, &e), None);
     }
-    let (mut request, cx) = match dialect.read_request(envelope, http) {
+    let (request, cx) = match dialect.read_request(envelope, http) {
         Ok(r) => r,
         Err(r) => return (dialect.write_error(version, r.context, r.error), None),
     };
-    request.forwarded = forwarded;
     let session = match &request.session {
         SessionDirective::Continue(id) => Some(id.clone()),
         _ => None,
     };
-    let response = match shared.engine.handle(&endpoint.config, request).await {
-        Outcome::Done(response) => response,
-        Outcome::Forward { holder, request } => {
-            match forward(shared, &endpoint.config, holder, *request, raw, http).await {
-                Forwarded::Relayed(relayed) => return (relay(relayed), session),
-                Forwarded::Answered(response) => response,
-            }
-        }
-    };
+    let response = shared.engine.handle(&endpoint.config, &request).await;
     let session = session.or_else(|| response.session.as_ref().map(|s| s.id.clone()));
     if let Err(e) = &response.result {
         tracing::debug!(session = session.as_deref().map(short_id).unwrap_or("-"), error = %e, "request failed");
     }
     (dialect.write_reply(version, cx, response), session)
-}
-
-/// What became of a request the engine said another broker holds.
-enum Forwarded {
-    /// The holder answered: relay its answer.
-    Relayed(Relayed),
-    /// Answered here (taken over from a gone holder, or a fault).
-    Answered(Response),
-}
-
-/// Forward a request to the broker holding its session (see "Forwarding" in the module docs).
-async fn forward(
-    shared: &Shared,
-    endpoint: &EndpointConfig,
-    mut holder: cookie_store::BrokerInfo,
-    mut request: Request,
-    raw: Raw,
-    http: &HttpInfo,
-) -> Forwarded {
-    let engine = &shared.engine;
-    let session_id = match &request.session {
-        SessionDirective::Continue(id) => id.clone(),
-        _ => String::new(),
-    };
-    let fault = |error: EngineError| {
-        Forwarded::Answered(Response {
-            session: Some(SessionInfo::new(session_id.clone())),
-            result: Err(error),
-        })
-    };
-    let Some(forwarder) = engine.forwarder() else {
-        // The engine forwards only with a forwarder; should that change, say so rather than panic.
-        return fault(EngineError::ForwardingDisabled { broker: holder.id });
-    };
-    // At most twice: to the holder, and once more if it turned out gone and the engine named
-    // another holder (then the engine has already re-checked the registry).
-    for attempt in 0..2 {
-        let outgoing = Outgoing {
-            path: endpoint.path.clone(),
-            content_type: raw.content_type.clone(),
-            soap_action: raw.soap_action.clone(),
-            authorization: raw.authorization.clone(),
-            client_ip: http.client_ip,
-            body: raw.body.clone(),
-        };
-        tracing::debug!(session = %short_id(&session_id), broker = %holder.id, "forwarding to the broker holding the session");
-        let error = match forwarder.forward(&holder.advertise, outgoing).await {
-            Ok(relayed) => return Forwarded::Relayed(relayed),
-            Err(e) => e,
-        };
-        match error {
-            ForwardError::NotReached { .. } if attempt == 0 => {
-                tracing::warn!(session = %short_id(&session_id), broker = %holder.id, error = %error, "the broker holding the session cannot be reached");
-                // Not delivered, so it may run elsewhere: if the holder is gone by its lease, the
-                // engine takes its work over.
-                if let Err(e) = engine.registry().refresh().await {
-                    return fault(EngineError::Store(e));
-                }
-                if engine.registry().live(&holder.instance).is_some() {
-                    return fault(EngineError::HolderUnreachable { broker: holder.id });
-                }
-                match engine.handle(endpoint, request).await {
-                    Outcome::Done(response) => return Forwarded::Answered(response),
-                    Outcome::Forward {
-                        holder: next,
-                        request: again,
-                    } => {
-                        holder = next;
-                        request = *again;
-                    }
-                }
-            }
-            ForwardError::Refused { reason, .. } => {
-                return fault(EngineError::ForwardRefused {
-                    broker: holder.id,
-                    reason,
-                })
-            }
-            ForwardError::BadTarget { reason, .. } => {
-                return fault(EngineError::ForwardRefused {
-                    broker: holder.id,
-                    reason,
-                })
-            }
-            // Not reached on the second attempt: still not delivered, so retriable.
-            ForwardError::NotReached { .. } => {
-                return fault(EngineError::HolderUnreachable { broker: holder.id })
-            }
-            // It may have run there: the client must not be told to simply retry.
-            other => {
-                tracing::warn!(session = %short_id(&session_id), broker = %holder.id, error = %other, "the broker holding the session did not answer");
-                return fault(EngineError::HolderLost { broker: holder.id });
-            }
-        }
-    }
-    fault(EngineError::HolderUnreachable { broker: holder.id })
-}
-
-/// The holder's answer as this broker's reply.
-fn relay(relayed: Relayed) -> HttpReply {
-    HttpReply {
-        status: StatusCode::from_u16(relayed.status).unwrap_or(StatusCode::BAD_GATEWAY),
-        content_type: relayed
-            .content_type
-            .unwrap_or_else(|| "text/xml; charset=utf-8".to_string()),
-        body: relayed.body.to_vec(),
-    }
 }

@@ -41,12 +41,14 @@ mod codec;
 mod epochs;
 mod expiry;
 mod group_flush;
+mod held;
 pub mod postgres;
 mod record;
 pub mod remote;
 mod sled_store;
 mod turns;
 
+pub use held::{take_turn, HeldTurn};
 pub use record::{
     Participant, RecordError, SessionRecord, SubsessionState, TransactionPhase, TransactionState,
     RECORD_FORMAT_V1, RECORD_FORMAT_V2,
@@ -69,7 +71,8 @@ pub enum Durability {
 }
 
 /// Proof that the caller holds a session's turn. Obtain it from [`Store::take_turn`], give it back
-/// with [`Store::release`], [`Store::write_and_release`] or [`Store::delete`].
+/// with [`Store::release`], [`Store::write_and_release`] or [`Store::delete`]. Callers outside the
+/// store backends hold it as a [`HeldTurn`] (taken with [`take_turn`]), which cannot be forgotten.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Turn {
     /// The session whose turn this is.

@@ -1,16 +1,16 @@
-//! Broker-to-broker calls: forwarding a request to the broker that holds its session's work, and
-//! asking a broker to expire a session it holds.
+//! Broker-to-broker calls over HTTP: the [`Peer`] the engine forwards through, and the calls a
+//! sweeper makes to expire a session another broker holds.
 //!
 //! ## The internal paths (served only when a cluster secret is configured)
-//! - `POST /_cluster/forward<endpoint path>`: the client's raw body with its `Content-Type`,
-//!   `SOAPAction` and `Authorization` headers, plus [`SECRET_HEADER`], [`CLIENT_IP_HEADER`] (the
-//!   client's address, so IP binding still applies at the holder) and [`FROM_HEADER`] (the
-//!   forwarding broker's ID, for the log). The holder handles it as if the client had sent it to
-//!   the endpoint, never forwards it again, and answers as it would the client; the forwarding
-//!   broker relays status, content type and body.
+//! - `POST /_cluster/forward`: a request the engine found held by this broker's peer, in the wire
+//!   format of [`super::peer`] (the endpoint, and the engine's request already parsed: service call,
+//!   session and transaction directives, the client's principal and address), plus
+//!   [`SECRET_HEADER`] and [`FROM_HEADER`] (the forwarding broker's ID, for the log). The holder
+//!   runs it in its engine as if the client had sent it there, never forwards it again, and
+//!   answers with the engine's response (HTTP 200); the forwarding broker's dialect renders it.
 //! - `POST /_cluster/expire` with a session ID as the body: the holder expires the session under
 //!   its turn if it is due (the expiry sweeper of another broker asks this instead of aborting work
-//!   it cannot reach). Answers `expired`, `alive`, `gone` or `elsewhere` as plain text.
+//!   it cannot reach). Answers `expired`, `alive`, `gone`, `busy` or `elsewhere` as plain text.
 //!
 //! A call without the right secret gets 403 with a plain-text reason, and is logged.
 //!
@@ -18,48 +18,40 @@
 //! One hyper client for every target, keeping connections alive per target (a pool keyed by
 //! host and port). Calls run on the engine runtime, whatever runtime asks, so pooled connections
 //! are driven by one runtime that outlives every HTTP worker. Whether a failed call may have
-//! reached the holder decides what the caller may do next: [`ForwardError::NotReached`] (the
-//! connection could not be made) means the request was not delivered and may be run elsewhere;
-//! every other failure means it may have run, and only the client may decide to retry.
+//! reached the holder decides what the engine may do next ([`PeerError`]): a connection that could
+//! not be made means the request was not delivered and may be run elsewhere; every other failure
+//! means it may have run, and only the client may decide to retry.
 
+use super::peer::{self, Peer, PeerError};
 use super::Secret;
+use crate::engine::{PeerExpiry, Request, Response};
+use async_trait::async_trait;
 use bytes::Bytes;
+use cookie_store::BrokerInfo;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use std::net::IpAddr;
+use serde::Serialize;
 use std::time::Duration;
 
 /// Every internal path starts with this.
 pub const PREFIX: &str = "/_cluster";
-/// Forwarded requests: this, then the endpoint's path.
-pub const FORWARD_PREFIX: &str = "/_cluster/forward";
+/// Forwarded requests.
+pub const FORWARD_PATH: &str = "/_cluster/forward";
+/// The media type of forwarded requests and their answers.
+pub const FORWARD_MEDIA_TYPE: &str = "application/x-soap-broker-forward";
 /// Expire a session held here.
 pub const EXPIRE_PATH: &str = "/_cluster/expire";
 /// The cluster secret.
 pub const SECRET_HEADER: &str = "x-cluster-secret";
-/// The address of the client that sent a forwarded request.
-pub const CLIENT_IP_HEADER: &str = "x-cluster-client-ip";
 /// The ID of the broker that forwarded a request.
 pub const FROM_HEADER: &str = "x-cluster-from";
 /// How long an idle pooled connection to another broker is kept.
 const POOL_IDLE: Duration = Duration::from_secs(30);
 
-/// What a forwarded request carries.
-#[derive(Debug, Clone)]
-pub struct Outgoing {
-    /// The endpoint path the client posted to (`/soap`).
-    pub path: String,
-    pub content_type: Option<String>,
-    pub soap_action: Option<String>,
-    pub authorization: Option<String>,
-    pub client_ip: Option<IpAddr>,
-    pub body: Bytes,
-}
-
-/// The holder's answer, to relay as it is.
+/// Another broker's HTTP answer.
 #[derive(Debug, Clone)]
 pub struct Relayed {
     pub status: u16,
@@ -129,31 +121,9 @@ impl Forwarder {
         }
     }
 
-    /// Forward a client's request to the broker advertised at `target`.
-    pub async fn forward(&self, target: &str, out: Outgoing) -> Result<Relayed, ForwardError> {
-        let url = format!(
-            "{}{FORWARD_PREFIX}{}",
-            target.trim_end_matches('/'),
-            out.path
-        );
-        let mut headers: Vec<(&'static str, String)> = Vec::new();
-        if let Some(v) = out.content_type {
-            headers.push((CONTENT_TYPE.as_str(), v));
-        }
-        if let Some(v) = out.soap_action {
-            headers.push(("soapaction", v));
-        }
-        if let Some(v) = out.authorization {
-            headers.push((AUTHORIZATION.as_str(), v));
-        }
-        if let Some(ip) = out.client_ip {
-            headers.push((CLIENT_IP_HEADER, ip.to_string()));
-        }
-        self.post(target, &url, headers, out.body).await
-    }
-
-    /// Ask the broker advertised at `target` to expire session `id` if it is due.
-    pub async fn expire(&self, target: &str, id: &str) -> Result<Relayed, ForwardError> {
+    /// Ask the broker advertised at `target` to expire session `id` if it is due; its plain-text
+    /// answer.
+    async fn expire_at(&self, target: &str, id: &str) -> Result<Relayed, ForwardError> {
         let url = format!("{}{EXPIRE_PATH}", target.trim_end_matches('/'));
         let headers = vec![(CONTENT_TYPE.as_str(), "text/plain".to_string())];
         self.post(target, &url, headers, Bytes::copy_from_slice(id.as_bytes()))
@@ -256,6 +226,73 @@ impl Forwarder {
     }
 }
 
+/// What is sent: the same bytes as [`Forwarded`], without copying the request.
+#[derive(Serialize)]
+struct ForwardedRef<'a> {
+    endpoint: &'a str,
+    request: &'a Request,
+}
+
+#[async_trait]
+impl Peer for Forwarder {
+    async fn forward(
+        &self,
+        holder: &BrokerInfo,
+        endpoint: &str,
+        request: &Request,
+    ) -> Result<Response, PeerError> {
+        let body = peer::encode(&ForwardedRef { endpoint, request }).map_err(PeerError::Refused)?;
+        let target = holder.advertise.as_str();
+        let url = format!("{}{FORWARD_PATH}", target.trim_end_matches('/'));
+        let headers = vec![(CONTENT_TYPE.as_str(), FORWARD_MEDIA_TYPE.to_string())];
+        let relayed = self
+            .post(target, &url, headers, Bytes::from(body))
+            .await
+            .map_err(peer_error)?;
+        match relayed.status {
+            200 => peer::decode(&relayed.body)
+                .map_err(|e| PeerError::Lost(format!("{target} answered, but its answer is {e}"))),
+            // It could not read the request: nothing ran there.
+            400 => Err(PeerError::Refused(format!(
+                "{target}: {}",
+                String::from_utf8_lossy(&relayed.body).trim()
+            ))),
+            status => Err(PeerError::Lost(format!(
+                "{target} answered HTTP {status}: {}",
+                String::from_utf8_lossy(&relayed.body).trim()
+            ))),
+        }
+    }
+
+    async fn expire(&self, holder: &BrokerInfo, id: &str) -> Result<PeerExpiry, PeerError> {
+        let relayed = self
+            .expire_at(&holder.advertise, id)
+            .await
+            .map_err(peer_error)?;
+        let text = String::from_utf8_lossy(&relayed.body);
+        PeerExpiry::parse(text.trim()).ok_or_else(|| {
+            PeerError::Lost(format!(
+                "{} answered HTTP {}: {}",
+                holder.advertise,
+                relayed.status,
+                text.trim()
+            ))
+        })
+    }
+}
+
+fn peer_error(e: ForwardError) -> PeerError {
+    match e {
+        ForwardError::NotReached { .. } => PeerError::NotDelivered(e.to_string()),
+        ForwardError::Refused { .. } | ForwardError::BadTarget { .. } => {
+            PeerError::Refused(e.to_string())
+        }
+        ForwardError::NoAnswer { .. } | ForwardError::TimedOut { .. } => {
+            PeerError::Lost(e.to_string())
+        }
+    }
+}
+
 /// An error and its sources, on one line.
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -295,7 +332,7 @@ mod tests {
     }
 
     /// A one-shot HTTP server on loopback: reads one request, answers `reply`, returns what it read.
-    async fn one_shot(reply: &'static str) -> (String, tokio::task::JoinHandle<String>) {
+    async fn one_shot(reply: &'static [u8]) -> (String, tokio::task::JoinHandle<Vec<u8>>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -323,55 +360,71 @@ mod tests {
                     }
                 }
             }
-            conn.write_all(reply.as_bytes()).await.expect("write");
-            String::from_utf8_lossy(&seen).to_string()
+            conn.write_all(reply).await.expect("write");
+            seen
         });
         (format!("http://{addr}"), task)
     }
 
+    fn holder(advertise: &str) -> BrokerInfo {
+        BrokerInfo {
+            id: "b2".into(),
+            instance: "b2/0123456789ab".into(),
+            advertise: advertise.into(),
+            lease_until_ms: u64::MAX,
+        }
+    }
+
+    /// The holder reads the very request the engine forwarded (the borrowed form encodes as the
+    /// owned one decodes), with the secret and the sender's ID, and its answer comes back whole.
     #[tokio::test]
-    async fn forwards_headers_secret_and_client_ip_and_relays_the_reply() {
-        let (target, server) = one_shot(
-            "HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/xml; charset=utf-8\r\ncontent-length: 7\r\n\r\n<fault>",
-        )
-        .await;
-        let f = forwarder(&tokio::runtime::Handle::current());
-        let relayed = f
-            .forward(
-                &target,
-                Outgoing {
-                    path: "/soap".into(),
-                    content_type: Some("text/xml".into()),
-                    soap_action: Some("\"urn:x\"".into()),
-                    authorization: Some("Basic YTpi".into()),
-                    client_ip: Some("127.0.0.9".parse().expect("ip")),
-                    body: Bytes::from_static(b"<Envelope/>"),
-                },
-            )
-            .await
-            .expect("relayed");
-        assert_eq!(relayed.status, 500);
-        assert_eq!(
-            relayed.content_type.as_deref(),
-            Some("text/xml; charset=utf-8")
+    async fn forwards_the_parsed_request_with_the_secret_and_returns_the_answer() {
+        use crate::engine::{Reply, SessionDirective, SessionInfo};
+        let answer = Response {
+            session: Some(SessionInfo::new("0123456789abcdef".into())),
+            result: Ok(Reply::Body(Bytes::from_static(b"<DepositResponse/>"))),
+        };
+        let body = peer::encode(&answer).expect("encode");
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: {FORWARD_MEDIA_TYPE}\r\ncontent-length: {}\r\n\r\n",
+            body.len()
         );
-        assert_eq!(&relayed.body[..], b"<fault>");
-        let seen = server.await.expect("server").to_ascii_lowercase();
+        let mut reply = head.into_bytes();
+        reply.extend_from_slice(&body);
+        let (target, server) = one_shot(Box::leak(reply.into_boxed_slice())).await;
+        let f = forwarder(&tokio::runtime::Handle::current());
+        let mut request = Request::new("nonstop");
+        request.session = SessionDirective::Continue("0123456789abcdef".into());
+        request.principal = Some("alice".into());
+        request.client_ip = Some("127.0.0.9".parse().expect("ip"));
+        let got = f
+            .forward(&holder(&target), "/soap", &request)
+            .await
+            .expect("answered");
+        assert_eq!(got.session, answer.session);
+        assert_eq!(got.result.ok(), answer.result.ok());
+        let seen = server.await.expect("server");
+        let text = String::from_utf8_lossy(&seen).to_ascii_lowercase();
         assert!(
-            seen.starts_with("post /_cluster/forward/soap http/1.1"),
-            "{seen}"
+            text.starts_with("post /_cluster/forward http/1.1"),
+            "{text}"
         );
         for needle in [
-            "content-type: text/xml",
-            "soapaction: \"urn:x\"",
-            "authorization: basic ytpi",
             "x-cluster-secret: 0123456789abcdef-secret",
-            "x-cluster-client-ip: 127.0.0.9",
             "x-cluster-from: b1",
-            "<envelope/>",
+            FORWARD_MEDIA_TYPE,
         ] {
-            assert!(seen.contains(needle), "{needle} missing from {seen}");
+            assert!(text.contains(needle), "{needle} missing from {text}");
         }
+        let at = seen
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("end of head");
+        let sent: peer::Forwarded = peer::decode(&seen[at + 4..]).expect("the holder can read it");
+        assert_eq!(sent.endpoint, "/soap");
+        assert_eq!(sent.request.principal.as_deref(), Some("alice"));
+        assert_eq!(sent.request.client_ip, request.client_ip);
+        assert_eq!(sent.request.session, request.session);
     }
 
     #[tokio::test]
@@ -382,22 +435,37 @@ mod tests {
         };
         let f = forwarder(&tokio::runtime::Handle::current());
         let e = f
-            .expire(&format!("http://127.0.0.1:{port}"), "abc")
+            .expire(&holder(&format!("http://127.0.0.1:{port}")), "abc")
             .await
             .expect_err("nobody listens");
-        assert!(matches!(e, ForwardError::NotReached { .. }), "{e:?}");
+        assert!(matches!(e, PeerError::NotDelivered(_)), "{e:?}");
 
         let (target, _server) = one_shot(
-            "HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\ncontent-length: 28\r\n\r\nthe cluster secret is wrong\n",
+            b"HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\ncontent-length: 28\r\n\r\nthe cluster secret is wrong\n",
         )
         .await;
-        let e = f.expire(&target, "abc").await.expect_err("refused");
+        let e = f
+            .expire(&holder(&target), "abc")
+            .await
+            .expect_err("refused");
         assert!(
-            matches!(&e, ForwardError::Refused { status: 403, reason, .. } if reason == "the cluster secret is wrong"),
+            matches!(&e, PeerError::Refused(reason) if reason.contains("the cluster secret is wrong")),
             "{e:?}"
         );
-        let e = f.expire("ftp://x", "abc").await.expect_err("bad target");
-        assert!(matches!(e, ForwardError::BadTarget { .. }), "{e:?}");
+        let e = f
+            .expire(&holder("ftp://x"), "abc")
+            .await
+            .expect_err("bad target");
+        assert!(matches!(e, PeerError::Refused(_)), "{e:?}");
+
+        let (target, _server) = one_shot(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 8\r\n\r\nexpired\n",
+        )
+        .await;
+        assert_eq!(
+            f.expire(&holder(&target), "abc").await,
+            Ok(PeerExpiry::Expired)
+        );
     }
 
     #[test]

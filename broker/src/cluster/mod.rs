@@ -13,10 +13,11 @@
 //! - **Who lives** ([`registry`]): each broker renews a lease in the store's registry every
 //!   `heartbeat` and keeps a snapshot of the others, so that a request never pays a store round trip
 //!   to learn it. A broker whose own lease lapsed writes no commit decision (self-fencing).
-//! - **Forwarding** ([`forward`]): a request for a session whose work another *live* broker holds is
-//!   sent to it (`POST <advertise>/_cluster/forward<endpoint>`, authenticated with the cluster
-//!   secret) and its reply relayed. The engine only says "held by X"; the HTTP layer, which holds
-//!   the raw request, forwards.
+//! - **Forwarding** ([`peer`], [`forward`]): a request for a session whose work another *live*
+//!   broker holds is sent to it through a [`Peer`], already parsed (`POST
+//!   <advertise>/_cluster/forward`, authenticated with the cluster secret), and the holder's answer
+//!   is rendered here in the client's dialect. The engine decides and forwards; the HTTP layer
+//!   only serves the internal paths.
 //! - **Take-over**: work whose broker is gone (its lease ran out, or it restarted as a new instance)
 //!   is taken over by whichever broker next holds the session's turn: the dialog is lost (-356 when
 //!   next used, the session lives on); the transaction is committed when the decision log says so,
@@ -25,13 +26,16 @@
 //!
 //! What lives where: [`Instance`], tag parsing and [`Secret`] here; the registry and its heartbeat
 //! in [`registry`]; the HTTP client to other brokers and the internal path names in [`forward`]; the
-//! pure question "which instances does this record name" in [`ownership`].
+//! pure question "which instances does this record name" in [`ownership`]; the engine's view of
+//! other brokers in [`peer`].
 
 pub mod forward;
 pub mod ownership;
+pub mod peer;
 pub mod registry;
 
-pub use forward::{ForwardError, Forwarder, Outgoing, Relayed};
+pub use forward::Forwarder;
+pub use peer::{Peer, PeerError};
 pub use registry::{Fence, FenceError, Registry};
 
 use std::sync::Arc;

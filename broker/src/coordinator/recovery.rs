@@ -142,14 +142,13 @@ impl Coordinator {
     /// The session whose transaction a completed decision committed carries on without it. False
     /// when the session could not be settled now (retried at the next pass).
     pub(super) async fn settle_session(&self, decision: &TxnDecision) -> bool {
-        let taken = self
-            .store
-            .take_turn(
-                &decision.session_id,
-                Duration::from_secs(30),
-                Duration::from_secs(5),
-            )
-            .await;
+        let taken = cookie_store::take_turn(
+            &self.store,
+            &decision.session_id,
+            Duration::from_secs(30),
+            Duration::from_secs(5),
+        )
+        .await;
         let (turn, mut record) = match taken {
             Ok(Some(found)) => found,
             Ok(None) => return true, // ended or expired meanwhile
@@ -164,11 +163,7 @@ impl Coordinator {
             .is_some_and(|t| t.id == decision.txn_id)
         {
             record.transaction = None;
-            match self
-                .store
-                .write_and_release(turn, &record, Durability::Durable)
-                .await
-            {
+            match turn.write_and_release(&record, Durability::Durable).await {
                 Ok(()) => true,
                 Err(e) => {
                     tracing::warn!(txn = %decision.txn_id, error = %e, "cannot settle the session of a recovered transaction");
@@ -176,9 +171,7 @@ impl Coordinator {
                 }
             }
         } else {
-            if let Err(e) = self.store.release(turn).await {
-                tracing::warn!(error = %e, "cannot release a session's turn");
-            }
+            turn.release().await;
             true
         }
     }

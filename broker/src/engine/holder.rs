@@ -7,7 +7,7 @@ use crate::cluster::broker_of_instance;
 use crate::cluster::ownership::{self, is_tombstone};
 use crate::config::EndpointConfig;
 use crate::coordinator::Committed;
-use cookie_store::{now_ms, short_id, BrokerInfo, SessionRecord, StoreError};
+use cookie_store::{now_ms, short_id, take_turn, BrokerInfo, SessionRecord, StoreError};
 use std::time::Duration;
 
 impl SessionEngine {
@@ -157,13 +157,13 @@ impl SessionEngine {
     /// Ask the live broker holding an expired session to expire it. Without a cluster secret, its
     /// own sweeper will.
     pub(super) async fn ask_holder_to_expire(&self, id: &str, holder: &BrokerInfo) {
-        let Some(forwarder) = &self.forwarder else {
+        let Some(peer) = &self.peer else {
             tracing::debug!(session = %short_id(id), broker = %holder.id, "expired session held by another broker: left to its sweeper");
             return;
         };
-        match forwarder.expire(&holder.advertise, id).await {
+        match peer.expire(holder, id).await {
             Ok(answer) => {
-                tracing::debug!(session = %short_id(id), broker = %holder.id, answer = %String::from_utf8_lossy(&answer.body).trim(), "asked the holder to expire a session")
+                tracing::debug!(session = %short_id(id), broker = %holder.id, answer = answer.as_str(), "asked the holder to expire a session")
             }
             Err(e) => {
                 tracing::warn!(session = %short_id(id), broker = %holder.id, error = %e, "could not ask the holder to expire a session; retrying next pass")
@@ -174,10 +174,7 @@ impl SessionEngine {
     /// `POST /_cluster/expire`: another broker's sweeper found session `id` due and this broker
     /// holding its work. Expire it here if it is due and still held here (or by a gone broker).
     pub async fn expire_for_peer(&self, id: &str) -> Result<PeerExpiry, StoreError> {
-        let (turn, record) = match self
-            .store
-            .take_turn(id, self.turn_lease, Duration::ZERO)
-            .await
+        let (turn, record) = match take_turn(&self.store, id, self.turn_lease, Duration::ZERO).await
         {
             Ok(Some(found)) => found,
             Ok(None) => return Ok(PeerExpiry::Gone),
@@ -185,7 +182,7 @@ impl SessionEngine {
             Err(e) => return Err(e),
         };
         if !record.is_expired(now_ms()) {
-            self.release(turn).await;
+            turn.release().await;
             return Ok(PeerExpiry::Alive);
         }
         let mut held = Held::new(turn, record);
@@ -196,11 +193,11 @@ impl SessionEngine {
                 Ok(PeerExpiry::Expired)
             }
             Ok(Some(_)) => {
-                self.release(held.turn).await;
+                held.release().await;
                 Ok(PeerExpiry::Elsewhere)
             }
             Err(e) => {
-                self.release(held.turn).await;
+                held.release().await;
                 match e {
                     EngineError::Store(e) => Err(e),
                     _ => Ok(PeerExpiry::Busy),

@@ -33,10 +33,15 @@
 //!   recovery always knows its coordinator from its ID;
 //! - **another live broker** (by the registry snapshot): a request that touches nothing of that
 //!   work (a context-free call outside the transaction, an empty body) runs here all the same;
-//!   any other gives the turn back and the engine answers [`Outcome::Forward`]; the HTTP layer
-//!   forwards the raw request there. A request that
-//!   was itself forwarded is never forwarded again: it gets a retriable fault instead (the session
-//!   moved meanwhile). Without a cluster secret nothing is forwarded: a clear fault says so;
+//!   any other gives the turn back and is *forwarded* there through the [`Peer`]: the request
+//!   as the dialect read it, and the holder's answer comes back as a [`Response`] that this
+//!   broker's dialect renders. If the holder cannot be reached (the request was not delivered),
+//!   the registry is read again: a holder gone by its lease is taken over by running the request
+//!   here after all; a holder still within its lease gets the client a retriable fault. A failure
+//!   after the request may have been delivered is never retried (it may have run): the client
+//!   hears that the holder stopped during the request, and decides. A request that was itself
+//!   forwarded is never forwarded again: it gets a retriable fault instead (the session moved
+//!   meanwhile). Without a cluster secret nothing is forwarded: a clear fault says so;
 //! - **a broker that is gone** (confirmed by a fresh registry read: restarted as a new instance,
 //!   or silent past its lease while this broker could see renewals; a broker that is only *not
 //!   live* right after a store outage gets the client a retriable fault): its work is *taken over*. The
@@ -63,24 +68,32 @@
 
 mod admission;
 mod corrections;
+mod failure;
 mod holder;
 mod request;
 mod sweeper;
+#[cfg(test)]
+mod tests;
 
+pub use failure::{Failure, FailureKind, RetryCause, Rule};
 pub use request::{
-    DialogTransaction, EngineError, Outcome, PeerExpiry, Reply, Request, Response, ServiceCall,
-    SessionDirective, SessionInfo, TxnCommand,
+    DialogTransaction, EngineError, PeerExpiry, Reply, Request, Response, ServiceCall,
+    SessionDirective, SessionInfo, TransactionDirective, TxnCommand,
 };
 pub use sweeper::spawn_sweeper;
 
 use crate::cluster::ownership::is_tombstone;
-use crate::cluster::{Forwarder, Registry};
+use crate::cluster::{Peer, PeerError, Registry};
 use crate::config::EndpointConfig;
 use crate::coordinator::{CommitError, Committed, Coordinator};
 use crate::router::{Route, Router};
 use adapters::{AdapterError, BackendRequest, DialogMarker, ReplyStatus, WorkerId};
-use cookie_store::{now_ms, Durability, SessionRecord, Store, StoreError, SubsessionState, Turn};
+use cookie_store::{
+    now_ms, take_turn, BrokerInfo, Durability, HeldTurn, SessionRecord, Store, StoreError,
+    SubsessionState,
+};
 use corrections::{Before, Correction};
+use request::Answer;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -97,16 +110,17 @@ pub struct SessionEngine {
     turn_lease: Duration,
     /// Who lives (the coordinator's registry).
     registry: Arc<Registry>,
-    /// The client to other brokers; `None` without a cluster secret (nothing is forwarded).
-    forwarder: Option<Arc<Forwarder>>,
+    /// The other brokers; `None` without a cluster secret (nothing is forwarded).
+    peer: Option<Arc<dyn Peer>>,
     /// What stored records still name but this process ended, because writing them back failed
     /// (see [`SessionEngine::unrecorded`]); applied at the session's next request here.
     corrections: Mutex<HashMap<String, Correction>>,
 }
 
-/// A session a request is working on: its turn is held until the record is written back.
+/// A session a request is working on: its turn is held until the record is written back (or the
+/// session deleted, or the turn released: the guard gives it back even on a path that forgets).
 struct Held {
-    turn: Turn,
+    turn: HeldTurn,
     record: SessionRecord,
     /// Something a client is told about changed (a transaction began, committed or aborted): the
     /// write-back must reach the disk before the reply.
@@ -120,7 +134,7 @@ struct Held {
 }
 
 impl Held {
-    fn new(turn: Turn, record: SessionRecord) -> Held {
+    fn new(turn: HeldTurn, record: SessionRecord) -> Held {
         let before = Before {
             transaction: record
                 .transaction
@@ -144,6 +158,18 @@ impl Held {
             subsession_open: self.record.subsession.is_some(),
         }
     }
+
+    /// Give the turn back without writing anything.
+    async fn release(self) {
+        self.turn.release().await
+    }
+}
+
+/// Where a continued session's request went: done here, or held by another live broker (the
+/// turn already given back) to which it is to be forwarded.
+enum Here {
+    Done(Answer),
+    HeldBy(BrokerInfo),
 }
 
 /// How a call inside a session failed, and whether the failure ends the session (a backend that
@@ -168,7 +194,7 @@ impl SessionEngine {
         router: Router,
         coordinator: Arc<Coordinator>,
         turn_lease: Duration,
-        forwarder: Option<Arc<Forwarder>>,
+        peer: Option<Arc<dyn Peer>>,
     ) -> SessionEngine {
         SessionEngine {
             store,
@@ -177,14 +203,9 @@ impl SessionEngine {
             coordinator,
             admission: admission::Gates::default(),
             turn_lease,
-            forwarder,
+            peer,
             corrections: Mutex::new(HashMap::new()),
         }
-    }
-
-    /// The client to other brokers, when a cluster secret is configured.
-    pub fn forwarder(&self) -> Option<&Arc<Forwarder>> {
-        self.forwarder.as_ref()
     }
 
     /// The registry (who lives).
@@ -205,17 +226,17 @@ impl SessionEngine {
         self.router.route(endpoint, service)
     }
 
-    /// Process one request of `endpoint`: done here, or to be forwarded to the live broker that
-    /// holds the session's work.
-    pub async fn handle(&self, endpoint: &EndpointConfig, request: Request) -> Outcome {
-        match request.session.clone() {
-            SessionDirective::None => Outcome::Done(self.sessionless(endpoint, request).await),
-            SessionDirective::Begin => Outcome::Done(self.begin(endpoint, request).await),
+    /// Process one request of `endpoint`, here or (forwarded) at the live broker that holds its
+    /// session's work; the answer either way.
+    pub async fn handle(&self, endpoint: &EndpointConfig, request: &Request) -> Response {
+        match &request.session {
+            SessionDirective::None => self.sessionless(endpoint, request).await.into_response(),
+            SessionDirective::Begin => self.begin(endpoint, request).await.into_response(),
             SessionDirective::Continue(id) => self.continue_session(endpoint, id, request).await,
         }
     }
 
-    async fn sessionless(&self, endpoint: &EndpointConfig, request: Request) -> Response {
+    async fn sessionless(&self, endpoint: &EndpointConfig, request: &Request) -> Answer {
         let result = match &request.call {
             None => Ok(Reply::Empty),
             Some(call) => match self.route_call(endpoint, call) {
@@ -226,25 +247,17 @@ impl SessionEngine {
                 Ok(route) => self.call_sessionless(route, call).await,
             },
         };
-        Response {
-            session: None,
-            result,
-        }
+        Answer::sessionless(result)
     }
 
-    async fn begin(&self, endpoint: &EndpointConfig, request: Request) -> Response {
+    async fn begin(&self, endpoint: &EndpointConfig, request: &Request) -> Answer {
         // Held until the record is created (or the Begin fails): see admission's "The race".
-        let _admitted = match admission::admit(
-            &self.admission,
-            self.store.as_ref(),
-            endpoint,
-            &request,
-        )
-        .await
-        {
-            Ok(admitted) => admitted,
-            Err(e) => return Response::sessionless(Err(e)),
-        };
+        let _admitted =
+            match admission::admit(&self.admission, self.store.as_ref(), endpoint, request).await {
+                Ok(admitted) => admitted,
+                Err(EngineError::Store(e)) => return Answer::sessionless(Err(not_created(e))),
+                Err(e) => return Answer::sessionless(Err(e)),
+            };
         let id = new_session_id();
         let now = now_ms();
         let mut record = SessionRecord {
@@ -262,8 +275,8 @@ impl SessionEngine {
             expiry_indexed_ms: 0,
         };
         if request.transaction.begin_new {
-            if let Err(e) = self.check_transactional_body(endpoint, &request) {
-                return Response::sessionless(Err(e));
+            if let Err(e) = self.check_transactional_body(endpoint, request) {
+                return Answer::sessionless(Err(e));
             }
             record.transaction = Some(self.coordinator.begin(endpoint.transaction_timeout));
         }
@@ -286,12 +299,12 @@ impl SessionEngine {
                 if let Some(txn) = record.transaction.take() {
                     self.coordinator.abort(&txn).await;
                 }
-                return Response::sessionless(Err(e));
+                return Answer::sessionless(Err(e));
             }
         };
         let subsession_open = record.subsession.is_some();
         match self.store.create(&record, Durability::Durable).await {
-            Ok(()) => Response {
+            Ok(()) => Answer {
                 session: Some(SessionInfo {
                     id,
                     subsession_open,
@@ -303,74 +316,115 @@ impl SessionEngine {
                 if let Some(txn) = record.transaction.take() {
                     self.coordinator.abort(&txn).await;
                 }
-                Response::sessionless(Err(EngineError::Store(e)))
+                Answer::sessionless(Err(not_created(e)))
             }
         }
     }
 
+    /// A continued session's request: run here, or forwarded to the live broker that holds the
+    /// session's work (see "Several brokers" in the module docs).
     async fn continue_session(
         &self,
         endpoint: &EndpointConfig,
-        id: String,
-        request: Request,
-    ) -> Outcome {
-        // 3. The session: its turn, its binding, who holds it, lazy expiry.
-        let (turn, record) = match self
-            .store
-            .take_turn(&id, self.turn_lease, endpoint.turn_wait)
-            .await
-        {
-            Ok(Some(found)) => found,
-            Ok(None) => return Outcome::unknown(id),
-            Err(StoreError::TurnTimeout(_)) => {
-                return Outcome::Done(Response::sessionless(Err(EngineError::Busy(id))))
-            }
-            Err(e) => return Outcome::Done(Response::sessionless(Err(EngineError::Store(e)))),
+        id: &str,
+        request: &Request,
+    ) -> Response {
+        let mut holder = match self.continue_here(endpoint, id, request).await {
+            Here::Done(answer) => return answer.into_response(),
+            Here::HeldBy(holder) => holder,
         };
+        let failed =
+            |error| Answer::failed(SessionInfo::new(id.to_string()), error).into_response();
+        let Some(peer) = &self.peer else {
+            // `continue_here` forwards only with a peer; should that change, say so.
+            return failed(EngineError::ForwardingDisabled { broker: holder.id });
+        };
+        // At most twice: to the holder, and once more if it turned out gone and the request, run
+        // here again, found yet another holder.
+        for attempt in 0..2 {
+            tracing::debug!(session = %short_id(id), broker = %holder.id, "forwarding to the broker holding the session");
+            let error = match peer.forward(&holder, &endpoint.path, request).await {
+                Ok(response) => return response,
+                Err(e) => e,
+            };
+            match error {
+                PeerError::NotDelivered(reason) if attempt == 0 => {
+                    tracing::warn!(session = %short_id(id), broker = %holder.id, error = %reason, "the broker holding the session cannot be reached");
+                    // Not delivered, so it may run elsewhere: if the holder is gone by its lease,
+                    // its work is taken over here.
+                    if let Err(e) = self.registry.refresh().await {
+                        return failed(EngineError::Store(e));
+                    }
+                    if self.registry.live(&holder.instance).is_some() {
+                        return failed(EngineError::HolderUnreachable { broker: holder.id });
+                    }
+                    match self.continue_here(endpoint, id, request).await {
+                        Here::Done(answer) => return answer.into_response(),
+                        Here::HeldBy(next) => holder = next,
+                    }
+                }
+                // Still not delivered: retriable.
+                PeerError::NotDelivered(_) => {
+                    return failed(EngineError::HolderUnreachable { broker: holder.id })
+                }
+                PeerError::Refused(reason) => {
+                    return failed(EngineError::ForwardRefused {
+                        broker: holder.id,
+                        reason,
+                    })
+                }
+                // It may have run there: the client must not be told to simply retry.
+                PeerError::Lost(reason) => {
+                    tracing::warn!(session = %short_id(id), broker = %holder.id, error = %reason, "the broker holding the session did not answer");
+                    return failed(EngineError::HolderLost { broker: holder.id });
+                }
+            }
+        }
+        failed(EngineError::HolderUnreachable { broker: holder.id })
+    }
+
+    /// Steps 1 to 3 of a continued session's request (its turn, its binding, who holds it, lazy
+    /// expiry), then the rest here, or `HeldBy` when the request must go to another broker.
+    async fn continue_here(&self, endpoint: &EndpointConfig, id: &str, request: &Request) -> Here {
+        let (turn, record) =
+            match take_turn(&self.store, id, self.turn_lease, endpoint.turn_wait).await {
+                Ok(Some(found)) => found,
+                Ok(None) => return Here::Done(Answer::unknown(id.to_string())),
+                Err(StoreError::TurnTimeout(_)) => {
+                    return Here::Done(Answer::sessionless(Err(EngineError::Busy(id.to_string()))))
+                }
+                Err(e) => return Here::Done(Answer::sessionless(Err(EngineError::Store(e)))),
+            };
         // A session begun on another endpoint (or dialect), or by another principal (anonymous
         // included), does not exist for this request: refused exactly like an unknown one, and left
         // intact for its owner.
-        if !admission::binding_matches(endpoint, &record, &request) {
-            self.release(turn).await;
-            return Outcome::unknown(id);
+        if !admission::binding_matches(endpoint, &record, request) {
+            turn.release().await;
+            return Here::Done(Answer::unknown(id.to_string()));
         }
         let mut held = Held::new(turn, record);
         match self.resolve_holder(&mut held).await {
             Ok(None) => {}
             // Context-free work touches nothing the holder has: it runs here, no hop.
             Ok(Some(_))
-                if !self.needs_holder(endpoint, &request, &held.record)
+                if !self.needs_holder(endpoint, request, &held.record)
                     && !held.record.is_expired(now_ms()) => {}
             Ok(Some(holder)) => {
-                let error = if request.forwarded {
-                    EngineError::HeldElsewhere {
-                        broker: holder.id.clone(),
-                    }
-                } else if self.forwarder.is_some() {
-                    self.release(held.turn).await;
-                    return Outcome::Forward {
-                        holder,
-                        request: Box::new(request),
-                    };
-                } else {
-                    EngineError::ForwardingDisabled {
-                        broker: holder.id.clone(),
-                    }
-                };
                 let info = held.info();
-                self.release(held.turn).await;
-                return Outcome::Done(Response {
-                    session: Some(info),
-                    result: Err(error),
-                });
+                held.release().await;
+                let error = if request.forwarded {
+                    EngineError::HeldElsewhere { broker: holder.id }
+                } else if self.peer.is_some() {
+                    return Here::HeldBy(holder);
+                } else {
+                    EngineError::ForwardingDisabled { broker: holder.id }
+                };
+                return Here::Done(Answer::failed(info, error));
             }
             Err(e) => {
                 let info = held.info();
-                self.release(held.turn).await;
-                return Outcome::Done(Response {
-                    session: Some(info),
-                    result: Err(e),
-                });
+                held.release().await;
+                return Here::Done(Answer::failed(info, e));
             }
         }
         self.apply_correction(&mut held);
@@ -378,14 +432,14 @@ impl SessionEngine {
             // Lazy expiry (idle, or a transaction past its timeout): indistinguishable from an
             // unknown session.
             if let Err(e) = self.expire(held).await {
-                tracing::warn!(session = %short_id(&id), error = %e, "could not delete an expired session");
+                tracing::warn!(session = %short_id(id), error = %e, "could not delete an expired session");
             }
-            return Outcome::unknown(id);
+            return Here::Done(Answer::unknown(id.to_string()));
         }
         // A transaction aborted because the broker holding it stopped: the first request that
         // names it hears so (the -1021 rule in the module docs).
         if held.record.transaction.as_ref().is_some_and(is_tombstone)
-            && self.names_transaction(endpoint, &request, &held.record)
+            && self.names_transaction(endpoint, request, &held.record)
         {
             held.record.transaction = None;
             held.durable = true;
@@ -397,26 +451,26 @@ impl SessionEngine {
                 at_commit: false,
                 reason,
             });
-            return Outcome::Done(if request.end_session {
+            return Here::Done(if request.end_session {
                 self.end(held, error).await
             } else {
                 self.finish(held, error).await
             });
         }
-        Outcome::Done(self.run_continued(endpoint, request, held).await)
+        Here::Done(self.run_continued(endpoint, request, held).await)
     }
 
     /// Steps 4 to 8 of a continued session's request, under its turn.
     async fn run_continued(
         &self,
         endpoint: &EndpointConfig,
-        request: Request,
+        request: &Request,
         mut held: Held,
-    ) -> Response {
+    ) -> Answer {
         let id = held.record.id.clone();
         // 4. Transaction commands, before the body.
         if let Err(e) = self
-            .transaction_commands(endpoint, &request, &mut held)
+            .transaction_commands(endpoint, request, &mut held)
             .await
         {
             return self.finish(held, Err(e)).await;
@@ -784,7 +838,7 @@ impl SessionEngine {
     }
 
     /// Delete the session (durably: the client is told it ended) and reply without it.
-    async fn end(&self, held: Held, result: Result<Reply, EngineError>) -> Response {
+    async fn end(&self, held: Held, result: Result<Reply, EngineError>) -> Answer {
         let Held {
             turn,
             mut record,
@@ -798,12 +852,12 @@ impl SessionEngine {
         if let Some(txn) = &record.transaction {
             self.coordinator.abort(txn).await;
         }
-        match self.store.delete(turn, Durability::Durable).await {
+        match turn.delete(Durability::Durable).await {
             Ok(()) => {
                 for c in committed {
                     self.coordinator.settled(c).await;
                 }
-                Response {
+                Answer {
                     session: None,
                     result,
                 }
@@ -819,17 +873,14 @@ impl SessionEngine {
                         dialog: before.dialog,
                     },
                 );
-                Response {
-                    session: Some(SessionInfo::new(record.id)),
-                    result: Err(EngineError::Store(e)),
-                }
+                Answer::failed(SessionInfo::new(record.id), EngineError::Store(e))
             }
         }
     }
 
     /// Write the record back and give the turn back: durably when something the client is told
     /// about changed, lazily when only the last-access time did.
-    async fn finish(&self, held: Held, result: Result<Reply, EngineError>) -> Response {
+    async fn finish(&self, held: Held, result: Result<Reply, EngineError>) -> Answer {
         let Held {
             turn,
             mut record,
@@ -848,11 +899,7 @@ impl SessionEngine {
             id: record.id.clone(),
             subsession_open: record.subsession.is_some(),
         };
-        match self
-            .store
-            .write_and_release(turn, &record, durability)
-            .await
-        {
+        match turn.write_and_release(&record, durability).await {
             Ok(()) => {
                 for c in committed {
                     self.coordinator.settled(c).await;
@@ -867,7 +914,7 @@ impl SessionEngine {
                 let result = self
                     .unrecorded(&before, &mut record, !committed.is_empty(), result, e)
                     .await;
-                return Response {
+                return Answer {
                     session: Some(SessionInfo {
                         id: record.id.clone(),
                         subsession_open: before.dialog.is_some(),
@@ -876,7 +923,7 @@ impl SessionEngine {
                 };
             }
         }
-        Response {
+        Answer {
             session: Some(live),
             result,
         }
@@ -899,18 +946,11 @@ impl SessionEngine {
         if let Some(txn) = &record.transaction {
             self.coordinator.abort(txn).await;
         }
-        self.store.delete(turn, Durability::Lazy).await?;
+        turn.delete(Durability::Lazy).await?;
         for c in committed {
             self.coordinator.settled(c).await;
         }
         Ok(())
-    }
-
-    async fn release(&self, turn: Turn) {
-        let id = short_id(&turn.session_id).to_string();
-        if let Err(e) = self.store.release(turn).await {
-            tracing::warn!(session = %id, error = %e, "could not release a session's turn");
-        }
     }
 
     fn route_call(
@@ -965,20 +1005,15 @@ impl SessionEngine {
         let mut deleted = 0;
         let mut held_elsewhere = Vec::new();
         for id in due {
-            let (turn, record) = match self
-                .store
-                .take_turn(&id, self.turn_lease, Duration::ZERO)
-                .await
-            {
-                Ok(Some(found)) => found,
-                Ok(None) | Err(StoreError::TurnTimeout(_)) => continue,
-                Err(e) => return Err(e),
-            };
+            let (turn, record) =
+                match take_turn(&self.store, &id, self.turn_lease, Duration::ZERO).await {
+                    Ok(Some(found)) => found,
+                    Ok(None) | Err(StoreError::TurnTimeout(_)) => continue,
+                    Err(e) => return Err(e),
+                };
             if !record.is_expired(now_ms()) {
                 // Still alive (touched since it was filed): writing it back re-files it in the index.
-                self.store
-                    .write_and_release(turn, &record, Durability::Lazy)
-                    .await?;
+                turn.write_and_release(&record, Durability::Lazy).await?;
                 continue;
             }
             let mut held = Held::new(turn, record);
@@ -989,11 +1024,11 @@ impl SessionEngine {
                     deleted += 1;
                 }
                 Ok(Some(holder)) => {
-                    self.release(held.turn).await;
+                    held.release().await;
                     held_elsewhere.push((id, holder));
                 }
                 Err(e) => {
-                    self.release(held.turn).await;
+                    held.release().await;
                     match e {
                         EngineError::Store(e) => return Err(e),
                         // Its holder's lease expired right after a store outage: not certainly
@@ -1030,6 +1065,15 @@ fn boundaries(record: &SessionRecord) -> (Option<String>, usize, Option<String>)
             .map_or(0, |t| t.participants.len()),
         record.subsession.as_ref().map(|s| s.worker.clone()),
     )
+}
+
+/// A store failure while creating a session: unreachable stays retriable; anything else means
+/// the session could not be created.
+fn not_created(error: StoreError) -> EngineError {
+    match error {
+        StoreError::Unavailable(_) => EngineError::Store(error),
+        other => EngineError::SessionNotCreated(other),
+    }
 }
 
 /// The client-facing error for a failed commit: the transaction was aborted (or, rarely, its

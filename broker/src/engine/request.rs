@@ -1,11 +1,14 @@
 //! What a dialect asks of the engine, and what the engine answers.
 
+use super::failure::Failure;
 use bytes::Bytes;
 use cookie_store::StoreError;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 /// Which session a request belongs to.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SessionDirective {
     /// Outside any session.
     None,
@@ -16,21 +19,21 @@ pub enum SessionDirective {
 }
 
 /// Commit or abort the session's current transaction before the body runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TxnCommand {
     Commit,
     Abort,
 }
 
 /// The transaction part of a request.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransactionDirective {
     pub command: Option<TxnCommand>,
     pub begin_new: bool,
 }
 
 /// A call of a service: the Body's first element.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServiceCall {
     /// The element's local name.
     pub service: String,
@@ -38,11 +41,13 @@ pub struct ServiceCall {
     pub payload: Bytes,
 }
 
-/// One request, dialect-neutral.
-#[derive(Debug, Clone)]
+/// One request, dialect-neutral. It is also what one broker sends another that holds the
+/// session's work (`crate::cluster::peer`): already parsed, with the principal and client address,
+/// so the holder neither parses the envelope nor runs the dialect again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {
     /// The dialect's name, recorded in new sessions.
-    pub dialect: &'static str,
+    pub dialect: Cow<'static, str>,
     pub session: SessionDirective,
     /// End the session after the body ran.
     pub end_session: bool,
@@ -53,7 +58,8 @@ pub struct Request {
     pub principal: Option<String>,
     pub client_ip: Option<IpAddr>,
     /// Another broker forwarded this request here (it found this broker holding the session):
-    /// it is never forwarded again.
+    /// it is never forwarded again. Set by the receiving broker, never sent.
+    #[serde(skip)]
     pub forwarded: bool,
 }
 
@@ -61,7 +67,7 @@ impl Request {
     /// A request outside any session with no body; dialects fill in the rest.
     pub fn new(dialect: &'static str) -> Request {
         Request {
-            dialect,
+            dialect: Cow::Borrowed(dialect),
             session: SessionDirective::None,
             end_session: false,
             transaction: TransactionDirective::default(),
@@ -75,7 +81,7 @@ impl Request {
 }
 
 /// The session as the reply should present it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionInfo {
     pub id: String,
     pub subsession_open: bool,
@@ -91,7 +97,7 @@ impl SessionInfo {
 }
 
 /// What the body of a successful reply holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
     /// The backend's response element.
     Body(Bytes),
@@ -103,15 +109,15 @@ pub enum Reply {
 
 /// The engine's answer: the session after the request (None when there is none or it ended) and the
 /// result. A failed request of a live session still reports the session, so that the client knows it
-/// lives on.
-#[derive(Debug)]
+/// lives on. Dialects render it; a broker that forwarded the request gets it back as it is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Response {
     pub session: Option<SessionInfo>,
-    pub result: Result<Reply, EngineError>,
+    pub result: Result<Reply, Failure>,
 }
 
 impl Response {
-    pub fn sessionless(result: Result<Reply, EngineError>) -> Response {
+    pub fn sessionless(result: Result<Reply, Failure>) -> Response {
         Response {
             session: None,
             result,
@@ -119,29 +125,45 @@ impl Response {
     }
 }
 
-/// What the engine made of a request: done here, or held by another live broker, to which the HTTP
-/// layer (which holds the raw request) forwards it. Not a fault: the client hears the holder's
-/// answer.
+/// The engine's answer before its error is classified for the dialects ([`Failure`]).
 #[derive(Debug)]
-pub enum Outcome {
-    Done(Response),
-    /// Forward to `holder`. The request comes back, so that the HTTP layer can hand it to the
-    /// engine again should the holder turn out to be gone (nothing was done with it here).
-    Forward {
-        holder: cookie_store::BrokerInfo,
-        request: Box<Request>,
-    },
+pub(crate) struct Answer {
+    pub session: Option<SessionInfo>,
+    pub result: Result<Reply, EngineError>,
 }
 
-impl Outcome {
+impl Answer {
+    pub fn sessionless(result: Result<Reply, EngineError>) -> Answer {
+        Answer {
+            session: None,
+            result,
+        }
+    }
+
     /// The answer for an unknown (or expired, or foreign) session.
-    pub fn unknown(id: String) -> Outcome {
-        Outcome::Done(Response::sessionless(Err(EngineError::UnknownSession(id))))
+    pub fn unknown(id: String) -> Answer {
+        Answer::sessionless(Err(EngineError::UnknownSession(id)))
+    }
+
+    /// The answer of a live session's failed request.
+    pub fn failed(session: SessionInfo, error: EngineError) -> Answer {
+        Answer {
+            session: Some(session),
+            result: Err(error),
+        }
+    }
+
+    /// Classify the error for the dialects (logging what only the log may hear).
+    pub fn into_response(self) -> Response {
+        Response {
+            session: self.session,
+            result: self.result.map_err(Failure::from),
+        }
     }
 }
 
 /// What a broker answered when another broker's sweeper asked it to expire a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PeerExpiry {
     /// Expired here: dialog and transaction aborted, record deleted.
     Expired,
@@ -156,6 +178,19 @@ pub enum PeerExpiry {
 }
 
 impl PeerExpiry {
+    const ALL: [PeerExpiry; 5] = [
+        PeerExpiry::Expired,
+        PeerExpiry::Alive,
+        PeerExpiry::Gone,
+        PeerExpiry::Busy,
+        PeerExpiry::Elsewhere,
+    ];
+
+    /// The answer [`PeerExpiry::as_str`] wrote.
+    pub fn parse(text: &str) -> Option<PeerExpiry> {
+        PeerExpiry::ALL.into_iter().find(|e| e.as_str() == text)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             PeerExpiry::Expired => "expired",
@@ -168,7 +203,7 @@ impl PeerExpiry {
 }
 
 /// What became of the session's transaction when a worker aborted its dialog.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DialogTransaction {
     /// One transaction per dialog: the transaction was aborted with the dialog (-353).
     Aborted,
@@ -178,7 +213,8 @@ pub enum DialogTransaction {
     None,
 }
 
-/// Why the engine could not do what was asked. Each dialect maps these to its faults in one place.
+/// Why the engine could not do what was asked: the engine's own account, with the sources. Dialects
+/// never see it: it is classified into a [`Failure`] (`failure.rs`), which they map to their faults.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     /// The session ID is unknown, expired, or belongs to another endpoint.
@@ -194,6 +230,10 @@ pub enum EngineError {
     /// A new session would exceed one of the endpoint's session limits (which one, for the log).
     #[error("session limit reached: {0}")]
     SessionLimit(String),
+    /// The store refused a new session's record (or could not count the endpoint's sessions) for
+    /// a reason other than being unreachable.
+    #[error("the session could not be created: {0}")]
+    SessionNotCreated(StoreError),
     /// A transaction command with no transaction open (-1013 commit, -1014 abort).
     #[error("no transaction is in progress")]
     NoTransaction(TxnCommand),

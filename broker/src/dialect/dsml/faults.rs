@@ -13,11 +13,10 @@
 //! The reasons only reach the log: client errors at debug level, server errors at error level with
 //! the details (never a whole session ID).
 
-use super::{DsmlContext, ENVELOPE_PREFIX};
+use super::ENVELOPE_PREFIX;
 use crate::dialect::HttpReply;
-use crate::engine::EngineError;
+use crate::engine::{Failure, FailureKind, RetryCause};
 use crate::soap::{self, Fault, FaultCode, SoapError, SoapVersion};
-use cookie_store::StoreError;
 
 /// The faultstring of both client faults.
 pub const CLIENT_FAULTSTRING: &str = "SOAP Invalid Request";
@@ -50,8 +49,8 @@ pub enum DsmlError {
     TooManyOperations { max: usize },
     /// The batchRequest could not be read.
     Unreadable(String),
-    /// Errors from the session engine.
-    Engine(Box<EngineError>),
+    /// Failures of the session engine.
+    Engine(Box<Failure>),
 }
 
 /// Which of the three faults.
@@ -63,7 +62,7 @@ enum Kind {
 }
 
 /// The fault for an error.
-pub fn to_fault(error: &DsmlError, cx: &DsmlContext) -> Fault {
+pub fn to_fault(error: &DsmlError) -> Fault {
     let kind = match error {
         DsmlError::EmptyBody
         | DsmlError::NotBatchRequest { .. }
@@ -78,56 +77,38 @@ pub fn to_fault(error: &DsmlError, cx: &DsmlContext) -> Fault {
             tracing::debug!("DSML session header without a SessionID");
             Kind::BadSessionRequest
         }
-        DsmlError::Engine(e) => engine_kind(e, cx),
+        DsmlError::Engine(f) => engine_kind(f),
     };
     fault(kind)
 }
 
-fn engine_kind(error: &EngineError, cx: &DsmlContext) -> Kind {
-    match error {
-        // Displays of engine errors never hold a session ID.
-        EngineError::UnknownSession(_) => {
-            tracing::debug!(error = %error, "DSML bad session request");
+/// Which fault an engine failure is. The engine logged the details when it classified it.
+fn engine_kind(failure: &Failure) -> Kind {
+    match &failure.kind {
+        FailureKind::UnknownSession { .. } => {
+            tracing::debug!(error = %failure, "DSML bad session request");
             Kind::BadSessionRequest
         }
-        EngineError::SessionLimit(limit) => {
-            tracing::info!(limit = %limit, "DSML BeginSession refused: session limit reached");
+        // A limit reached, or the store refused the new record: [MS-DSML]'s "allocation fails"
+        // case, a session request that cannot be processed.
+        FailureKind::SessionLimit { .. } | FailureKind::SessionNotCreated => {
+            tracing::info!(error = %failure, "DSML BeginSession refused");
             Kind::BadSessionRequest
         }
         // The store is down: the server fault (a retry later may succeed), even for a
         // BeginSession, whose session was not refused but could not be looked at.
-        EngineError::Store(StoreError::Unavailable(reason)) => {
-            tracing::warn!(error = %reason, "DSML request failed: the session store is unavailable");
-            Kind::Server
-        }
-        // The session could not be created (the store refused the new record): [MS-DSML]'s
-        // "allocation fails" case, a session request that cannot be processed.
-        EngineError::Store(e) if cx.begin => {
-            tracing::error!(error = %e, "DSML BeginSession: the session could not be created");
-            Kind::BadSessionRequest
-        }
-        EngineError::Store(StoreError::AlreadyExists(_)) => Kind::BadSessionRequest,
-        EngineError::UnknownService(service) => {
-            tracing::error!(
-                service = %service,
-                "DSML request failed: no service {service:?} is configured on this endpoint"
-            );
-            Kind::Server
-        }
-        EngineError::Application {
-            class,
-            code,
-            string,
+        FailureKind::Retry {
+            cause: RetryCause::StoreUnavailable,
             ..
         } => {
-            tracing::error!(class = %class, code = %code, string = %string, "DSML backend answered with a fault");
+            tracing::warn!("DSML request failed: the session store is unavailable");
             Kind::Server
         }
         // Backend, store, configuration, and everything else (DSML sends no transaction or
-        // subsession commands): a wildcard, so that engine errors added later map to the server
-        // fault without touching this dialect.
+        // subsession commands): a wildcard, so that kinds added later map to the server fault
+        // without touching this dialect.
         _ => {
-            tracing::error!(error = %error, "DSML request failed");
+            tracing::error!(error = %failure, "DSML request failed");
             Kind::Server
         }
     }
@@ -175,9 +156,11 @@ pub fn render(fault: &Fault) -> HttpReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::EngineError;
+    use cookie_store::StoreError;
 
     fn text(error: DsmlError) -> String {
-        let reply = render(&to_fault(&error, &DsmlContext::default()));
+        let reply = render(&to_fault(&error));
         assert_eq!(reply.status.as_u16(), 500);
         String::from_utf8(reply.body).expect("utf-8")
     }
@@ -190,53 +173,48 @@ mod tests {
              <faultcode>SOAP:Client</faultcode><faultstring>SOAP Invalid Request</faultstring>\
              <detail>Bad Request</detail></SOAP:Fault></SOAP:Body></SOAP:Envelope>"
         );
-        let unknown = text(DsmlError::Engine(Box::new(EngineError::UnknownSession(
-            "0123456789abcdef0123456789abcdef".into(),
+        let unknown = text(DsmlError::Engine(Box::new(Failure::from(
+            EngineError::UnknownSession("0123456789abcdef0123456789abcdef".into()),
         ))));
         assert!(unknown.contains("<faultcode>SOAP:Client</faultcode><faultstring>SOAP Invalid Request</faultstring><detail>Bad Session Request</detail>"), "{unknown}");
         assert!(!unknown.contains("0123456789"), "{unknown}");
-        let server = text(DsmlError::Engine(Box::new(EngineError::BackendFailed {
-            class: "directory".into(),
-            message: "boom".into(),
-        })));
+        let server = text(DsmlError::Engine(Box::new(Failure::from(
+            EngineError::BackendFailed {
+                class: "directory".into(),
+                message: "boom".into(),
+            },
+        ))));
         assert!(server.contains("<faultcode>SOAP:Server</faultcode><faultstring>SOAP Server Application Faulted</faultstring><detail>Internal DSML Server Error</detail>"), "{server}");
         assert!(!server.contains("Header"), "{server}");
     }
 
     #[test]
-    fn a_store_failure_at_begin_is_a_bad_session_request_but_an_unreachable_store_is_the_server_fault(
+    fn a_session_the_store_refused_to_create_is_a_bad_session_request_but_an_unreachable_store_is_the_server_fault(
     ) {
-        let begin = DsmlContext {
-            session_id: None,
-            begin: true,
-        };
-        let refused = || {
-            DsmlError::Engine(Box::new(EngineError::Store(StoreError::Config(
-                "the record was refused".into(),
-            ))))
-        };
+        let engine = |e: EngineError| DsmlError::Engine(Box::new(Failure::from(e)));
+        let refused = StoreError::Config("the record was refused".into());
         assert_eq!(
-            to_fault(&refused(), &begin).detail.as_deref(),
+            to_fault(&engine(EngineError::SessionNotCreated(refused)))
+                .detail
+                .as_deref(),
             Some(BAD_SESSION_REQUEST)
         );
+        // Any other store failure is the server's.
+        let failed = StoreError::Config("a write failed".into());
         assert_eq!(
-            to_fault(&refused(), &DsmlContext::default())
+            to_fault(&engine(EngineError::Store(failed)))
                 .detail
                 .as_deref(),
             Some(SERVER_DETAIL)
         );
         // The store being down is the server fault (retry later), at BeginSession too.
-        let down = || {
-            DsmlError::Engine(Box::new(EngineError::Store(StoreError::Unavailable(
-                "the daemon is down".into(),
-            ))))
-        };
-        for cx in [begin, DsmlContext::default()] {
-            assert_eq!(
-                to_fault(&down(), &cx).detail.as_deref(),
-                Some(SERVER_DETAIL)
-            );
-        }
+        let down = StoreError::Unavailable("the daemon is down".into());
+        assert_eq!(
+            to_fault(&engine(EngineError::Store(down)))
+                .detail
+                .as_deref(),
+            Some(SERVER_DETAIL)
+        );
     }
 
     #[test]

@@ -46,8 +46,6 @@ pub struct DsmlContext {
     /// The session the request named (Session / EndSession), echoed in the reply even after
     /// EndSession removed it.
     pub session_id: Option<String>,
-    /// The request began a session (a store failure then means "the session could not be created").
-    pub begin: bool,
 }
 
 /// The DSML dialect of one endpoint.
@@ -86,15 +84,15 @@ impl Dialect for Dsml {
         Ok((request, cx))
     }
 
-    fn write_error(&self, _version: SoapVersion, cx: DsmlContext, error: DsmlError) -> HttpReply {
-        faults::render(&faults::to_fault(&error, &cx))
+    fn write_error(&self, _version: SoapVersion, _cx: DsmlContext, error: DsmlError) -> HttpReply {
+        faults::render(&faults::to_fault(&error))
     }
 
     fn write_reply(&self, _version: SoapVersion, cx: DsmlContext, response: Response) -> HttpReply {
         let reply = match response.result {
             Ok(reply) => reply,
             Err(e) => {
-                return faults::render(&faults::to_fault(&DsmlError::Engine(Box::new(e)), &cx));
+                return faults::render(&faults::to_fault(&DsmlError::Engine(Box::new(e))));
             }
         };
         // The live session (Begin, Session), else the one EndSession just removed.

@@ -48,7 +48,6 @@ pub(super) fn read(envelope: Envelope, max_ops: usize) -> Result<(Request, DsmlC
     match session {
         None => {}
         Some((Command::Begin, block)) => {
-            cx.begin = true;
             if session_id(block).is_some() {
                 return Err((DsmlError::IdWithBeginSession, cx));
             }
@@ -172,7 +171,7 @@ mod tests {
         )
         .expect("begin");
         assert_eq!(r.session, SessionDirective::Begin);
-        assert!(cx.begin);
+        assert_eq!(cx.session_id, None);
         let call = r.call.expect("the batch is the call");
         assert_eq!(call.service, "batchRequest");
 

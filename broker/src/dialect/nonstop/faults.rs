@@ -4,14 +4,18 @@
 //! the faultstring "Error processing the header of XML document"; backend and broker errors are
 //! `SOAP-ENV:Server…`. The detail always holds `<detailCode>N</detailCode>` and
 //! `<detailString ts="RFC 3339 time">text</detailString>`. SOAP 1.2 uses `Sender` / `Receiver` with the
-//! same detail. Internal errors (-1) are logged with the same `ts`, so an operator can find the log line
-//! from the client's fault.
+//! same detail. Internal errors (-1) are logged with the same `ts` (by the engine, when it classifies
+//! the failure), so an operator can find the log line from the client's fault.
+//!
+//! Engine failures arrive classified ([`Failure`]): this table maps their kinds, and the session
+//! rules, to NonStop's detail codes; the engine's own words serve as the detail text where NonStop
+//! had no fixed one (retries, system errors).
 
 use super::NonStopContext;
 use crate::dialect::rfc3339_utc;
-use crate::engine::{short_id, DialogTransaction, EngineError, TxnCommand};
+use crate::engine::{DialogTransaction, Failure, FailureKind, RetryCause, Rule, TxnCommand};
 use crate::soap::{self, Fault, FaultCode, SoapVersion};
-use adapters::AdapterError;
+use std::borrow::Cow;
 
 /// Everything that can go wrong in a NonStop request.
 #[derive(Debug)]
@@ -38,8 +42,8 @@ pub enum NonStopError {
     TxnCommandInBegin,
     /// -215: the Body holds no service request where one is needed.
     EmptyBody,
-    /// Errors from the session engine.
-    Engine(Box<EngineError>),
+    /// Failures of the session engine.
+    Engine(Box<Failure>),
 }
 
 /// The header-error faultstring of NonStop SOAP.
@@ -49,7 +53,7 @@ struct Spec {
     code: FaultCode,
     /// 1.1 dotted sub-code ("Process" → `SOAP-ENV:Client.Process`).
     subcode: Option<&'static str>,
-    faultstring: &'static str,
+    faultstring: Cow<'static, str>,
     detail_code: i32,
     text: String,
 }
@@ -58,7 +62,7 @@ fn header(detail_code: i32, text: String) -> Spec {
     Spec {
         code: FaultCode::Sender,
         subcode: Some("Process"),
-        faultstring: HEADER_FAULT,
+        faultstring: Cow::Borrowed(HEADER_FAULT),
         detail_code,
         text,
     }
@@ -73,7 +77,7 @@ fn server(
     Spec {
         code: FaultCode::Receiver,
         subcode,
-        faultstring,
+        faultstring: Cow::Borrowed(faultstring),
         detail_code,
         text,
     }
@@ -87,7 +91,10 @@ pub fn to_fault(
     _cx: &NonStopContext,
     session_header: Option<String>,
 ) -> Fault {
-    let ts_ms = cookie_store::now_ms();
+    let ts_ms = match error {
+        NonStopError::Engine(f) => f.at_ms,
+        _ => cookie_store::now_ms(),
+    };
     let spec = match error {
         NonStopError::InvalidTag(tag) => header(-1010, format!("Invalid tag {tag} found in the Header element.")),
         NonStopError::DuplicateTag(tag) => header(
@@ -124,92 +131,45 @@ pub fn to_fault(
         NonStopError::EmptyBody => Spec {
             code: FaultCode::Sender,
             subcode: None,
-            faultstring: "Service not found",
+            faultstring: Cow::Borrowed("Service not found"),
             detail_code: -215,
             text: "service: (none) not found: the Body holds no service request".into(),
         },
-        NonStopError::Engine(e) => return engine_fault(e, version, ts_ms, session_header),
+        NonStopError::Engine(f) => return engine_fault(f, version, session_header),
     };
     build(spec, ts_ms, None)
 }
 
-fn engine_fault(
-    error: &EngineError,
-    _version: SoapVersion,
-    ts_ms: u64,
-    session_header: Option<String>,
-) -> Fault {
-    let spec = match error {
-        EngineError::UnknownSession(id) => header(
+fn engine_fault(failure: &Failure, _version: SoapVersion, session_header: Option<String>) -> Fault {
+    let spec = match &failure.kind {
+        FailureKind::UnknownSession { id } => header(
             -1001,
             format!(
                 "SessionID {id} was not found in the server, or SOAP session identified by the SessionID has expired. \
                  Please check the SessionID or start a new session if necessary."
             ),
         ),
-        EngineError::NoSubsession => header(-1015, "Attempting to abort a subsession which has not started.".into()),
-        EngineError::SessionRequired(service) => header(
-            -210,
-            format!("no session element in header - Target service requires session (service {service})."),
-        ),
-        EngineError::UnknownService(service) => Spec {
-            code: FaultCode::Sender,
-            subcode: None,
-            faultstring: "Service not found",
-            detail_code: -215,
-            text: format!("service: {service} not found"),
-        },
-        EngineError::Backend(a) => adapter_spec(a),
-        EngineError::Busy(id) => server(
+        FailureKind::Rule(rule) => rule_spec(rule),
+        FailureKind::SessionLimit { limit } => server(
             None,
-            "Service busy",
-            -352,
-            format!("Session {} is busy with an earlier request; retry later.", short_id(id)),
+            "Session limit reached",
+            -1,
+            format!("System error: a new session cannot be created: {limit}."),
         ),
-        EngineError::TransactionInProgress => header(
-            -1012,
-            "Attempting to start a new transaction when the current transaction is still in progress.".into(),
-        ),
-        EngineError::NoTransaction(TxnCommand::Commit) => {
-            header(-1013, "Attempting to commit a transaction which has not started.".into())
-        }
-        EngineError::NoTransaction(TxnCommand::Abort) => {
-            header(-1014, "Attempting to abort a transaction which has not started.".into())
-        }
-        EngineError::NotTransactional(service) => {
-            header(-1022, format!("Service {service} does not support transactions."))
-        }
-        EngineError::TransactionAborted { at_commit: true, reason } => server(
+        FailureKind::SessionNotCreated => server(None, "System error", -1, SEE_THE_LOG.into()),
+        FailureKind::TransactionAborted { at_commit: true, reason } => server(
             None,
             "Transaction aborted",
             -1021,
             format!("Transaction aborted at commit: {reason}."),
         ),
-        EngineError::TransactionAborted { at_commit: false, reason } => server(
+        FailureKind::TransactionAborted { at_commit: false, reason } => server(
             None,
             "Transaction aborted",
             -1021,
             format!("Transaction aborted: {reason}."),
         ),
-        EngineError::SubsessionOpen => header(
-            -1016,
-            "End session is not allowed while the current subsession is in progress.".into(),
-        ),
-        EngineError::CommandInDialog(TxnCommand::Commit) => header(
-            -1017,
-            "Commit transaction is not allowed while the current subsession is in progress. Abort the subsession instead."
-                .into(),
-        ),
-        EngineError::CommandInDialog(TxnCommand::Abort) => header(
-            -1018,
-            "Abort transaction is not allowed while the current subsession is in progress. Abort the subsession instead."
-                .into(),
-        ),
-        EngineError::OtherSubsession { open, requested } => header(
-            -1019,
-            format!("A subsession with server class {open} is in progress; abort it before calling {requested}."),
-        ),
-        EngineError::DialogAborted { class, transaction } => {
+        FailureKind::DialogAborted { class, transaction } => {
             let (code, what) = match transaction {
                 DialogTransaction::Aborted => (-353, "the transaction was aborted"),
                 DialogTransaction::LeftToClient => {
@@ -224,152 +184,108 @@ fn engine_fault(
                 format!("The subsession was aborted by the target service (server class {class}); {what}."),
             )
         }
-        EngineError::SubsessionLost { class } => server(
+        FailureKind::DialogLost { class: Some(class) } => server(
             None,
             "Subsession lost",
             -356,
             format!("The subsession ended because the process holding it stopped (server class {class})."),
         ),
-        EngineError::SessionLimit(limit) => server(
-            None,
-            "Session limit reached",
-            -1,
-            format!("System error: a new session cannot be created: {limit}."),
-        ),
-        EngineError::NotSupported(what) => server(
-            None,
-            "Not supported",
-            -1,
-            format!("System error: {what} are not supported by this broker yet."),
-        ),
-        EngineError::Application { class, code, string, detail } => {
-            return application_fault(class, code, string, detail, session_header)
-        }
-        EngineError::BackendFailed { class, message } => {
-            let ts = rfc3339_utc(ts_ms);
-            tracing::error!(ts = %ts, class = %class, error = %message, "backend system error");
-            server(
-                None,
-                "System error",
-                -1,
-                "System error occurred from process of a SOAP session. See the broker log.".into(),
-            )
-        }
-        EngineError::HolderUnreachable { broker } => server(
-            None,
-            "Service busy",
-            -352,
-            format!("The broker holding this session, {broker}, did not answer; retry."),
-        ),
-        EngineError::HolderLost { broker } => server(
-            Some("InternalError"),
-            "Target service unreachable",
-            -302,
-            format!(
-                "The broker holding this session, {broker}, stopped during the request; whether it was done is unknown."
-            ),
-        ),
-        EngineError::HeldElsewhere { broker } => server(
-            None,
-            "Service busy",
-            -352,
-            format!("The session is now held by broker {broker}; retry."),
-        ),
-        EngineError::ForwardingDisabled { broker } => {
-            let ts = rfc3339_utc(ts_ms);
-            tracing::error!(ts = %ts, broker = %broker, "a request needs forwarding, which is disabled (no [cluster] secret)");
-            server(
-                None,
-                "Forwarding disabled",
-                -1,
-                format!(
-                    "System error: the session is held by broker {broker}, and this broker does not \
-                     forward requests (forwarding is disabled: no cluster secret is configured). \
-                     See the broker log."
-                ),
-            )
-        }
-        EngineError::ForwardRefused { broker, reason } => {
-            let ts = rfc3339_utc(ts_ms);
-            tracing::error!(ts = %ts, broker = %broker, reason = %reason, "the holding broker refused a forwarded request (do the cluster secrets match?)");
-            server(
-                None,
-                "System error",
-                -1,
-                format!("System error: broker {broker} refused the forwarded request. See the broker log."),
-            )
-        }
-        // The store is down (the cookie-store daemon restarting, a database failover): nothing was
-        // done, the client may retry. Distinct from an internal error.
-        EngineError::Store(cookie_store::StoreError::Unavailable(reason)) => {
-            tracing::warn!(error = %reason, "session store unavailable");
-            server(
-                None,
-                "Session store unavailable",
-                -352,
-                "The session store is unreachable; retry later.".into(),
-            )
-        }
-        EngineError::Store(e) => {
-            let ts = rfc3339_utc(ts_ms);
-            tracing::error!(ts = %ts, error = %e, "session store error");
-            server(
-                None,
-                "System error",
-                -1,
-                "System error occurred from process of a SOAP session. See the broker log.".into(),
-            )
-        }
-    };
-    build(spec, ts_ms, session_header)
-}
-
-fn adapter_spec(error: &AdapterError) -> Spec {
-    match error {
-        AdapterError::Unreachable { class, .. } | AdapterError::ShuttingDown { class } => {
-            tracing::error!(class = %class, error = %error, "server class unreachable");
-            server(
-                Some("InternalError"),
-                "Target service unreachable",
-                -301,
-                format!("Error communicating with target service {class}."),
-            )
-        }
-        AdapterError::WorkerLost { class, .. } => {
-            tracing::warn!(class = %class, error = %error, "worker lost during a request");
-            server(
-                Some("InternalError"),
-                "Target service unreachable",
-                -302,
-                format!("Error communicating with target service {class}: the server process stopped during the request."),
-            )
-        }
-        AdapterError::Timeout { class, timeout_ms } => {
-            tracing::warn!(class = %class, timeout_ms, "backend request timed out");
-            server(
-                None,
-                "Service Request timed out",
-                -351,
-                format!("Service Request timed out ({class}, {timeout_ms} ms)."),
-            )
-        }
-        AdapterError::QueueFull { class, limit } => server(
-            None,
-            "Service busy",
-            -352,
-            format!("Server class {class} is busy ({limit} requests waiting); retry later."),
-        ),
-        AdapterError::PinnedWorkerGone { .. } => server(
+        FailureKind::DialogLost { class: None } => server(
             None,
             "Subsession lost",
             -356,
             "The subsession ended because the process holding it stopped.".into(),
         ),
-        AdapterError::Unsupported { class, reason } => server(
+        FailureKind::Application { class, code, string, detail } => {
+            return application_fault(class, code, string, detail, session_header)
+        }
+        FailureKind::Retry { cause, message } => server(
             None,
-            "System error",
-            -1,
-            format!("System error: server class {class}: {reason}."),
+            match cause {
+                RetryCause::StoreUnavailable => "Session store unavailable",
+                RetryCause::Busy => "Service busy",
+            },
+            -352,
+            message.clone(),
+        ),
+        FailureKind::Unreachable { class } => server(
+            Some("InternalError"),
+            "Target service unreachable",
+            -301,
+            format!("Error communicating with target service {class}."),
+        ),
+        FailureKind::Interrupted { message } => server(
+            Some("InternalError"),
+            "Target service unreachable",
+            -302,
+            message.clone(),
+        ),
+        FailureKind::TimedOut { class, timeout_ms } => server(
+            None,
+            "Service Request timed out",
+            -351,
+            format!("Service Request timed out ({class}, {timeout_ms} ms)."),
+        ),
+        FailureKind::Internal { title, message } => Spec {
+            code: FaultCode::Receiver,
+            subcode: None,
+            faultstring: Cow::Owned(title.clone()),
+            detail_code: -1,
+            text: message.clone(),
+        },
+    };
+    build(spec, failure.at_ms, session_header)
+}
+
+/// The words of a system error whose details only the log holds.
+const SEE_THE_LOG: &str =
+    "System error occurred from process of a SOAP session. See the broker log.";
+
+/// The session rules, each with its NonStop detail code.
+fn rule_spec(rule: &Rule) -> Spec {
+    match rule {
+        Rule::NoSubsession => header(-1015, "Attempting to abort a subsession which has not started.".into()),
+        Rule::SessionRequired { service } => header(
+            -210,
+            format!("no session element in header - Target service requires session (service {service})."),
+        ),
+        Rule::UnknownService { service } => Spec {
+            code: FaultCode::Sender,
+            subcode: None,
+            faultstring: Cow::Borrowed("Service not found"),
+            detail_code: -215,
+            text: format!("service: {service} not found"),
+        },
+        Rule::TransactionInProgress => header(
+            -1012,
+            "Attempting to start a new transaction when the current transaction is still in progress.".into(),
+        ),
+        Rule::NoTransaction(TxnCommand::Commit) => {
+            header(-1013, "Attempting to commit a transaction which has not started.".into())
+        }
+        Rule::NoTransaction(TxnCommand::Abort) => {
+            header(-1014, "Attempting to abort a transaction which has not started.".into())
+        }
+        Rule::NotTransactional { service } => {
+            header(-1022, format!("Service {service} does not support transactions."))
+        }
+        Rule::SubsessionOpen => header(
+            -1016,
+            "End session is not allowed while the current subsession is in progress.".into(),
+        ),
+        Rule::CommandInDialog(TxnCommand::Commit) => header(
+            -1017,
+            "Commit transaction is not allowed while the current subsession is in progress. Abort the subsession instead."
+                .into(),
+        ),
+        Rule::CommandInDialog(TxnCommand::Abort) => header(
+            -1018,
+            "Abort transaction is not allowed while the current subsession is in progress. Abort the subsession instead."
+                .into(),
+        ),
+        Rule::OtherSubsession { open, requested } => header(
+            -1019,
+            format!("A subsession with server class {open} is in progress; abort it before calling {requested}."),
         ),
     }
 }
@@ -464,10 +380,11 @@ fn is_well_formed_fragment(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::EngineError;
 
     fn engine(e: EngineError) -> Fault {
         to_fault(
-            &NonStopError::Engine(Box::new(e)),
+            &NonStopError::Engine(Box::new(Failure::from(e))),
             SoapVersion::V11,
             &NonStopContext::default(),
             Some("<nsk:Session/>".into()),
