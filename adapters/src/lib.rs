@@ -25,6 +25,9 @@ pub mod tcp;
 
 mod pool;
 
+pub use pool::backoff;
+pub use pool::{Connector, Link, PoolClass};
+
 pub use config::{AdapterKind, Context, ServerClassConfig};
 
 use async_trait::async_trait;

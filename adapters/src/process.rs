@@ -2,7 +2,7 @@
 //!
 //! The broker starts the workers itself, from the class's `command`, and talks to each over its
 //! stdin (requests) and stdout (replies) with the wire protocol (`adapters/PROTOCOL.md`). The pool
-//! (`pool.rs`) does the scheduling; this file only knows how to start one child:
+//! (`pool/`) does the scheduling; this file only knows how to start one child:
 //!
 //! - `kill_on_drop(true)`: whatever path drops a worker, its process does not outlive it;
 //! - stdin and stdout piped for the protocol; **stderr piped and forwarded line by line** to
@@ -25,7 +25,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::runtime::Handle;
 
-use crate::pool::{Connector, Link, Pool};
+use crate::pool::{Connector, Link, PoolClass};
 use crate::{AdapterError, AdapterKind};
 use crate::{ServerClassConfig, WorkerId};
 
@@ -35,10 +35,7 @@ pub use crate::pool::{PoolStatus, WorkerStatus};
 const MAX_LOG_LINE: u64 = 8 * 1024;
 
 /// A server class whose workers are child processes of the broker.
-pub struct ProcessClass {
-    config: ServerClassConfig,
-    pool: Pool,
-}
+pub type ProcessClass = PoolClass<ProcessConnector>;
 
 impl ProcessClass {
     /// Start `min_workers` workers (each handshaken) and return the class.
@@ -68,17 +65,9 @@ impl ProcessClass {
             env,
             cwd,
         };
-        let pool = Pool::start(config.clone(), Box::new(connector), runtime, true).await?;
-        Ok(Arc::new(ProcessClass { config, pool }))
-    }
-
-    /// The workers as they are now: ids, pids, busy or idle.
-    pub fn status(&self) -> PoolStatus {
-        self.pool.status()
+        PoolClass::launch(config, connector, runtime, true).await
     }
 }
-
-crate::pool::pool_server_class!(ProcessClass);
 
 /// The command as an operator would type it, for error messages.
 fn display_command(command: &[String]) -> String {
@@ -95,7 +84,8 @@ fn display_command(command: &[String]) -> String {
         .join(" ")
 }
 
-struct ProcessConnector {
+/// Starts a process class's workers: the class's command, with its pipes.
+pub struct ProcessConnector {
     class: String,
     command: Vec<String>,
     display: String,

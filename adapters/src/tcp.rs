@@ -24,8 +24,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 
-use crate::pool::{Connector, Link, Pool};
-use crate::process::PoolStatus;
+use crate::pool::{Connector, Link, PoolClass};
 use crate::{AdapterError, AdapterKind};
 use crate::{ServerClassConfig, WorkerId};
 
@@ -33,10 +32,7 @@ use crate::{ServerClassConfig, WorkerId};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A server class reached over TCP.
-pub struct TcpClass {
-    config: ServerClassConfig,
-    pool: Pool,
-}
+pub type TcpClass = PoolClass<TcpConnector>;
 
 impl TcpClass {
     /// Open `min_workers` connections (each handshaken) and return the class. Connection
@@ -61,19 +57,12 @@ impl TcpClass {
             addresses,
             next: AtomicUsize::new(0),
         };
-        let pool = Pool::start(config.clone(), Box::new(connector), runtime, false).await?;
-        Ok(Arc::new(TcpClass { config, pool }))
-    }
-
-    /// The connections as they are now.
-    pub fn status(&self) -> PoolStatus {
-        self.pool.status()
+        PoolClass::launch(config, connector, runtime, false).await
     }
 }
 
-crate::pool::pool_server_class!(TcpClass);
-
-struct TcpConnector {
+/// Opens a tcp class's connections, round robin over its addresses.
+pub struct TcpConnector {
     addresses: Vec<String>,
     next: AtomicUsize,
 }

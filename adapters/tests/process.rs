@@ -253,7 +253,9 @@ async fn shutdown_finishes_in_flight_work_and_stops_the_children() {
         let class = class.clone();
         tokio::spawn(async move { class.call(echo("<sleepMs>300</sleepMs>")).await })
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Shut down only once the request is on a worker (in flight, not merely submitted).
+    let busy = || class.status().workers.iter().any(|w| w.busy);
+    assert!(wait_for(Duration::from_secs(3), busy).await);
     class.shutdown(Duration::from_secs(5)).await;
 
     assert_eq!(in_flight.await.unwrap().unwrap().status, ReplyStatus::Ok);

@@ -1,0 +1,587 @@
+//! # The worker pool behind the process and tcp adapters
+//!
+//! A pool owns a set of *workers*: each is one connection that speaks the wire protocol (a child's
+//! stdin/stdout, or a TCP connection), and each serves one request at a time, like a Pathway server
+//! process. Where the bytes come from is the [`Connector`]'s business (`process.rs`, `tcp.rs`);
+//! everything else is here, in three parts:
+//!
+//! - `dispatch.rs`: **the policy**, a synchronous state machine with no I/O: handing requests to
+//!   workers (LIFO reuse, growth, the bounded FIFO queue), pinning workers to transactions and
+//!   dialogs, what a dead worker or a failed start means, restart backoff, reaping, shutdown. Its
+//!   module docs are the reference for every dispatch rule, and `tests.rs` checks each one
+//!   without a process, a runtime or a sleep.
+//! - `worker.rs`: **the I/O**, thin tokio tasks that own the connections, carry out what the
+//!   dispatcher decides and tell it what happened.
+//! - `backoff.rs`: the doubling restart delay with jitter.
+//!
+//! [`PoolClass`] puts them together as a [`ServerClass`]; `ProcessClass` and `TcpClass` are
+//! `PoolClass` with their connector.
+//!
+//! ## Who runs what
+//!
+//! Callers run on whatever runtime the broker's actix worker threads have (one single-threaded
+//! runtime each). They never touch a pipe or a socket: [`PoolClass::call`] (and the control
+//! methods, `prepare`, `commit`, `abort`, `recover`, `abort_dialog`) encodes the message, submits
+//! a job to the dispatcher under a `std::sync::Mutex`, carries out the actions that come out
+//! (usually: hand the job to an idle worker's channel), and awaits a `oneshot` with a timer. All
+//! I/O happens in tasks spawned on the class's own runtime (`Handle`):
+//!
+//! - one **worker task** per worker: it owns the connection, waits for jobs on its own channel,
+//!   writes the `REQUEST`, reads the `REPLY` (or notices the deadline, or the worker dying), and
+//!   reports to the dispatcher, which answers the caller and names the worker's next job, if any;
+//!   the task runs that one at once, without a channel hop;
+//! - a **start task** per worker being started (spawn or connect, then the `HELLO` handshake;
+//!   after the backoff delay the dispatcher chose); it becomes that worker's task;
+//! - one **reaper** that gives the dispatcher its idle tick.
+//!
+//! Every critical section is short and does no I/O: one dispatcher event and its actions (sending
+//! on a channel that has room, answering a `oneshot`, spawning a task).
+//!
+//! A control message gets its answer within `request_timeout` like a request, or the worker is
+//! killed like a request's; a server that answers one with a `REPLY` (`error`: not transactional,
+//! cannot do it) has refused it, which the caller gets as [`AdapterError::Unsupported`] with the
+//! server's reason.
+
+mod dispatch;
+mod worker;
+
+pub mod backoff;
+#[cfg(test)]
+mod tests;
+
+use async_trait::async_trait;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::process::Child;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+
+use crate::protocol::{self, Message};
+use crate::{
+    AdapterError, BackendReply, BackendRequest, DialogMarker, ServerClass, ServerClassConfig, Vote,
+    WorkerId,
+};
+use dispatch::{millis, timeout_error, Action, Answer, Dispatcher, Job, Ticket, Work, WorkerNo};
+
+pub type BoxReader = Box<dyn AsyncRead + Send + Unpin>;
+pub type BoxWriter = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// A freshly started worker: its byte streams, before the handshake.
+pub struct Link {
+    pub reader: BoxReader,
+    pub writer: BoxWriter,
+    /// The child process (process adapter), waited for and killed when the worker stops.
+    pub child: Option<Child>,
+    pub pid: Option<u32>,
+    /// Where the worker is, for logs: `pid 4242`, `10.0.0.7:7000`.
+    pub peer: String,
+}
+
+/// Starts workers: the one thing that differs between the process and tcp adapters.
+#[async_trait]
+pub trait Connector: Send + Sync + 'static {
+    /// Spawn or connect one worker. Runs on the class's runtime. The error is a sentence naming
+    /// what failed (the command or address and the OS error).
+    async fn connect(&self, worker: &WorkerId) -> Result<Link, String>;
+}
+
+/// A worker's state as seen from outside (for status pages and tests).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerStatus {
+    pub id: WorkerId,
+    /// The process id (process adapter).
+    pub pid: Option<u32>,
+    /// Serving a request right now.
+    pub busy: bool,
+    /// Dialogs pinned to it.
+    pub dialogs: usize,
+    /// The transaction pinned to it, if any.
+    pub transaction: Option<String>,
+    /// Whether that transaction is prepared on it (it voted yes).
+    pub prepared: bool,
+    /// Targeted requests waiting for it (in its own queue).
+    pub queued: usize,
+    /// Requests and control messages it has answered.
+    pub served: u64,
+}
+
+/// A pool's state as seen from outside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Live workers (those being stopped are not listed).
+    pub workers: Vec<WorkerStatus>,
+    /// Workers being started.
+    pub starting: usize,
+    /// Requests waiting for any worker (targeted ones wait in their worker's own queue).
+    pub queued: usize,
+}
+
+/// A job's ticket in the real pool: the message to send and the caller's reply channel.
+pub(crate) struct Call {
+    /// The message id; the answer must carry it.
+    id: u64,
+    message: Message,
+    reply: oneshot::Sender<Result<Answer, AdapterError>>,
+}
+
+impl Ticket for Call {
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+}
+
+impl std::fmt::Debug for Call {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.message.kind(), self.id)
+    }
+}
+
+type PoolJob = Job<Call>;
+
+/// `now + d` on tokio's clock, saturating far in the future on absurd configurations (the http
+/// adapter's deadlines).
+pub(crate) fn after(d: Duration) -> tokio::time::Instant {
+    tokio::time::Instant::from_std(dispatch::after(Instant::now(), d))
+}
+
+/// A server class whose workers speak the wire protocol, started by `C`: `ProcessClass` and
+/// `TcpClass`. Dropping it stops the workers.
+pub struct PoolClass<C: Connector> {
+    shared: Arc<Shared<C>>,
+}
+
+/// What the pool's tasks and its callers share.
+struct Shared<C> {
+    class: String,
+    config: ServerClassConfig,
+    connector: C,
+    runtime: Handle,
+    core: Mutex<Core>,
+    /// Pinged after every event once shutdown has begun (only shutdown waits on it).
+    changed: Notify,
+    /// Flipped to `true` once, to stop every task at once.
+    stop: watch::Sender<bool>,
+    next_message: AtomicU64,
+}
+
+/// The dispatcher and the channels to the workers it names.
+struct Core {
+    dispatch: Dispatcher<Call>,
+    /// Each live worker task's job channel (capacity 1: a job is only handed to an idle worker).
+    /// Removing a worker's sender is its stop order: its task sees the closed channel.
+    links: std::collections::BTreeMap<WorkerNo, mpsc::Sender<PoolJob>>,
+}
+
+impl<C: Connector> PoolClass<C> {
+    /// Create the pool and start `min_workers` workers, waiting for their handshakes.
+    ///
+    /// When `require_one` is set (the process adapter) and none of them starts, the pool is torn
+    /// down and the first start error returned as `Unreachable`. Otherwise (tcp, where the servers
+    /// may come up after the broker) failed starts are logged and retried in the background.
+    pub(crate) async fn launch(
+        config: ServerClassConfig,
+        connector: C,
+        runtime: Handle,
+        require_one: bool,
+    ) -> Result<Arc<Self>, AdapterError> {
+        let class = config.name.clone();
+        if config.max_workers == 0 || config.min_workers > config.max_workers {
+            return Err(AdapterError::Unsupported {
+                class,
+                reason: format!(
+                    "min_workers ({}) and max_workers ({}) must satisfy 1 <= max and min <= max",
+                    config.min_workers, config.max_workers
+                ),
+            });
+        }
+        let (stop, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            class,
+            connector,
+            runtime: runtime.clone(),
+            core: Mutex::new(Core {
+                dispatch: Dispatcher::new(&config, fastrand::Rng::new()),
+                links: Default::default(),
+            }),
+            changed: Notify::new(),
+            stop,
+            next_message: AtomicU64::new(1),
+            config,
+        });
+
+        let mut reports = Vec::new();
+        {
+            let mut core = shared.lock();
+            core.dispatch.open();
+            while let Some(action) = core.dispatch.next_action() {
+                if let Action::Start { worker, id, delay } = action {
+                    let (tx, rx) = oneshot::channel();
+                    runtime.spawn(shared.clone().start_worker(worker, id, delay, Some(tx)));
+                    reports.push(rx);
+                }
+            }
+        }
+        runtime.spawn(shared.clone().reap_loop());
+        let class = Arc::new(PoolClass { shared });
+
+        let mut first_error = None;
+        let mut started = 0;
+        for rx in reports {
+            match rx.await {
+                Ok(Ok(())) => started += 1,
+                Ok(Err(reason)) => {
+                    first_error.get_or_insert(reason);
+                }
+                Err(_) => {
+                    first_error.get_or_insert_with(|| "the start task was cancelled".to_string());
+                }
+            }
+        }
+        let shared = &class.shared;
+        if let Some(reason) = first_error {
+            if require_one && started == 0 {
+                shared.stop_now();
+                return Err(AdapterError::Unreachable {
+                    class: shared.class.clone(),
+                    reason,
+                });
+            }
+            tracing::warn!(
+                class = %shared.class,
+                started,
+                wanted = shared.config.min_workers,
+                "not every worker started ({reason}); retrying in the background"
+            );
+        }
+        Ok(class)
+    }
+
+    /// The workers as they are now: ids, pids, busy or idle, pins.
+    pub fn status(&self) -> PoolStatus {
+        self.shared.lock().dispatch.status()
+    }
+
+    /// `COMMIT` (`commit = true`) or `ABORT`.
+    async fn resolve(
+        &self,
+        worker: Option<&WorkerId>,
+        transaction: &str,
+        commit: bool,
+    ) -> Result<(), AdapterError> {
+        let shared = &self.shared;
+        let (id, transaction) = (shared.message_id(), transaction.to_string());
+        let (message, work) = if commit {
+            let work = Work::Commit(transaction.clone());
+            (Message::Commit { id, transaction }, work)
+        } else {
+            let work = Work::Abort(transaction.clone());
+            (Message::Abort { id, transaction }, work)
+        };
+        match shared.send(message, work, worker.cloned()).await? {
+            Answer::Ack => Ok(()),
+            other => Err(shared.mismatch(&other)),
+        }
+    }
+}
+
+impl<C: Connector> Drop for PoolClass<C> {
+    fn drop(&mut self) {
+        // Nobody can call any more: stop the workers rather than leave them to the runtime.
+        self.shared.stop_now();
+    }
+}
+
+#[async_trait]
+impl<C: Connector> ServerClass for PoolClass<C> {
+    fn name(&self) -> &str {
+        &self.shared.config.name
+    }
+
+    fn config(&self) -> &ServerClassConfig {
+        &self.shared.config
+    }
+
+    /// Send one request and wait for its reply (at most `request_timeout`, queueing included).
+    async fn call(&self, request: BackendRequest) -> Result<BackendReply, AdapterError> {
+        let shared = &self.shared;
+        let dialog = match request.dialog {
+            DialogMarker::None => protocol::Dialog::None,
+            DialogMarker::Begin => protocol::Dialog::Begin,
+            DialogMarker::Continue if request.worker.is_none() => {
+                return Err(AdapterError::Unsupported {
+                    class: shared.class.clone(),
+                    reason: "a dialog's later request must name the dialog's worker".to_string(),
+                })
+            }
+            DialogMarker::Continue => protocol::Dialog::Continue,
+        };
+        let id = shared.message_id();
+        let work = Work::Request {
+            session: request.session_id.clone(),
+            transaction: request.transaction_id.clone(),
+            dialog: request.dialog,
+        };
+        let message = Message::Request(protocol::Request {
+            id,
+            service: request.service,
+            operation: request.operation,
+            session: request.session_id,
+            transaction: request.transaction_id,
+            dialog,
+            // The whole timeout for the check; lowered to what is left when it is sent.
+            timeout_ms: Some(millis(shared.config.request_timeout)),
+            payload: request.payload,
+        });
+        match shared.send(message, work, request.worker).await? {
+            Answer::Reply(reply) => Ok(reply),
+            other => Err(shared.mismatch(&other)),
+        }
+    }
+
+    async fn prepare(&self, worker: &WorkerId, transaction: &str) -> Result<Vote, AdapterError> {
+        let shared = &self.shared;
+        let message = Message::Prepare {
+            id: shared.message_id(),
+            transaction: transaction.to_string(),
+        };
+        let work = Work::Prepare(transaction.to_string());
+        match shared.send(message, work, Some(worker.clone())).await? {
+            Answer::Vote(vote) => Ok(vote),
+            other => Err(shared.mismatch(&other)),
+        }
+    }
+
+    async fn commit(
+        &self,
+        worker: Option<&WorkerId>,
+        transaction: &str,
+    ) -> Result<(), AdapterError> {
+        self.resolve(worker, transaction, true).await
+    }
+
+    async fn abort(
+        &self,
+        worker: Option<&WorkerId>,
+        transaction: &str,
+    ) -> Result<(), AdapterError> {
+        self.resolve(worker, transaction, false).await
+    }
+
+    /// `RECOVER` on any worker: the transactions the class's servers hold prepared.
+    async fn recover(&self) -> Result<Vec<String>, AdapterError> {
+        let shared = &self.shared;
+        let message = Message::Recover {
+            id: shared.message_id(),
+        };
+        match shared.send(message, Work::Recover, None).await? {
+            Answer::Recovered(list) => Ok(list),
+            other => Err(shared.mismatch(&other)),
+        }
+    }
+
+    /// `DIALOG-ABORT` for `session` on `worker`. Losing the worker on the way is success too:
+    /// the dialog is gone either way, and that is all the caller wants.
+    async fn abort_dialog(&self, worker: &WorkerId, session: &str) -> Result<(), AdapterError> {
+        let shared = &self.shared;
+        let message = Message::DialogAbort {
+            id: shared.message_id(),
+            session: session.to_string(),
+        };
+        let work = Work::DialogAbort(session.to_string());
+        match shared.send(message, work, Some(worker.clone())).await {
+            Ok(Answer::Ack) => Ok(()),
+            Ok(other) => Err(shared.mismatch(&other)),
+            Err(AdapterError::PinnedWorkerGone { .. } | AdapterError::WorkerLost { .. }) => Ok(()),
+            // The worker is killed at the deadline, and the dialog with it.
+            Err(AdapterError::Timeout { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn worker_alive(&self, worker: &WorkerId) -> bool {
+        self.shared.lock().dispatch.worker_alive(worker)
+    }
+
+    /// Stop taking requests, let queued and in-flight ones finish for up to `grace`, then stop the
+    /// workers and wait until they are gone.
+    async fn shutdown(&self, grace: Duration) {
+        let shared = &self.shared;
+        if shared.lock().dispatch.drain() {
+            tracing::info!(class = %shared.class, "shutting down");
+        }
+        let drained = shared
+            .wait_until(dispatch::after(Instant::now(), grace), |d| d.is_drained())
+            .await;
+        if !drained {
+            tracing::warn!(
+                class = %shared.class,
+                "requests still in flight after the {grace:?} grace period; stopping anyway"
+            );
+        }
+        shared.stop_now();
+        let gone = shared
+            .wait_until(
+                dispatch::after(Instant::now(), worker::STOP_WAIT * 2),
+                |d| d.is_empty(),
+            )
+            .await;
+        if !gone {
+            tracing::warn!(class = %shared.class, "some workers did not stop in time");
+        }
+    }
+}
+
+impl<C: Connector> Shared<C> {
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        // A panic while holding the lock leaves consistent-enough state (every critical section
+        // is short and does no I/O); keep serving rather than poison every later call.
+        self.core.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn message_id(&self) -> u64 {
+        self.next_message.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// An answer of the wrong type: cannot happen (the worker task checks the kind), but a wrong
+    /// answer must not become a panic.
+    fn mismatch(&self, answer: &Answer) -> AdapterError {
+        AdapterError::Unreachable {
+            class: self.class.clone(),
+            reason: format!("internal error: unexpected answer {answer:?}"),
+        }
+    }
+
+    /// Check, submit and await one message (at most `request_timeout`, queueing included).
+    async fn send(
+        self: &Arc<Self>,
+        message: Message,
+        work: Work,
+        target: Option<WorkerId>,
+    ) -> Result<Answer, AdapterError> {
+        // Refuse what cannot be encoded now, in the caller's thread, rather than in the worker.
+        // The head alone is checked: no copy of the payload.
+        message
+            .to_frame()
+            .and_then(|frame| frame.encode_head(self.config.max_frame_bytes))
+            .map_err(|e| AdapterError::Unsupported {
+                class: self.class.clone(),
+                reason: format!("the {} cannot be sent: {e}", work.name()),
+            })?;
+        let timeout = self.config.request_timeout;
+        let now = Instant::now();
+        let deadline = dispatch::after(now, timeout);
+        let (tx, rx) = oneshot::channel();
+        let job = Job {
+            work,
+            target,
+            deadline,
+            ticket: Call {
+                id: message.id(),
+                message,
+                reply: tx,
+            },
+        };
+        {
+            let mut core = self.lock();
+            core.dispatch.submit(job, now);
+            self.act(&mut core, None);
+        }
+        let deadline = tokio::time::Instant::from_std(deadline);
+        match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(result)) => result,
+            // The job was dropped unanswered: only happens when the runtime is going away.
+            Ok(Err(_)) => Err(AdapterError::ShuttingDown {
+                class: self.class.clone(),
+            }),
+            Err(_) => Err(timeout_error(&self.class, timeout)),
+        }
+    }
+
+    /// Carry out the dispatcher's actions. A job for worker `me` (the calling worker task) is
+    /// returned instead of being sent on its channel: the task runs it next.
+    fn act(self: &Arc<Self>, core: &mut Core, me: Option<WorkerNo>) -> Option<PoolJob> {
+        let mut mine = None;
+        while let Some(action) = core.dispatch.next_action() {
+            match action {
+                Action::Run { worker, job } if Some(worker) == me && mine.is_none() => {
+                    mine = Some(job)
+                }
+                Action::Run { worker, job } => {
+                    let sent = match core.links.get(&worker) {
+                        Some(tx) => tx.try_send(job).map_err(|e| e.into_inner()),
+                        None => Err(job),
+                    };
+                    if let Err(job) = sent {
+                        core.links.remove(&worker);
+                        core.dispatch.undeliverable(worker, job, Instant::now());
+                    }
+                }
+                Action::Answer { ticket, result } => {
+                    let _ = ticket.reply.send(result);
+                }
+                Action::Start { worker, id, delay } => {
+                    self.runtime
+                        .spawn(self.clone().start_worker(worker, id, delay, None));
+                }
+                Action::Stop { worker } => {
+                    core.links.remove(&worker);
+                }
+            }
+        }
+        if !core.dispatch.running() {
+            self.changed.notify_waiters();
+        }
+        mine
+    }
+
+    /// Stop everything now: fail what waits, stop every worker, signal every task.
+    fn stop_now(self: &Arc<Self>) {
+        {
+            let mut core = self.lock();
+            core.dispatch.stop();
+            self.act(&mut core, None);
+        }
+        self.stop.send_replace(true);
+        self.changed.notify_waiters();
+    }
+
+    /// Wait until `cond` holds (re-checked whenever the pool changes) or the deadline passes.
+    async fn wait_until(
+        &self,
+        deadline: Instant,
+        cond: impl Fn(&Dispatcher<Call>) -> bool,
+    ) -> bool {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            // Register before checking, so a change between the check and the await is not lost.
+            notified.as_mut().enable();
+            if cond(&self.lock().dispatch) {
+                return true;
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(deadline) => return cond(&self.lock().dispatch),
+            }
+        }
+    }
+
+    /// Give the dispatcher its idle tick, a few times per `idle_timeout`.
+    async fn reap_loop(self: Arc<Self>) {
+        let mut stop = self.stop.subscribe();
+        let idle_timeout = self.config.idle_timeout;
+        let period = (idle_timeout / 4).clamp(Duration::from_millis(20), Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(period) => {}
+                _ = worker::stopped(&mut stop) => return,
+            }
+            let mut core = self.lock();
+            core.dispatch.reap(Instant::now());
+            self.act(&mut core, None);
+        }
+    }
+}
