@@ -33,6 +33,8 @@
 //! - [`Frame`]: the generic kind/id/headers/payload, with [`Frame::encode`] and [`Frame::decode`].
 //! - [`Message`]: the typed messages (`HELLO`, `REQUEST`, `REPLY`, the transaction and dialog
 //!   control messages), converted to and from frames.
+//! - [`OpenHead`]: a frame's head encoded once ahead of sending, closed with a last number-valued
+//!   header (a request's `timeout-ms`) when it is written.
 //! - [`FrameReader`]: reads frames from any `AsyncRead`. Like mini-redis's `Connection`, it buffers
 //!   what it has read, so `read_frame` is cancel safe and can sit in a `select!` next to a timer.
 //! - [`read_frame_blocking`]: the same for plain `std::io::Read` (the sample server's stdin).
@@ -42,7 +44,7 @@
 //! prefix says exactly how much to read.
 
 use bytes::{Buf, Bytes, BytesMut};
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::io::Read;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -153,47 +155,9 @@ impl Frame {
     /// sender can write these few bytes and then the payload it already holds, with the same
     /// checks as [`Frame::encode`] and no copy of a large payload.
     pub fn encode_head(&self, max_frame: usize) -> Result<Bytes, ProtocolError> {
-        if !valid_kind(&self.kind) {
-            return Err(ProtocolError::Unencodable(format!(
-                "message kind {:?} is not capital letters and '-'",
-                self.kind
-            )));
-        }
-        let mut head = String::with_capacity(64 + self.headers.len() * 32);
-        head.push_str(&self.kind);
-        head.push(' ');
-        head.push_str(&self.id.to_string());
-        head.push('\n');
-        for (key, value) in &self.headers {
-            if !valid_key(key) {
-                return Err(ProtocolError::Unencodable(format!(
-                    "header key {key:?} is not lower-case letters, digits and '-'"
-                )));
-            }
-            // A line break in a value would let it forge headers or end the block early.
-            if value.contains(['\r', '\n']) {
-                return Err(ProtocolError::Unencodable(format!(
-                    "header `{key}` contains a line break"
-                )));
-            }
-            head.push_str(key);
-            head.push_str(": ");
-            head.push_str(value);
-            head.push('\n');
-        }
-        head.push('\n');
-
-        let len = head.len() + self.payload.len();
-        if len > max_frame || len > u32::MAX as usize {
-            return Err(ProtocolError::TooLarge {
-                len,
-                max: max_frame,
-            });
-        }
-        let mut out = BytesMut::with_capacity(4 + head.len());
-        out.extend_from_slice(&(len as u32).to_be_bytes());
-        out.extend_from_slice(head.as_bytes());
-        Ok(out.freeze())
+        let mut head = OpenHead::new(self)?;
+        head.close(None, max_frame)?;
+        Ok(head.buf.freeze())
     }
 
     /// Decode a frame's body: the `N` bytes after the length prefix.
@@ -257,6 +221,117 @@ impl Frame {
             payload: body.slice(end_of_head..),
         })
     }
+}
+
+/// A frame's head encoded ahead of sending, but for one last number-valued header that is only
+/// known when the frame is written: the pool encodes a `REQUEST` once, in the caller's thread,
+/// and its worker adds `timeout-ms` (what is left of the deadline by then) as it writes it.
+///
+/// [`OpenHead::new`] checks and encodes the first line and the headers; [`OpenHead::close`]
+/// appends the last header and the empty line and fills in the length prefix, in the buffer
+/// reserved up front (no allocation). The bytes are those of [`Frame::encode_head`] for the frame
+/// with that header last.
+#[derive(Debug)]
+pub struct OpenHead {
+    /// The four prefix bytes (filled by `close`), the first line and the headers so far.
+    buf: BytesMut,
+    /// Where the headers end (`close` may be called again: it starts over from here).
+    open_len: usize,
+    payload_len: usize,
+}
+
+/// The most a closing header adds: `key: ` + 20 digits + LF + the empty line.
+const CLOSING_ROOM: usize = 24 + 20 + 2;
+
+impl OpenHead {
+    /// Check and encode `frame`'s first line and headers (its payload is only counted).
+    pub fn new(frame: &Frame) -> Result<OpenHead, ProtocolError> {
+        if !valid_kind(&frame.kind) {
+            return Err(ProtocolError::Unencodable(format!(
+                "message kind {:?} is not capital letters and '-'",
+                frame.kind
+            )));
+        }
+        let size: usize = frame
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 3)
+            .sum();
+        let mut buf = BytesMut::with_capacity(4 + frame.kind.len() + 22 + size + CLOSING_ROOM);
+        buf.extend_from_slice(&[0; 4]);
+        // Writing to a BytesMut cannot fail.
+        let _ = writeln!(buf, "{} {}", frame.kind, frame.id);
+        for (key, value) in &frame.headers {
+            if !valid_key(key) {
+                return Err(ProtocolError::Unencodable(format!(
+                    "header key {key:?} is not lower-case letters, digits and '-'"
+                )));
+            }
+            // A line break in a value would let it forge headers or end the block early.
+            if value.contains(['\r', '\n']) {
+                return Err(ProtocolError::Unencodable(format!(
+                    "header `{key}` contains a line break"
+                )));
+            }
+            buf.extend_from_slice(key.as_bytes());
+            buf.extend_from_slice(b": ");
+            buf.extend_from_slice(value.as_bytes());
+            buf.extend_from_slice(b"\n");
+        }
+        Ok(OpenHead {
+            open_len: buf.len(),
+            buf,
+            payload_len: frame.payload.len(),
+        })
+    }
+
+    /// The frame's length (after the prefix, payload included) once closed with `last`.
+    pub fn frame_len(&self, last: Option<(&str, u64)>) -> usize {
+        let last = last.map_or(0, |(key, value)| key.len() + 2 + digits(value) + 1);
+        self.open_len - 4 + last + 1 + self.payload_len
+    }
+
+    /// Check that the frame closed with `last` fits in `max_frame` (and the length prefix).
+    pub fn check(&self, last: Option<(&str, u64)>, max_frame: usize) -> Result<(), ProtocolError> {
+        let len = self.frame_len(last);
+        if len > max_frame || len > u32::MAX as usize {
+            return Err(ProtocolError::TooLarge {
+                len,
+                max: max_frame,
+            });
+        }
+        Ok(())
+    }
+
+    /// Append `last` (a lower-case key and its number) and the empty line, fill in the length
+    /// prefix, and return the head's bytes; the payload follows them on the wire.
+    pub fn close(
+        &mut self,
+        last: Option<(&'static str, u64)>,
+        max_frame: usize,
+    ) -> Result<&[u8], ProtocolError> {
+        if let Some((key, _)) = last {
+            if !valid_key(key) {
+                return Err(ProtocolError::Unencodable(format!(
+                    "header key {key:?} is not lower-case letters, digits and '-'"
+                )));
+            }
+        }
+        self.check(last, max_frame)?;
+        let len = self.frame_len(last) as u32;
+        self.buf.truncate(self.open_len);
+        if let Some((key, value)) = last {
+            let _ = writeln!(self.buf, "{key}: {value}");
+        }
+        self.buf.extend_from_slice(b"\n");
+        self.buf[..4].copy_from_slice(&len.to_be_bytes());
+        Ok(&self.buf)
+    }
+}
+
+/// How many decimal digits `n` has.
+fn digits(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
 }
 
 fn valid_kind(kind: &str) -> bool {
@@ -878,6 +953,50 @@ mod tests {
             id: 7,
             session: "s-1".into(),
         });
+    }
+
+    #[test]
+    fn an_open_head_closed_with_timeout_ms_is_the_requests_encoded_head() {
+        let request = |timeout_ms| {
+            Message::Request(Request {
+                id: 41,
+                service: "Echo".into(),
+                operation: "Echo".into(),
+                session: Some("s".into()),
+                transaction: None,
+                dialog: Dialog::Begin,
+                timeout_ms,
+                payload: Bytes::from_static(b"<Echo/>"),
+            })
+        };
+        let mut open = OpenHead::new(&request(None).to_frame().unwrap()).unwrap();
+        // Closed twice, with a shorter number the second time (as a retried write would be).
+        for left in [180_000, 7] {
+            let want = request(Some(left))
+                .to_frame()
+                .unwrap()
+                .encode_head(MAX)
+                .unwrap();
+            let head = open.close(Some(("timeout-ms", left)), MAX).unwrap();
+            assert_eq!(head, &want[..]);
+            assert_eq!(
+                open.frame_len(Some(("timeout-ms", left))) + 4,
+                want.len() + 7
+            );
+        }
+        // Without a last header it is the plain head; the limit counts the payload.
+        let plain = request(None).to_frame().unwrap().encode_head(MAX).unwrap();
+        assert_eq!(open.close(None, MAX).unwrap(), &plain[..]);
+        let len = open.frame_len(Some(("timeout-ms", 180_000)));
+        assert!(open.check(Some(("timeout-ms", 180_000)), len).is_ok());
+        assert!(matches!(
+            open.close(Some(("timeout-ms", 180_000)), len - 1),
+            Err(ProtocolError::TooLarge { .. })
+        ));
+        assert_eq!(
+            (digits(0), digits(9), digits(10), digits(u64::MAX)),
+            (1, 1, 2, 20)
+        );
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub mod backoff;
 mod tests;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -58,7 +59,7 @@ use tokio::process::Child;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 
-use crate::protocol::{self, Message};
+use crate::protocol::{self, Message, OpenHead};
 use crate::{
     AdapterError, BackendReply, BackendRequest, DialogMarker, ServerClass, ServerClassConfig, Vote,
     WorkerId,
@@ -118,11 +119,15 @@ pub struct PoolStatus {
     pub queued: usize,
 }
 
-/// A job's ticket in the real pool: the message to send and the caller's reply channel.
+/// A job's ticket in the real pool: the encoded message and the caller's reply channel.
 pub(crate) struct Call {
     /// The message id; the answer must carry it.
     id: u64,
-    message: Message,
+    /// The frame head, encoded once when the call is made; closed by the worker as it writes it.
+    head: OpenHead,
+    /// Whether the head closes with `timeout-ms` (a `REQUEST`: what is left of the deadline).
+    timed: bool,
+    payload: Bytes,
     reply: oneshot::Sender<Result<Answer, AdapterError>>,
 }
 
@@ -134,11 +139,14 @@ impl Ticket for Call {
 
 impl std::fmt::Debug for Call {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}", self.message.kind(), self.id)
+        write!(f, "message {}", self.id)
     }
 }
 
 type PoolJob = Job<Call>;
+
+/// The header a request's head closes with: how long the broker will still wait for the reply.
+const TIMEOUT_HEADER: &str = "timeout-ms";
 
 /// `now + d` on tokio's clock, saturating far in the future on absurd configurations (the http
 /// adapter's deadlines).
@@ -330,8 +338,8 @@ impl<C: Connector> ServerClass for PoolClass<C> {
             session: request.session_id,
             transaction: request.transaction_id,
             dialog,
-            // The whole timeout for the check; lowered to what is left when it is sent.
-            timeout_ms: Some(millis(shared.config.request_timeout)),
+            // Added by the worker as it writes the request: what is left of the deadline then.
+            timeout_ms: None,
             payload: request.payload,
         });
         match shared.send(message, work, request.worker).await? {
@@ -460,16 +468,20 @@ impl<C: Connector> Shared<C> {
         work: Work,
         target: Option<WorkerId>,
     ) -> Result<Answer, AdapterError> {
-        // Refuse what cannot be encoded now, in the caller's thread, rather than in the worker.
-        // The head alone is checked: no copy of the payload.
-        message
-            .to_frame()
-            .and_then(|frame| frame.encode_head(self.config.max_frame_bytes))
-            .map_err(|e| AdapterError::Unsupported {
-                class: self.class.clone(),
-                reason: format!("the {} cannot be sent: {e}", work.name()),
-            })?;
+        // Encode the head once, here in the caller's thread, refusing what cannot be sent; the
+        // payload is not copied. A request's `timeout-ms` is checked at its longest (the whole
+        // timeout) and written by the worker.
         let timeout = self.config.request_timeout;
+        let timed = matches!(message, Message::Request(_));
+        let unsendable = |e: protocol::ProtocolError| AdapterError::Unsupported {
+            class: self.class.clone(),
+            reason: format!("the {} cannot be sent: {e}", work.name()),
+        };
+        let frame = message.to_frame().map_err(unsendable)?;
+        let head = OpenHead::new(&frame).map_err(unsendable)?;
+        let longest = timed.then_some((TIMEOUT_HEADER, millis(timeout)));
+        head.check(longest, self.config.max_frame_bytes)
+            .map_err(unsendable)?;
         let now = Instant::now();
         let deadline = dispatch::after(now, timeout);
         let (tx, rx) = oneshot::channel();
@@ -479,7 +491,9 @@ impl<C: Connector> Shared<C> {
             deadline,
             ticket: Call {
                 id: message.id(),
-                message,
+                head,
+                timed,
+                payload: frame.payload,
                 reply: tx,
             },
         };

@@ -276,7 +276,7 @@ impl<C: Connector> Shared<C> {
         let mut stop = self.stop.subscribe();
         let mut next = first;
         let exit = loop {
-            let job = match next.take() {
+            let mut job = match next.take() {
                 Some(job) => job,
                 None => tokio::select! {
                     biased;
@@ -293,7 +293,7 @@ impl<C: Connector> Shared<C> {
                     },
                 },
             };
-            let result = match self.serve(&mut conn, &id, &job, &mut stop).await {
+            let result = match self.serve(&mut conn, &id, &mut job, &mut stop).await {
                 Outcome::Answered(answer) => Ok(answer),
                 Outcome::Refused(error) => Err(error),
                 Outcome::TimedOut => break Exit::TimedOut(job),
@@ -363,43 +363,35 @@ impl<C: Connector> Shared<C> {
         &self,
         conn: &mut Conn,
         id: &WorkerId,
-        job: &PoolJob,
+        job: &mut PoolJob,
         stop: &mut watch::Receiver<bool>,
     ) -> Outcome {
-        let call = &job.ticket;
+        let work = &job.work;
+        let call = &mut job.ticket;
         // A request says how long the broker will still wait: what is left of its deadline now.
-        let message = match &call.message {
-            Message::Request(r) => {
-                let left = job.deadline.saturating_duration_since(Instant::now());
-                Message::Request(protocol::Request {
-                    timeout_ms: Some(millis(left).max(1)),
-                    ..r.clone()
-                })
-            }
-            other => other.clone(),
-        };
-        let frame = match message.to_frame() {
-            Ok(frame) => frame,
-            Err(e) => return Outcome::Refused(self.unsendable(&job.work, e)),
-        };
-        let head = match frame.encode_head(conn.send_max) {
+        let left = job.deadline.saturating_duration_since(Instant::now());
+        let last = call
+            .timed
+            .then(|| (super::TIMEOUT_HEADER, millis(left).max(1)));
+        let head = match call.head.close(last, conn.send_max) {
             Ok(head) => head,
             Err(protocol::ProtocolError::TooLarge { len, max }) => {
                 return Outcome::Refused(AdapterError::Unsupported {
                     class: self.class.clone(),
                     reason: format!(
                         "the {} ({len} bytes) exceeds the server's frame limit of {max} bytes",
-                        job.work.name()
+                        work.name()
                     ),
                 })
             }
-            Err(e) => return Outcome::Refused(self.unsendable(&job.work, e)),
+            Err(e) => return Outcome::Refused(self.unsendable(work, e)),
         };
+        let (message_id, payload) = (call.id, &call.payload[..]);
         // Errors carry whether the worker must be killed (it misbehaved) or just collected (died).
         let exchange = async {
             let sent = async {
                 // Head and payload in one (vectored, where the stream supports it) write.
-                let mut out = head.chain(frame.payload.clone());
+                let mut out = head.chain(payload);
                 conn.writer.write_all_buf(&mut out).await?;
                 conn.writer.flush().await
             };
@@ -429,12 +421,11 @@ impl<C: Connector> Shared<C> {
             Err(e) => return Outcome::Broken(format!("bad answer: {e}"), true),
         };
         let (kind, answer_id) = (message.kind(), message.id());
-        if answer_id != call.id {
+        if answer_id != message_id {
             return Outcome::Broken(
                 format!(
-                    "sent {kind} {answer_id} while {} {} was outstanding",
-                    job.work.name(),
-                    call.id
+                    "sent {kind} {answer_id} while {} {message_id} was outstanding",
+                    work.name(),
                 ),
                 true,
             );
