@@ -1,14 +1,22 @@
 //! `kill -9` loses nothing that was acknowledged.
 //!
-//! Each parent test re-runs this very test binary as a child (selected by an environment variable and
-//! an exact test-name filter). The child writes sessions into a sled store and prints each ID only
-//! after the store call returned; the parent reads the acknowledgements, SIGKILLs the child mid-stream
-//! (`Child::kill` sends SIGKILL on Unix), reopens the directory and looks for every acknowledged ID.
+//! Each check re-runs this very executable as a child writer (selected by an environment variable).
+//! The child writes sessions into a sled store and prints each ID only after the store call
+//! returned; the parent reads the acknowledgements, SIGKILLs the child mid-stream (`Child::kill`
+//! sends SIGKILL on Unix), reopens the directory and looks for every acknowledged ID.
+//!
+//! This target has no libtest harness (`harness = false` in Cargo.toml): `main` picks the child's
+//! role from the environment before anything else runs, so a writer is never a test of its own
+//! that a normal run would count as passed without checking anything. Without the variable, `main`
+//! runs the checks below one after the other, libtest-style (`test NAME ... ok`); names given on
+//! the command line filter them by substring (`--exact` for whole names), `--list` lists them.
 
 use cookie_store::{now_ms, Durability, SessionRecord, SledStore, Store};
+use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::pin::Pin;
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -39,11 +47,10 @@ fn record(id: &str) -> SessionRecord {
 }
 
 /// Run the child writer `role`, returning what it acknowledged (the text after `ack `) before the kill.
-fn run_child_until_killed(role: &str, test_name: &str, dir: &Path) -> Vec<String> {
+fn run_child_until_killed(role: Role, dir: &Path) -> Vec<String> {
     let exe = std::env::current_exe().unwrap();
     let mut child = Command::new(exe)
-        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ROLE, role)
+        .env(CHILD_ROLE, role.name())
         .env(CHILD_DIR, dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -65,8 +72,7 @@ fn run_child_until_killed(role: &str, test_name: &str, dir: &Path) -> Vec<String
     while acks.len() < ACKS_BEFORE_KILL {
         let left = deadline.saturating_duration_since(Instant::now());
         match lines.recv_timeout(left) {
-            // libtest prints "test NAME ... " without a newline, so the first ack shares its line.
-            Ok(line) => acks.extend(line.split_once("ack ").map(|(_, ack)| ack.to_owned())),
+            Ok(line) => acks.extend(line.strip_prefix("ack ").map(str::to_owned)),
             Err(e) => {
                 let _ = child.kill();
                 panic!(
@@ -103,8 +109,10 @@ async fn present(store: &SledStore, id: &str) -> bool {
     }
 }
 
-fn child_dir() -> Option<std::path::PathBuf> {
-    std::env::var_os(CHILD_DIR).map(Into::into)
+fn child_dir() -> std::path::PathBuf {
+    std::env::var_os(CHILD_DIR)
+        .unwrap_or_else(|| panic!("{CHILD_DIR} is not set"))
+        .into()
 }
 
 /// Print an acknowledgement and push it out of the process before the next write.
@@ -114,12 +122,9 @@ fn ack(line: &str) {
     out.flush().unwrap();
 }
 
-#[tokio::test]
+/// The child of `acknowledged_durable_writes_survive_kill_9`: durable creates, each acknowledged.
 async fn child_writer() {
-    if std::env::var(CHILD_ROLE).as_deref() != Ok("durable") {
-        return; // only meaningful as the child of `acknowledged_durable_writes_survive_kill_9`
-    }
-    let store = SledStore::open(child_dir().unwrap()).unwrap();
+    let store = SledStore::open(child_dir()).unwrap();
     let started = Instant::now();
     for i in 0.. {
         let id = format!("d{i:06}");
@@ -134,12 +139,10 @@ async fn child_writer() {
     }
 }
 
-#[tokio::test]
+/// The child of `a_durable_write_makes_earlier_lazy_ones_durable`: nine lazy creates, then a
+/// durable one, over and over.
 async fn child_lazy_writer() {
-    if std::env::var(CHILD_ROLE).as_deref() != Ok("lazy") {
-        return; // only meaningful as the child of `a_durable_write_makes_earlier_lazy_ones_durable`
-    }
-    let store = SledStore::open(child_dir().unwrap()).unwrap();
+    let store = SledStore::open(child_dir()).unwrap();
     let started = Instant::now();
     for i in 0.. {
         let id = format!("s{i:06}");
@@ -160,10 +163,9 @@ async fn child_lazy_writer() {
     }
 }
 
-#[tokio::test]
 async fn acknowledged_durable_writes_survive_kill_9() {
     let dir = tempfile::tempdir().unwrap();
-    let acks = run_child_until_killed("durable", "child_writer", dir.path());
+    let acks = run_child_until_killed(Role::Durable, dir.path());
     assert_eq!(acks[0], "d000000", "acknowledgements were skipped");
     let store = SledStore::open(dir.path()).unwrap();
     let mut missing = Vec::new();
@@ -181,10 +183,9 @@ async fn acknowledged_durable_writes_survive_kill_9() {
     );
 }
 
-#[tokio::test]
 async fn a_durable_write_makes_earlier_lazy_ones_durable() {
     let dir = tempfile::tempdir().unwrap();
-    let acks = run_child_until_killed("lazy", "child_lazy_writer", dir.path());
+    let acks = run_child_until_killed(Role::Lazy, dir.path());
     let ids: Vec<(bool, &str)> = acks
         .iter()
         .filter_map(|rest| {
@@ -211,12 +212,10 @@ async fn a_durable_write_makes_earlier_lazy_ones_durable() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+/// The child of `a_kill_mid_churn_leaves_no_record_without_its_index_entry` (run on four runtime
+/// threads).
 async fn child_churner() {
-    if std::env::var(CHILD_ROLE).as_deref() != Ok("churn") {
-        return; // only meaningful as the child of `a_kill_mid_churn_leaves_no_record_without_its_index_entry`
-    }
-    let store = std::sync::Arc::new(SledStore::open(child_dir().unwrap()).unwrap());
+    let store = std::sync::Arc::new(SledStore::open(child_dir()).unwrap());
     let started = Instant::now();
     // Four churning clients, as a broker's Begin/End traffic is: create, then delete every other
     // session; lazy writes, with a durable one now and then.
@@ -259,10 +258,9 @@ async fn child_churner() {
 /// `create` files the index entries before the record and `delete` removes the record before its
 /// entries, without a sled transaction: whatever instant the kill lands on, a record that survives
 /// is in the expiry index (else it would never expire), and a durably deleted one stays deleted.
-#[tokio::test]
 async fn a_kill_mid_churn_leaves_no_record_without_its_index_entry() {
     let dir = tempfile::tempdir().unwrap();
-    let acks = run_child_until_killed("churn", "child_churner", dir.path());
+    let acks = run_child_until_killed(Role::Churn, dir.path());
     let begun: Vec<&str> = acks
         .iter()
         .filter_map(|a| a.strip_prefix("begin "))
@@ -288,4 +286,133 @@ async fn a_kill_mid_churn_leaves_no_record_without_its_index_entry() {
         }
     }
     assert!(survivors > 0, "no session survived: nothing was checked");
+}
+
+/// The child writers, by the value of [`CHILD_ROLE`].
+#[derive(Clone, Copy)]
+enum Role {
+    Durable,
+    Lazy,
+    Churn,
+}
+
+impl Role {
+    const ALL: [Role; 3] = [Role::Durable, Role::Lazy, Role::Churn];
+
+    fn name(self) -> &'static str {
+        match self {
+            Role::Durable => "durable",
+            Role::Lazy => "lazy",
+            Role::Churn => "churn",
+        }
+    }
+
+    fn run(self) {
+        match self {
+            Role::Durable => current_thread().block_on(child_writer()),
+            Role::Lazy => current_thread().block_on(child_lazy_writer()),
+            Role::Churn => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(4)
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(child_churner()),
+        }
+    }
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+type Check = fn() -> Pin<Box<dyn Future<Output = ()>>>;
+
+/// The checks, by name.
+const CHECKS: [(&str, Check); 3] = [
+    ("acknowledged_durable_writes_survive_kill_9", || {
+        Box::pin(acknowledged_durable_writes_survive_kill_9())
+    }),
+    ("a_durable_write_makes_earlier_lazy_ones_durable", || {
+        Box::pin(a_durable_write_makes_earlier_lazy_ones_durable())
+    }),
+    (
+        "a_kill_mid_churn_leaves_no_record_without_its_index_entry",
+        || Box::pin(a_kill_mid_churn_leaves_no_record_without_its_index_entry()),
+    ),
+];
+
+fn main() -> ExitCode {
+    if let Ok(role) = std::env::var(CHILD_ROLE) {
+        let role = Role::ALL
+            .into_iter()
+            .find(|r| r.name() == role)
+            .unwrap_or_else(|| panic!("unknown {CHILD_ROLE} {role:?}"));
+        role.run();
+        return ExitCode::SUCCESS;
+    }
+    // The libtest arguments that select tests; the others (`--nocapture`, `--test-threads 1`…) are
+    // accepted and ignored: the checks run one at a time and never capture output anyway.
+    let mut filters = Vec::new();
+    let mut skips = Vec::new();
+    let (mut exact, mut list) = (false, false);
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--exact" => exact = true,
+            "--list" => list = true,
+            "--skip" => skips.extend(args.next()),
+            // Flags whose value is the next argument, which is not a filter.
+            "--test-threads" | "--color" | "--format" | "--logfile" | "-Z" => {
+                args.next();
+            }
+            flag if flag.starts_with('-') => {}
+            filter => filters.push(filter.to_owned()),
+        }
+    }
+    let matches = |name: &str, pattern: &String| {
+        if exact {
+            name == pattern
+        } else {
+            name.contains(pattern.as_str())
+        }
+    };
+    let selected: Vec<_> = CHECKS
+        .iter()
+        .filter(|(name, _)| filters.is_empty() || filters.iter().any(|f| matches(name, f)))
+        .filter(|(name, _)| !skips.iter().any(|s| matches(name, s)))
+        .collect();
+    if list {
+        for (name, _) in &selected {
+            println!("{name}: test");
+        }
+        return ExitCode::SUCCESS;
+    }
+    println!("\nrunning {} tests", selected.len());
+    let mut failed = Vec::new();
+    for (name, check) in &selected {
+        print!("test {name} ... ");
+        let _ = std::io::stdout().flush();
+        match std::panic::catch_unwind(|| current_thread().block_on(check())) {
+            Ok(()) => println!("ok"),
+            Err(_) => {
+                println!("FAILED");
+                failed.push(*name);
+            }
+        }
+    }
+    println!(
+        "\ntest result: {}. {} passed; {} failed",
+        if failed.is_empty() { "ok" } else { "FAILED" },
+        selected.len() - failed.len(),
+        failed.len()
+    );
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        println!("failures: {failed:?}");
+        ExitCode::FAILURE
+    }
 }
