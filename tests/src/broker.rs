@@ -2,12 +2,13 @@
 
 use crate::http;
 use crate::proc::{self, ProcId};
+use crate::wait;
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tempfile::TempDir;
 
 /// How long a broker may take to answer `/healthz` after start.
@@ -193,31 +194,31 @@ impl BrokerProcess {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", broker_exe().display()));
         self.child = Some(child);
-        let started = Instant::now();
         let health = self.url("/healthz");
-        loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+        let child = self.child.as_mut().expect("just started");
+        // Some(Ok) once healthy, Some(Err) if it exited first.
+        let ready = wait::poll(READY_TIMEOUT, || {
+            if let Some(status) = child.try_wait().ok().flatten() {
+                return Some(Err(status));
+            }
+            (http::probe(&health, Duration::from_secs(2)) == Some(200)).then_some(Ok(()))
+        });
+        match ready {
+            Some(Ok(())) => Ok(()),
+            Some(Err(status)) => {
                 self.child = None;
-                return Err(format!(
+                Err(format!(
                     "the broker exited during start-up ({status}); stderr:\n{}",
                     self.stderr_text()
-                ));
+                ))
             }
-            if http::probe(&health, Duration::from_secs(2)) == Some(200) {
-                return Ok(());
-            }
-            if started.elapsed() > READY_TIMEOUT {
+            None => {
                 self.kill_quietly();
-                return Err(format!(
+                Err(format!(
                     "the broker did not answer GET /healthz with 200 within {READY_TIMEOUT:?}; stderr:\n{}",
                     self.stderr_text()
-                ));
+                ))
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -296,7 +297,7 @@ impl BrokerProcess {
 
     /// Wait until the broker has at least `n` children; returns them.
     pub fn wait_for_workers(&self, n: usize, timeout: Duration) -> Vec<ProcId> {
-        proc::wait_for(timeout, || {
+        wait::poll(timeout, || {
             let w = self.worker_procs();
             (w.len() >= n).then_some(w)
         })
@@ -320,21 +321,17 @@ impl BrokerProcess {
     pub fn terminate(&mut self) -> ExitStatus {
         let mut child = self.child.take().expect("the broker is not running");
         proc::signal(child.id(), libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = child.try_wait().expect("waiting for the broker") {
-                return status;
-            }
-            if Instant::now() > deadline {
-                proc::kill9(child.id());
-                let _ = child.wait();
-                panic!(
-                    "the broker did not exit within 60 s of SIGTERM; stderr:\n{}",
-                    self.stderr_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let exited = wait::poll(Duration::from_secs(60), || {
+            child.try_wait().expect("waiting for the broker")
+        });
+        exited.unwrap_or_else(|| {
+            proc::kill9(child.id());
+            let _ = child.wait();
+            panic!(
+                "the broker did not exit within 60 s of SIGTERM; stderr:\n{}",
+                self.stderr_text()
+            )
+        })
     }
 
     /// Set (or with `None`, unset) an environment variable for the next [`restart`](Self::restart).
@@ -353,18 +350,18 @@ impl BrokerProcess {
             self.child.is_none(),
             "restart() needs the broker stopped first"
         );
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            match self.spawn_and_wait() {
-                Ok(()) => return,
-                Err(e)
-                    if Instant::now() < deadline
-                        && (e.contains("cannot listen") || e.contains("in use")) =>
-                {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) => panic!("restarting the broker: {e}"),
+        let mut port_busy = String::new();
+        let started = wait::poll(Duration::from_secs(10), || match self.spawn_and_wait() {
+            Err(e) if e.contains("cannot listen") || e.contains("in use") => {
+                port_busy = e;
+                None
             }
+            outcome => Some(outcome),
+        });
+        match started {
+            Some(Ok(())) => {}
+            Some(Err(e)) => panic!("restarting the broker: {e}"),
+            None => panic!("restarting the broker: the port stayed busy for 10 s: {port_busy}"),
         }
     }
 
@@ -390,13 +387,9 @@ impl BrokerProcess {
             return;
         };
         proc::signal(child.id(), libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                self.child = None;
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        if wait::poll(Duration::from_secs(5), || child.try_wait().ok().flatten()).is_some() {
+            self.child = None;
+            return;
         }
         self.kill_and_reap();
     }
@@ -464,22 +457,15 @@ pub fn run_broker(args: &[&str], timeout: Duration) -> Finished {
         .stderr(std::fs::File::create(&err_path).expect("stderr file"))
         .spawn()
         .expect("starting the broker");
-    let deadline = Instant::now() + timeout;
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("waiting") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "`broker {}` did not finish within {timeout:?}; stderr:\n{}",
-                args.join(" "),
-                std::fs::read_to_string(&err_path).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = wait::poll(timeout, || child.try_wait().expect("waiting")).unwrap_or_else(|| {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "`broker {}` did not finish within {timeout:?}; stderr:\n{}",
+            args.join(" "),
+            std::fs::read_to_string(&err_path).unwrap_or_default()
+        )
+    });
     Finished {
         status,
         stdout: std::fs::read_to_string(&out_path).unwrap_or_default(),
@@ -558,15 +544,14 @@ impl ChildGuard {
     /// Wait for the `listening on ADDR` line the sample and reference servers print once they are
     /// ready (so they can bind port 0), and return ADDR.
     pub fn wait_announced(&mut self, timeout: Duration) -> SocketAddr {
-        let deadline = Instant::now() + timeout;
-        loop {
+        let announced = wait::poll(timeout, || {
             let announced = self.stdout_text().lines().find_map(|l| {
                 l.trim()
                     .strip_prefix("listening on ")
                     .and_then(|a| a.trim().parse().ok())
             });
-            if let Some(addr) = announced {
-                return addr;
+            if announced.is_some() {
+                return announced;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
@@ -575,16 +560,16 @@ impl ChildGuard {
                     self.stderr_text()
                 );
             }
-            if Instant::now() > deadline {
-                panic!(
-                    "{} did not print `listening on ADDR` within {timeout:?}; stdout:\n{}\nstderr:\n{}",
-                    self.name,
-                    self.stdout_text(),
-                    self.stderr_text()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            None
+        });
+        announced.unwrap_or_else(|| {
+            panic!(
+                "{} did not print `listening on ADDR` within {timeout:?}; stdout:\n{}\nstderr:\n{}",
+                self.name,
+                self.stdout_text(),
+                self.stderr_text()
+            )
+        })
     }
 
     /// Whether the process is still running.

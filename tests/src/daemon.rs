@@ -2,11 +2,11 @@
 //! of one host share, `cookie-store://HOST:PORT`).
 
 use crate::broker::{command, workspace_bin};
-use crate::proc;
+use crate::{proc, wait};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tempfile::TempDir;
 
 /// How long the daemon may take to announce its address.
@@ -85,36 +85,38 @@ impl Daemon {
             .spawn()
             .map_err(|e| format!("starting cookie-store: {e}"))?;
         self.child = Some(child);
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
+        // Some(Ok(addr)) once announced, Some(Err) if it exited first.
+        let ready = wait::poll(READY_TIMEOUT, || {
             // "cookie-store: serving DIR on cookie-store://ADDR"
             let announced = self.stdout_text().lines().find_map(|l| {
                 l.rsplit_once("cookie-store://")
                     .and_then(|(_, a)| a.trim().parse::<SocketAddr>().ok())
             });
             if let Some(addr) = announced {
-                self.addr = Some(addr);
-                return Ok(());
+                return Some(Ok(addr));
             }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+            let child = self.child.as_mut()?;
+            child.try_wait().ok().flatten().map(Err)
+        });
+        match ready {
+            Some(Ok(addr)) => {
+                self.addr = Some(addr);
+                Ok(())
+            }
+            Some(Err(status)) => {
                 self.child = None;
-                return Err(format!(
+                Err(format!(
                     "cookie-store exited during start-up ({status}); stderr:\n{}",
                     self.stderr_text()
-                ));
+                ))
             }
-            if Instant::now() > deadline {
+            None => {
                 self.kill9();
-                return Err(format!(
+                Err(format!(
                     "cookie-store did not announce its address within {READY_TIMEOUT:?}; stderr:\n{}",
                     self.stderr_text()
-                ));
+                ))
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -134,15 +136,20 @@ impl Daemon {
             "restart() needs the daemon stopped first"
         );
         let listen = self.addr().to_string();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
+        let mut port_busy = String::new();
+        let started = wait::poll(Duration::from_secs(10), || {
             match self.spawn_and_wait(&listen) {
-                Ok(()) => return,
-                Err(e) if Instant::now() < deadline && e.contains("listen") => {
-                    std::thread::sleep(Duration::from_millis(100))
+                Err(e) if e.contains("listen") => {
+                    port_busy = e;
+                    None
                 }
-                Err(e) => panic!("restarting cookie-store: {e}"),
+                outcome => Some(outcome),
             }
+        });
+        match started {
+            Some(Ok(())) => {}
+            Some(Err(e)) => panic!("restarting cookie-store: {e}"),
+            None => panic!("restarting cookie-store: the port stayed busy for 10 s: {port_busy}"),
         }
     }
 
@@ -165,12 +172,8 @@ impl Drop for Daemon {
             return;
         };
         proc::signal(child.id(), libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+        if wait::poll(Duration::from_secs(5), || child.try_wait().ok().flatten()).is_some() {
+            return;
         }
         proc::kill9(child.id());
         let _ = child.wait();

@@ -18,6 +18,7 @@ pub mod postgres;
 pub mod proc;
 pub mod soak;
 pub mod soap;
+pub mod wait;
 pub mod xml;
 
 pub use broker::BrokerProcess;

@@ -1,7 +1,8 @@
 //! Processes as Linux shows them: children of a process, liveness, signals.
 
+use crate::wait;
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The pids of `pid`'s direct children (from `/proc/<pid>/task/*/children`).
 pub fn children(pid: u32) -> BTreeSet<u32> {
@@ -54,14 +55,9 @@ pub fn is_running(p: ProcId) -> bool {
 
 /// Wait until none of `procs` runs; returns those still running after `timeout`.
 pub fn wait_gone(procs: &[ProcId], timeout: Duration) -> Vec<ProcId> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left: Vec<ProcId> = procs.iter().copied().filter(|p| is_running(*p)).collect();
-        if left.is_empty() || Instant::now() >= deadline {
-            return left;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let running = || -> Vec<ProcId> { procs.iter().copied().filter(|p| is_running(*p)).collect() };
+    wait::poll(timeout, || running().is_empty().then_some(()));
+    running()
 }
 
 /// Send `signal` to `pid`. Panics if the kill fails (other than the process being already gone).
@@ -81,20 +77,6 @@ pub fn kill9(pid: u32) {
     signal(pid, libc::SIGKILL);
 }
 
-/// Poll `f` every 20 ms until it returns Some, at most `timeout`.
-pub fn wait_for<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Make this process a child subreaper (prctl PR_SET_CHILD_SUBREAPER), once: the workers of a
 /// broker killed with `kill -9` are then re-parented to the test process, which reaps them
 /// ([`reap_orphans`]) instead of leaving zombies under an init that does not reap.
@@ -112,33 +94,29 @@ pub fn become_subreaper() {
 /// to exit for up to `grace`, then `kill -9` those still running (checked by identity, so a reused
 /// pid is never hit) and reap them. Processes that are not our children are left alone.
 pub fn reap_orphans(procs: &[ProcId], grace: Duration) {
-    let mut deadline = Instant::now() + grace;
     let mut left: Vec<ProcId> = procs.to_vec();
-    let mut killed = false;
-    while !left.is_empty() {
-        left.retain(|p| {
-            let mut status = 0;
-            // SAFETY: waitpid on one specific pid with WNOHANG; it only touches `status`.
-            let rc = unsafe { libc::waitpid(p.pid as libc::pid_t, &mut status, libc::WNOHANG) };
-            // rc == 0: our child, still running. rc == pid: reaped. rc == -1: not our child (or gone).
-            rc == 0
-        });
-        if left.is_empty() {
-            break;
-        }
-        if Instant::now() >= deadline {
-            if killed {
-                break;
-            }
-            for p in &left {
-                if is_running(*p) {
-                    kill9(p.pid);
-                }
-            }
-            killed = true;
-            deadline = Instant::now() + Duration::from_secs(2);
-            continue;
-        }
-        std::thread::sleep(Duration::from_millis(10));
+    if wait::poll(grace, || reap_exited(&mut left).then_some(())).is_some() {
+        return;
     }
+    for p in &left {
+        if is_running(*p) {
+            kill9(p.pid);
+        }
+    }
+    wait::poll(Duration::from_secs(2), || {
+        reap_exited(&mut left).then_some(())
+    });
+}
+
+/// Reap those of `procs` that are our children and have exited; drop those that are not our
+/// children. Returns whether none is left.
+fn reap_exited(procs: &mut Vec<ProcId>) -> bool {
+    procs.retain(|p| {
+        let mut status = 0;
+        // SAFETY: waitpid on one specific pid with WNOHANG; it only touches `status`.
+        let rc = unsafe { libc::waitpid(p.pid as libc::pid_t, &mut status, libc::WNOHANG) };
+        // rc == 0: our child, still running. rc == pid: reaped. rc == -1: not our child (or gone).
+        rc == 0
+    });
+    procs.is_empty()
 }

@@ -32,7 +32,7 @@ use broker_tests::soap::{
     begin, call11, cont, echo, echo_sleep, end, envelope, expect_header_fault,
     expect_nonstop_fault, SoapReply, Version,
 };
-use broker_tests::{proc, BrokerProcess, TestConfig};
+use broker_tests::{wait, BrokerProcess, TestConfig};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -502,7 +502,7 @@ fn an_expired_session_held_by_another_broker_is_expired_by_its_holder() {
         r.describe()
     );
     // Expired after 1 s; the other brokers' sweepers pass every 200 ms.
-    let fits = proc::wait_for(Duration::from_secs(10), || {
+    let fits = wait::poll(Duration::from_secs(10), || {
         let r = call11(&c.url(0), &begin(), &add("new"));
         (r.status() == 200).then_some(r)
     })
@@ -789,7 +789,7 @@ fn check_after_load(c: &Cluster, results: &[(String, Tally)]) {
     for (t, (id, tally)) in results.iter().enumerate() {
         let account = format!("acct{t}");
         // Free again (prepared work of a dead broker resolved): a plain deposit goes through.
-        let free = proc::wait_for(Duration::from_secs(20), || {
+        let free = wait::poll(Duration::from_secs(20), || {
             let r = try_call(&c.live_url(t), "", &deposit(&account, 0)).ok()?;
             (r.fault().is_none()).then_some(r)
         });

@@ -11,10 +11,10 @@
 use broker_tests::ledger::{
     self, balance_body, balance_of, committed_balance, cont_with, deposit, expect_no_transaction,
 };
-use broker_tests::proc;
 use broker_tests::soap::{
     begin, call11, cont, echo, end, expect_header_fault, expect_nonstop_fault, session, SoapReply,
 };
+use broker_tests::{proc, wait};
 use broker_tests::{BrokerProcess, TestConfig};
 use std::time::Duration;
 
@@ -309,7 +309,7 @@ fn killing_the_cart_worker_loses_the_dialog_but_not_the_session() {
     );
     assert!(!subsession_on(&r));
     // A new cart in the same session, once the class has a worker again.
-    let r = proc::wait_for(Duration::from_secs(10), || {
+    let r = wait::poll(Duration::from_secs(10), || {
         let r = call11(&url, &cont(&id), &add("egg", 1));
         (r.status() == 200).then_some(r)
     })

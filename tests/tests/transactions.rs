@@ -13,11 +13,11 @@ use broker_tests::ledger::{
     balance_body, balance_of, classes, committed_balance, cont_with, deposit,
     expect_no_transaction, op, savings_deposit, savings_withdraw, withdraw,
 };
-use broker_tests::proc;
 use broker_tests::soap::{
     begin, call11, cont, echo, end, envelope, expect_header_fault, expect_nonstop_fault, session,
     Version,
 };
+use broker_tests::{proc, wait};
 use broker_tests::{BrokerProcess, TestConfig};
 use std::time::{Duration, Instant};
 
@@ -324,7 +324,7 @@ fn a_ledger_worker_dying_with_open_work_aborts_and_ends_the_session() {
     r.expect_no_session();
     expect_header_fault(&call11(&url, &cont(&id), &balance_body("", "max")), -1001);
     // Nothing of the lost work is visible; the class serves again.
-    let ok = proc::wait_for(Duration::from_secs(10), || {
+    let ok = wait::poll(Duration::from_secs(10), || {
         let r = call11(&url, "", &balance_body("", "max"));
         (r.status() == 200).then(|| balance_of(&r))
     });

@@ -8,9 +8,10 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::load::pin_current_thread;
+use broker_tests::wait;
 
 /// Log lines of interest, with the wall-clock time (ms since the Unix epoch) they were read.
 pub type Marks = Arc<Mutex<Vec<(u64, String)>>>;
@@ -106,12 +107,8 @@ impl Server {
         unsafe {
             libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
         }
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if self.exited() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if wait::poll(Duration::from_secs(15), || self.exited().then_some(())).is_some() {
+            return;
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -217,23 +214,20 @@ fn wait_listening(
     child: &mut Child,
     timeout: Duration,
 ) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    loop {
+    let outcome = wait::poll(timeout, || {
         if TcpStream::connect(addr).is_ok() {
-            return Ok(());
+            return Some(Ok(()));
         }
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!(
-                "{name} exited ({status}) before listening on {addr}"
-            ));
-        }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "{name} is not listening on {addr} after {timeout:?}"
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+        let status = child.try_wait().ok().flatten()?;
+        Some(Err(format!(
+            "{name} exited ({status}) before listening on {addr}"
+        )))
+    });
+    outcome.unwrap_or_else(|| {
+        Err(format!(
+            "{name} is not listening on {addr} after {timeout:?}"
+        ))
+    })
 }
 
 fn started(launch: &Launch, cmd: Command, addr: String) -> Result<Server, String> {

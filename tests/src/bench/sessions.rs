@@ -370,16 +370,15 @@ mod tests {
             "sweep_rate = 100\nsweep_interval = \"100ms\"",
         )
         .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while swept(&broker.marks) < 300 {
-            assert!(
-                Instant::now() < deadline,
-                "only {} of 300 expired sessions swept after 60 s (log: {})",
-                swept(&broker.marks),
-                broker.log_hint()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let all_swept = broker_tests::wait::poll(Duration::from_secs(60), || {
+            (swept(&broker.marks) >= 300).then_some(())
+        });
+        assert!(
+            all_swept.is_some(),
+            "only {} of 300 expired sessions swept after 60 s (log: {})",
+            swept(&broker.marks),
+            broker.log_hint()
+        );
         let took = started.elapsed();
         assert_eq!(swept(&broker.marks), 300);
         assert!(
