@@ -264,6 +264,20 @@ impl BrokerProcess {
         std::fs::read_to_string(self.log_path("stderr")).unwrap_or_default()
     }
 
+    /// How many expired sessions the current (or last) process's sweeper reported deleting (the
+    /// sum of its `expired sessions swept expired=N` log lines).
+    pub fn sessions_swept(&self) -> u64 {
+        strip_ansi(&self.stderr_text())
+            .lines()
+            .filter(|l| l.contains("expired sessions swept"))
+            .filter_map(|l| {
+                let count = &l[l.find("expired=")? + "expired=".len()..];
+                let digits: String = count.chars().take_while(char::is_ascii_digit).collect();
+                digits.parse::<u64>().ok()
+            })
+            .sum()
+    }
+
     /// What the current (or last) process wrote to stdout.
     pub fn stdout_text(&self) -> String {
         std::fs::read_to_string(self.log_path("stdout")).unwrap_or_default()
@@ -417,6 +431,25 @@ impl Drop for BrokerProcess {
             );
         }
     }
+}
+
+/// `text` without ANSI colour sequences (`ESC [ … m`), which a log written to a file may carry.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // Skip to the sequence's final letter.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The outcome of a broker run that is expected to end by itself (bad configuration,
@@ -582,5 +615,19 @@ impl Drop for ChildGuard {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_ansi;
+
+    #[test]
+    fn colour_sequences_are_stripped_from_log_text() {
+        assert_eq!(
+            strip_ansi("\u{1b}[2m2026\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m swept \u{1b}[3mexpired\u{1b}[0m\u{1b}[2m=\u{1b}[0m3"),
+            "2026  INFO swept expired=3"
+        );
+        assert_eq!(strip_ansi("plain"), "plain");
     }
 }

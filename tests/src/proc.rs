@@ -60,6 +60,15 @@ pub fn wait_gone(procs: &[ProcId], timeout: Duration) -> Vec<ProcId> {
     running()
 }
 
+/// The bytes `pid` has read so far, by any means (`rchar` in `/proc/<pid>/io`): a worker that
+/// reads its requests from a pipe shows by this that a request has reached it.
+pub fn bytes_read(pid: u32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("rchar:"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
 /// Send `signal` to `pid`. Panics if the kill fails (other than the process being already gone).
 pub fn signal(pid: u32, signal: i32) {
     // SAFETY: kill(2) with a pid we started (or a child of one) and a valid signal number.

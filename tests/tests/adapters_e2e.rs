@@ -6,7 +6,7 @@ use broker_tests::broker::{broker_exe, free_port, workspace_root, ChildGuard};
 use broker_tests::soap::{self, call11, cont, echo, echo_sleep, expect_nonstop_fault};
 use broker_tests::{soak, BrokerProcess, TestConfig};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn python_echo_server() -> PathBuf {
     let p = workspace_root().join("adapters/examples/echo_server.py");
@@ -121,6 +121,7 @@ fn request_timeout_is_fault_351_and_the_class_recovers() {
     );
     let url = b.url("/soap");
     let id = soap::begin_session(&url);
+    let slow_sent = Instant::now();
     let r = call11(&url, &cont(&id), &echo_sleep("too slow", 1000));
     let f = expect_nonstop_fault(&r, "SOAP-ENV:Server", -351);
     assert_eq!(f.reason, "Service Request timed out", "{}", r.describe());
@@ -131,7 +132,9 @@ fn request_timeout_is_fault_351_and_the_class_recovers() {
         r.describe()
     );
     soap::echo_in_session(&url, &id, "on time");
-    // The late reply of the slow request must not be mistaken for a later request's reply.
-    std::thread::sleep(Duration::from_millis(900));
+    // The late reply of the slow request must not be mistaken for a later request's reply: wait
+    // until it would have come (1 s after the request; the moment is the behaviour under test).
+    let late_reply_due = slow_sent + Duration::from_millis(1100);
+    std::thread::sleep(late_reply_due.saturating_duration_since(Instant::now()));
     soap::echo_in_session(&url, &id, "still on time");
 }

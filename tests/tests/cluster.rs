@@ -554,46 +554,48 @@ fn run_load(
     let progress = AtomicUsize::new(0);
     let cluster = std::sync::RwLock::new(c);
     let results: Vec<(String, Tally)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..clients)
-            .map(|t| {
-                let cluster = &cluster;
-                let progress = &progress;
-                s.spawn(move || {
-                    let mut turn = t;
-                    let mut next_url = || {
-                        turn += 1;
-                        cluster.read().expect("cluster").live_url(turn)
-                    };
-                    let account = format!("acct{t}");
-                    let mut tally = Tally::default();
-                    let id = loop {
-                        match try_call(&next_url(), &begin(), &echo("start")) {
-                            Ok(r) if r.status() == 200 => break r.expect_session_id(),
-                            _ => std::thread::sleep(Duration::from_millis(100)),
+        let handles: Vec<_> =
+            (0..clients)
+                .map(|t| {
+                    let cluster = &cluster;
+                    let progress = &progress;
+                    s.spawn(move || {
+                        let mut turn = t;
+                        let mut next_url = || {
+                            turn += 1;
+                            cluster.read().expect("cluster").live_url(turn)
+                        };
+                        let account = format!("acct{t}");
+                        let mut tally = Tally::default();
+                        let id = wait::until(Duration::from_secs(30), "a Begin to succeed", || {
+                            match try_call(&next_url(), &begin(), &echo("start")) {
+                                Ok(r) if r.status() == 200 => Some(r.expect_session_id()),
+                                _ => None,
+                            }
+                        });
+                        for round in 0..rounds {
+                            one_round(
+                                &id,
+                                &account,
+                                round,
+                                &mut next_url,
+                                &mut tally,
+                                dialogs_may_be_lost,
+                            );
+                            if round + 1 == kill_after {
+                                progress.fetch_add(1, Ordering::SeqCst);
+                            }
                         }
-                    };
-                    for round in 0..rounds {
-                        one_round(
-                            &id,
-                            &account,
-                            round,
-                            &mut next_url,
-                            &mut tally,
-                            dialogs_may_be_lost,
-                        );
-                        if round + 1 == kill_after {
-                            progress.fetch_add(1, Ordering::SeqCst);
-                        }
-                    }
-                    (id, tally)
+                        (id, tally)
+                    })
                 })
-            })
-            .collect();
+                .collect();
         // The crash, once every client is well under way.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while progress.load(Ordering::SeqCst) < clients && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait::until_true(
+            Duration::from_secs(60),
+            &format!("all {clients} clients to finish {kill_after} rounds"),
+            || progress.load(Ordering::SeqCst) >= clients,
+        );
         {
             let mut c = cluster.write().expect("cluster");
             during(&mut c);
@@ -623,32 +625,31 @@ fn send(
     what: &str,
     idempotent: bool,
 ) -> Sent {
-    let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = String::new();
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "{what}: no answer within 30 s; the last: {last}"
-        );
-        let outcome = match try_call(&next_url(), header, body) {
+    let sent = wait::poll(Duration::from_secs(30), || {
+        match try_call(&next_url(), header, body) {
             Ok(r) if retriable(&r) => {
                 last = r.describe();
                 None
             }
-            Ok(r) if detail_code(&r) == Some(-302) => Some(Sent::Unknown(r.describe())),
-            Ok(r) => return Sent::Answer(Box::new(r)),
+            Ok(r) if detail_code(&r) == Some(-302) => {
+                last = r.describe();
+                (!idempotent).then(|| Sent::Unknown(r.describe()))
+            }
+            Ok(r) => Some(Sent::Answer(Box::new(r))),
             // Refused: that broker is dead; the next one is asked.
             Err(e) if e.starts_with("connect") => {
                 last = e;
                 None
             }
-            Err(e) => Some(Sent::Unknown(e)),
-        };
-        match outcome {
-            Some(unknown) if !idempotent => return unknown,
-            _ => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => {
+                let unknown = (!idempotent).then(|| Sent::Unknown(e.clone()));
+                last = e;
+                unknown
+            }
         }
-    }
+    });
+    sent.unwrap_or_else(|| panic!("{what}: no answer within 30 s; the last: {last}"))
 }
 
 fn one_round(
@@ -846,11 +847,23 @@ fn kill_9_of_the_daemon_under_load_then_restart_loses_nothing_acknowledged() {
         8,
         3,
         |c| {
+            let brokers = &c.brokers;
             let Backend::Daemon(d) = &mut c.backend else {
                 unreachable!("a daemon cluster")
             };
             d.kill9();
-            std::thread::sleep(Duration::from_millis(800));
+            // The outage lasts until a broker has noticed it (a failed lease renewal, heartbeat
+            // 200 ms), so the load certainly runs through it.
+            wait::until_true(
+                Duration::from_secs(20),
+                "a broker to notice the daemon's death",
+                || {
+                    brokers.iter().any(|b| {
+                        b.stderr_text()
+                            .contains("cannot renew this broker's registry lease")
+                    })
+                },
+            );
             d.restart();
         },
         false,

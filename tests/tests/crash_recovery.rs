@@ -7,7 +7,7 @@ use broker_tests::soap::{
     self, call11, cont, echo, echo_sleep, expect_header_fault, expect_nonstop_fault, SoapReply,
     Version,
 };
-use broker_tests::{soak, BrokerProcess, TestConfig};
+use broker_tests::{soak, wait, BrokerProcess, TestConfig};
 use std::time::Duration;
 
 /// Protects durability of session boundaries: a session begun (and acknowledged) survives `kill -9`
@@ -50,6 +50,8 @@ fn kill9_of_a_worker_mid_request_faults_and_a_fresh_worker_serves_the_next() {
     let id = soap::begin_session(&url);
     soap::echo_in_session(&url, &id, "warm up");
     let before: Vec<ProcId> = b.wait_for_workers(1, Duration::from_secs(10));
+    let worker = before[0].pid;
+    let read_before = proc::bytes_read(worker).expect("the worker's /proc/PID/io");
 
     let mut conn = Client::new().connect(&url);
     let env = soap::envelope(Version::V11, &cont(&id), &echo_sleep("doomed", 2000));
@@ -58,8 +60,12 @@ fn kill9_of_a_worker_mid_request_faults_and_a_fresh_worker_serves_the_next() {
             .header("SOAPAction", "\"\""),
     );
     let reader = std::thread::spawn(move || SoapReply::new(conn.read_reply("POST")));
-    // Let the request reach the worker (it then sleeps for 2 s).
-    std::thread::sleep(Duration::from_millis(400));
+    // Kill the worker once it has the request (it then sleeps for 2 s).
+    wait::until_true(
+        Duration::from_secs(10),
+        "the worker to read the request",
+        || proc::bytes_read(worker).is_some_and(|n| n > read_before),
+    );
     for w in &before {
         proc::kill9(w.pid);
     }

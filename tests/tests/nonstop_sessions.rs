@@ -7,7 +7,7 @@ use broker_tests::soap::{
     self, begin, call, call11, cont, echo, echo_sleep, end, expect_header_fault,
     expect_nonstop_fault, session, SoapReply, Version, ECHO_NS, NSK, NSK_SLASH, SOAP12_NS,
 };
-use broker_tests::{xml, BrokerProcess, TestConfig};
+use broker_tests::{wait, xml, BrokerProcess, TestConfig};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -191,7 +191,9 @@ fn idle_session_expires_and_its_fault_is_indistinguishable_from_an_unknown_one()
     );
     let url = b.url("/soap");
     let id = soap::begin_session(&url);
-    std::thread::sleep(Duration::from_millis(1500));
+    // Idling past the timeout is the behaviour under test (the session was renewed before the
+    // Begin's reply was sent, so 1.2 s from here is past its 1 s).
+    std::thread::sleep(Duration::from_millis(1200));
     let expired = call11(&url, &cont(&id), &echo("x"));
     expect_header_fault(&expired, -1001);
     expired.expect_no_session();
@@ -226,6 +228,7 @@ fn requests_keep_a_session_alive_past_its_timeout() {
     let started = Instant::now();
     let mut n = 0;
     while started.elapsed() < Duration::from_millis(2600) {
+        // The pause between requests is the behaviour under test: idle, but never for 1 s.
         std::thread::sleep(Duration::from_millis(300));
         soap::echo_in_session(&url, &id, &format!("keepalive {n}"));
         n += 1;
@@ -686,21 +689,27 @@ fn soap12_faults_are_sender_400_or_receiver_500_with_the_same_detail() {
 fn sweeper_deletes_expired_sessions_from_the_store() {
     let mut b = BrokerProcess::start(
         &TestConfig::new()
-            .session_timeout("2s")
-            .sweep_interval("200ms")
+            .session_timeout("1s")
+            .sweep_interval("100ms")
             .render(),
     );
     let url = b.url("/soap");
     let kept = soap::begin_session(&url);
     let idle: Vec<String> = (0..3).map(|_| soap::begin_session(&url)).collect();
-    let started = Instant::now();
     let mut n = 0;
-    // Idle sessions expire at 2 s and the sweeper runs every 200 ms; keep going well past that.
-    while started.elapsed() < Duration::from_millis(3600) {
-        std::thread::sleep(Duration::from_millis(400));
-        soap::echo_in_session(&url, &kept, &format!("keep {n}"));
-        n += 1;
-    }
+    // Keep one session alive until the sweeper reports the three idle ones deleted (they expire
+    // after 1 s; it sweeps every 100 ms). The pause between requests is well under the timeout.
+    wait::until_true(
+        Duration::from_secs(20),
+        "the sweeper to report three expired sessions swept",
+        || {
+            std::thread::sleep(Duration::from_millis(300));
+            soap::echo_in_session(&url, &kept, &format!("keep {n}"));
+            n += 1;
+            b.sessions_swept() >= 3
+        },
+    );
+    assert_eq!(b.sessions_swept(), 3, "only the three idle sessions expire");
     let status = b.terminate();
     assert!(
         status.success(),
@@ -753,6 +762,9 @@ fn race(url: &str, first: String, second: String) -> (SoapReply, SoapReply, bool
         let r = SoapReply::new(c1.read_reply("POST"));
         let _ = tx1.send((1, Instant::now(), r));
     });
+    // The offset is what the tests measure against: `second` is sent after `first`. Nothing the
+    // broker shows from outside says that it has read `first`; 50 ms is far more than a loopback
+    // write and the broker's read of it take, and small beside the backend's sleeps.
     std::thread::sleep(Duration::from_millis(50));
     let mut c2 = Client::new().connect(url);
     c2.send(&soap11_request(second));

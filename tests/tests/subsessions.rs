@@ -271,7 +271,17 @@ fn a_dialog_survives_the_reapers_idle_timeout() {
     let url = b.url("/soap");
     let a = call11(&url, &begin(), &add("a", 1)).expect_session_id();
     let c = call11(&url, &begin(), &add("c", 1)).expect_session_id();
-    std::thread::sleep(Duration::from_millis(1500));
+    // A third dialog takes a third worker; its checkout leaves that worker idle and unpinned.
+    let x = call11(&url, &begin(), &add("x", 1)).expect_session_id();
+    call11(&url, &cont(&x), "<CartCheckout/>").expect_ok();
+    // The reaper stopping that worker shows that it ran after the idle timeout, when the two
+    // pinned workers had been idle longer still.
+    let workers = cart_workers(&b).len();
+    wait::until_true(
+        Duration::from_secs(10),
+        "the reaper to stop the idle, unpinned cart worker",
+        || cart_workers(&b).len() < workers,
+    );
     assert_eq!(
         items(&call11(&url, &cont(&a), "<CartList/>")),
         vec![("a".into(), 1)]
@@ -423,8 +433,16 @@ fn session_expiry_aborts_the_dialog_and_frees_its_worker() {
         "no room for a second dialog: {}",
         r.describe()
     );
-    std::thread::sleep(Duration::from_millis(2500));
-    expect_header_fault(&call11(&url, &cont(&first), "<CartList/>"), -1001);
-    let r = call11(&url, &begin(), &add("new", 1));
+    // No request names the first session from here on: only the sweeper can end it (idle 1 s, a
+    // sweep every 200 ms), and until it has aborted the dialog a new one finds no room.
+    let r = wait::until(
+        Duration::from_secs(20),
+        "the sweeper to abort the expired session's dialog (room for a new one)",
+        || {
+            let r = call11(&url, &begin(), &add("new", 1));
+            r.fault().is_none().then_some(r)
+        },
+    );
     assert_eq!(items(&r), vec![("new".into(), 1)], "{}", r.describe());
+    expect_header_fault(&call11(&url, &cont(&first), "<CartList/>"), -1001);
 }

@@ -3,9 +3,9 @@
 //! the way applications see it (`reference/soap_clients.md` §2.1, §2.8).
 
 use broker_tests::broker::{command, workspace_root};
-use broker_tests::{BrokerProcess, TestConfig};
+use broker_tests::{wait, BrokerProcess, TestConfig};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn python3_has_zeep() -> Result<(), String> {
     let out = command("python3")
@@ -46,14 +46,13 @@ fn zeep_runs_a_session_and_sees_the_1001_fault() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("starting python3");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while child.try_wait().expect("waiting for python3").is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the zeep client did not finish within 90 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
+    let finished = wait::poll(Duration::from_secs(90), || {
+        child.try_wait().expect("waiting for python3")
+    });
+    if finished.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the zeep client did not finish within 90 s");
     }
     let out = child.wait_with_output().expect("the zeep client's output");
     let stdout = String::from_utf8_lossy(&out.stdout);
