@@ -360,7 +360,12 @@ fn callable_from_outside_and_from_several_runtimes() {
                 .unwrap();
         })
     });
+    let queued_by = Instant::now() + Duration::from_secs(10);
     while store.waiting("s1") < 1 {
+        assert!(
+            Instant::now() < queued_by,
+            "the other runtime's take_turn never queued"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     here.block_on(store.release(holder)).unwrap();
@@ -393,6 +398,7 @@ async fn two_brokers_contend_for_one_turn() {
     let (held, _) = a.take_turn("s1", LONG, LONG).await.unwrap().unwrap();
     let b2 = b.clone();
     let waiter = tokio::spawn(async move { b2.take_turn("s1", LONG, LONG).await });
+    // A negative check: 50 ms is the window in which a wrongly granted turn would show.
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert!(!waiter.is_finished(), "B got a turn A holds");
     a.release(held).await.unwrap();
@@ -541,12 +547,19 @@ async fn concurrent_sweepers_never_get_the_same_session() {
         .await
         .unwrap()
         .is_empty());
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        stores[1].due_for_expiry(now_ms(), 100).await.unwrap().len(),
-        10,
-        "lapsed claims are free again"
-    );
+    // The claims lapse 400 ms after they were made; then another sweeper gets the rows.
+    let lapsed_by = Instant::now() + Duration::from_secs(10);
+    loop {
+        let claimed = stores[1].due_for_expiry(now_ms(), 100).await.unwrap().len();
+        if claimed == 10 {
+            break;
+        }
+        assert!(
+            Instant::now() < lapsed_by,
+            "lapsed claims are free again: another sweeper got {claimed} of 10 after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 // ---- crash and outage ----

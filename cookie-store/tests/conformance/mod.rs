@@ -386,6 +386,7 @@ pub async fn an_expired_lease_with_nobody_waiting_goes_to_the_next_taker_at_once
         .await
         .unwrap()
         .unwrap();
+    // Letting the 20 ms lease run out is the behaviour under test.
     tokio::time::sleep(Duration::from_millis(40)).await;
     let (new, _) = store
         .take_turn("s1", LONG, Duration::ZERO)
@@ -642,6 +643,7 @@ pub async fn a_sweeper_finding_a_live_record_refiles_it_by_releasing(store: Shar
         .await
         .unwrap();
 
+    // Passing the 40 ms index entry's deadline is the behaviour under test.
     tokio::time::sleep(Duration::from_millis(60)).await;
     let due = store.due_for_expiry(now_ms(), 10).await.unwrap();
     assert!(due.is_empty() || due == ["s1"], "{due:?}");
