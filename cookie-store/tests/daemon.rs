@@ -12,6 +12,7 @@
 //! Every daemon is killed when its handle drops, so a failing test leaves no process behind.
 
 mod conformance;
+mod wait;
 
 use cookie_store::{
     now_ms, Durability, Participant, SessionRecord, Store, StoreError, TxnDecision,
@@ -161,14 +162,7 @@ where
 
 /// Poll `store` until it answers again (after a daemon restart), within [`HANG`].
 async fn until_back(store: &Arc<dyn Store>) {
-    let started = Instant::now();
-    while let Err(e) = store.ping().await {
-        assert!(
-            started.elapsed() < HANG,
-            "the client did not reconnect: {e}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait::until(HANG, "the client to reconnect", move || store.ping()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,11 +225,16 @@ async fn acknowledged_durable_writes_survive_kill_9_and_the_same_client_carries_
             })
         })
         .collect();
-    let started = Instant::now();
-    while acked.lock().unwrap().len() < 200 {
-        assert!(started.elapsed() < HANG, "the writers stalled");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let acked_so_far = &acked;
+    wait::until(HANG, "200 acknowledged writes", move || async move {
+        let n = acked_so_far.lock().unwrap().len();
+        if n >= 200 {
+            Ok(())
+        } else {
+            Err(format!("{n} acknowledged"))
+        }
+    })
+    .await;
     daemon.kill_9();
     for writer in writers {
         tokio::time::timeout(HANG, writer)
@@ -487,14 +486,9 @@ async fn a_daemon_that_stops_answering_fails_calls_at_the_call_timeout() {
 }
 
 fn exit_within(daemon: &mut Daemon, limit: Duration) -> std::process::ExitStatus {
-    let started = Instant::now();
-    loop {
-        if let Some(status) = daemon.child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(started.elapsed() < limit, "the daemon did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait::until_some(limit, "the daemon to exit", || {
+        daemon.child.try_wait().unwrap()
+    })
 }
 
 #[tokio::test]

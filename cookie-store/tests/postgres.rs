@@ -9,6 +9,7 @@
 //! every other test holds it shared.
 
 mod conformance;
+mod wait;
 
 use cookie_store::postgres::{PgStore, SCHEMA_VERSION};
 use cookie_store::{now_ms, Durability, SessionRecord, Store, StoreError};
@@ -207,16 +208,14 @@ fn pg_ctl(args: &[&str]) {
 
 /// Wait until `store` answers a ping again (it reconnects by itself), at most `within`.
 async fn until_back(store: &PgStore, within: Duration) {
-    let started = Instant::now();
-    loop {
+    wait::until(within, "the store to come back", move || async move {
         match store.ping().await {
-            Ok(()) => return,
-            Err(StoreError::Unavailable(_)) if started.elapsed() < within => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("the store did not come back within {within:?}: {e}"),
+            Err(StoreError::Unavailable(e)) => Err(e),
+            Err(e) => panic!("the store failed otherwise than unavailable: {e}"),
+            Ok(()) => Ok(()),
         }
-    }
+    })
+    .await;
 }
 
 // ---- schema ----
@@ -360,14 +359,11 @@ fn callable_from_outside_and_from_several_runtimes() {
                 .unwrap();
         })
     });
-    let queued_by = Instant::now() + Duration::from_secs(10);
-    while store.waiting("s1") < 1 {
-        assert!(
-            Instant::now() < queued_by,
-            "the other runtime's take_turn never queued"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    wait::until_some(
+        Duration::from_secs(10),
+        "the other runtime's take_turn to queue",
+        || (store.waiting("s1") >= 1).then_some(()),
+    );
     here.block_on(store.release(holder)).unwrap();
     other.join().unwrap();
     let (turn, r) = here
@@ -548,18 +544,20 @@ async fn concurrent_sweepers_never_get_the_same_session() {
         .unwrap()
         .is_empty());
     // The claims lapse 400 ms after they were made; then another sweeper gets the rows.
-    let lapsed_by = Instant::now() + Duration::from_secs(10);
-    loop {
-        let claimed = stores[1].due_for_expiry(now_ms(), 100).await.unwrap().len();
-        if claimed == 10 {
-            break;
-        }
-        assert!(
-            Instant::now() < lapsed_by,
-            "lapsed claims are free again: another sweeper got {claimed} of 10 after 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let other = &stores[1];
+    wait::until(
+        Duration::from_secs(10),
+        "the lapsed claims to be free for another sweeper",
+        move || async move {
+            let claimed = other.due_for_expiry(now_ms(), 100).await.unwrap().len();
+            if claimed == 10 {
+                Ok(())
+            } else {
+                Err(format!("it got {claimed} of 10"))
+            }
+        },
+    )
+    .await;
 }
 
 // ---- crash and outage ----
