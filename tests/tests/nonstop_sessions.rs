@@ -7,7 +7,7 @@ use broker_tests::soap::{
     self, begin, call, call11, cont, echo, echo_sleep, end, expect_header_fault,
     expect_nonstop_fault, session, SoapReply, Version, ECHO_NS, NSK, NSK_SLASH, SOAP12_NS,
 };
-use broker_tests::{wait, xml, BrokerProcess, TestConfig};
+use broker_tests::{proc, wait, xml, BrokerProcess, TestConfig};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -751,9 +751,18 @@ fn soap11_request(envelope: String) -> Request {
     Request::post("/soap", Some(Version::V11.content_type()), envelope).header("SOAPAction", "\"\"")
 }
 
-/// Send `first` (on its own connection), wait 50 ms, send `second` on another connection; return the
-/// two replies and which finished first (`true` when `first` did).
-fn race(url: &str, first: String, second: String) -> (SoapReply, SoapReply, bool) {
+/// Send `first` (on its own connection), wait until an echo worker has read it, send `second` on
+/// another connection; return the two replies and which finished first (`true` when `first` did).
+fn race(broker: &BrokerProcess, first: String, second: String) -> (SoapReply, SoapReply, bool) {
+    let url = &broker.url("/soap");
+    // A warm-up request, so that the worker that will take `first` has started and stays put,
+    // blocked reading its pipe: from then on it reads nothing but requests.
+    soap::echo_in_session(url, &soap::begin_session(url), "warm up");
+    let read_before: Vec<(u32, u64)> = broker
+        .worker_pids()
+        .into_iter()
+        .filter_map(|pid| Some((pid, proc::bytes_read(pid)?)))
+        .collect();
     let (tx, rx) = mpsc::channel::<(usize, Instant, SoapReply)>();
     let mut c1 = Client::new().connect(url);
     c1.send(&soap11_request(first));
@@ -762,10 +771,17 @@ fn race(url: &str, first: String, second: String) -> (SoapReply, SoapReply, bool
         let r = SoapReply::new(c1.read_reply("POST"));
         let _ = tx1.send((1, Instant::now(), r));
     });
-    // The offset is what the tests measure against: `second` is sent after `first`. Nothing the
-    // broker shows from outside says that it has read `first`; 50 ms is far more than a loopback
-    // write and the broker's read of it take, and small beside the backend's sleeps.
-    std::thread::sleep(Duration::from_millis(50));
+    // `second` is sent after `first` has arrived: once a worker has read it, the broker has
+    // taken the session's turn for it.
+    wait::until_true(
+        Duration::from_secs(10),
+        "an echo worker to read the first request",
+        || {
+            read_before
+                .iter()
+                .any(|(pid, before)| proc::bytes_read(*pid).is_some_and(|now| now > *before))
+        },
+    );
     let mut c2 = Client::new().connect(url);
     c2.send(&soap11_request(second));
     let t2 = std::thread::spawn(move || {
@@ -786,8 +802,8 @@ fn race(url: &str, first: String, second: String) -> (SoapReply, SoapReply, bool
 }
 
 /// Protects serialisation: two requests of one session sent concurrently (the first sleeps 400 ms
-/// in the backend, the second, sent 50 ms later on another connection, sleeps 200 ms) are processed
-/// one at a time in arrival order, so the second completes after the first. (Were they run side by
+/// in the backend; the second, sent on another connection once the first is there, sleeps 200 ms)
+/// are processed one at a time in arrival order, so the second completes after the first. (Were they run side by
 /// side, the second would finish first, about 150 ms earlier; serialised, it finishes about 200 ms
 /// later: both margins dwarf scheduling jitter.)
 #[test]
@@ -796,7 +812,7 @@ fn requests_of_one_session_run_one_at_a_time_in_arrival_order() {
     let url = b.url("/soap");
     let id = soap::begin_session(&url);
     let (r1, r2, first_done_first) = race(
-        &url,
+        &b,
         soap::envelope(Version::V11, &cont(&id), &echo_sleep("slow", 400)),
         soap::envelope(Version::V11, &cont(&id), &echo_sleep("second", 200)),
     );
@@ -809,8 +825,8 @@ fn requests_of_one_session_run_one_at_a_time_in_arrival_order() {
 }
 
 /// Protects session independence: a slow request of session A (1 s) does not delay session B's
-/// request (200 ms, sent 50 ms later), which completes first. (Were B queued behind A, it would
-/// finish about 200 ms after A.)
+/// request (200 ms, sent once A's is in the backend), which completes first. (Were B queued behind
+/// A, it would finish about 200 ms after A.)
 #[test]
 fn a_slow_request_of_one_session_does_not_delay_another_session() {
     let b = BrokerProcess::start(&TestConfig::new().echo_workers(1, 3).render());
@@ -818,7 +834,7 @@ fn a_slow_request_of_one_session_does_not_delay_another_session() {
     let a = soap::begin_session(&url);
     let bb = soap::begin_session(&url);
     let (ra, rb, a_done_first) = race(
-        &url,
+        &b,
         soap::envelope(Version::V11, &cont(&a), &echo_sleep("slow A", 1000)),
         soap::envelope(Version::V11, &cont(&bb), &echo_sleep("quick B", 200)),
     );
