@@ -444,6 +444,20 @@ fn signal(daemon: &Daemon, signal: libc::c_int) {
     assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
 }
 
+/// Whether /proc shows every thread of `pid` stopped by a signal (state `T`).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat"))
+            .ok()
+            // The state follows the parenthesised command name, which may hold spaces.
+            .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T')))
+            .unwrap_or(false)
+    })
+}
+
 #[tokio::test]
 async fn a_daemon_that_stops_answering_fails_calls_at_the_call_timeout() {
     let dir = tempfile::tempdir().unwrap();
@@ -454,8 +468,13 @@ async fn a_daemon_that_stops_answering_fails_calls_at_the_call_timeout() {
         .await
         .unwrap();
 
-    // Frozen, its connections still open: nothing tells the client, only the timeout.
+    // Frozen, its connections still open: nothing tells the client, only the timeout. kill(2)
+    // returns before a thread running on the other core has stopped (CI once saw the ping
+    // answered), so wait until every thread of the daemon shows the stopped state.
     signal(&daemon, libc::SIGSTOP);
+    wait::until_some(HANG, "every daemon thread to stop", || {
+        all_threads_stopped(daemon.child.id()).then_some(())
+    });
     let asked = Instant::now();
     let err = store.ping().await.unwrap_err();
     assert!(
