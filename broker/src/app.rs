@@ -71,6 +71,15 @@ pub fn run(config: Config) -> Result<(), RunError> {
         source,
     })?;
 
+    // Bind first: a port in use is reported before any store is opened or worker started.
+    let listen = config.broker.listen;
+    let listener = std::net::TcpListener::bind(listen)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|source| RunError::Listen {
+            addr: listen.to_string(),
+            source,
+        })?;
+
     let engine_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("engine")
@@ -230,7 +239,6 @@ pub fn run(config: Config) -> Result<(), RunError> {
     }
 
     let limits = config.limits.clone();
-    let listen = config.broker.listen;
     let mut http = HttpServer::new(move || {
         let mut app = App::new()
             .app_data(shared.clone())
@@ -255,7 +263,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
 
     let system = actix_web::rt::System::new();
     let result = system.block_on(async {
-        let server = http.bind(listen).map_err(|source| RunError::Listen {
+        let server = http.listen(listener).map_err(|source| RunError::Listen {
             addr: listen.to_string(),
             source,
         })?;
@@ -291,33 +299,61 @@ async fn stop_classes(classes: &HashMap<String, Arc<dyn ServerClass>>, grace: Du
     }
 }
 
-/// Tell the operator where we are and how to try it.
+/// Tell the operator where we are and how to try it: every endpoint with its dialect and services,
+/// and a curl line only for what this configuration really serves (a `--config` file replaces the
+/// embedded default, so its samples may be gone).
 fn announce(config: &Config, bound: std::net::SocketAddr) {
-    let endpoint = config
-        .endpoints
-        .first()
-        .map(|e| e.path.as_str())
-        .unwrap_or("/soap");
+    use crate::config::DialectKind;
+    use std::io::Write;
     tracing::info!(id = %config.broker.id, listen = %bound, data = %config.broker.data_dir.display(), store = %config.store.url, "broker ready");
-    println!("broker {} listening on http://{bound}", config.broker.id);
-    println!(
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "broker {} listening on http://{bound}",
+        config.broker.id
+    );
+    let _ = writeln!(
+        out,
         "data directory: {}  (store: {})",
         config.broker.data_dir.display(),
         config.store.url
     );
-    println!(
-        "endpoints: {}",
-        config
-            .endpoints
+    if config.endpoints.is_empty() {
+        tracing::warn!("the configuration has no [[endpoint]]: every request gets 404");
+    }
+    for endpoint in &config.endpoints {
+        let services: Vec<&str> = config
+            .services
             .iter()
-            .map(|e| e.path.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    println!("try it:");
-    println!(
-        "  curl -s -H 'Content-Type: text/xml' -H 'SOAPAction: \"\"' --data '<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\"><soapenv:Header><nsk:Session xmlns:nsk=\"urn:compaq_nsk_oss_SoapHeader\" SessionCommand=\"Begin\"/></soapenv:Header><soapenv:Body><Echo><text>hello</text></Echo></soapenv:Body></soapenv:Envelope>' http://{bound}{endpoint}"
-    );
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
+            .filter(|s| s.endpoint == endpoint.path)
+            .map(|s| s.name.as_str())
+            .collect();
+        let _ = writeln!(
+            out,
+            "endpoint {} ({}): {}",
+            endpoint.path,
+            endpoint.dialect.name(),
+            if services.is_empty() {
+                "no services".to_string()
+            } else {
+                services.join(", ")
+            }
+        );
+    }
+    let echo = config.endpoints.iter().find(|e| {
+        e.dialect == DialectKind::NonStop
+            && config
+                .services
+                .iter()
+                .any(|s| s.endpoint == e.path && s.name == "Echo")
+    });
+    if let Some(endpoint) = echo {
+        let _ = writeln!(out, "try it:");
+        let _ = writeln!(
+            out,
+            "  curl -s -H 'Content-Type: text/xml' -H 'SOAPAction: \"\"' --data '<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\"><soapenv:Header><nsk:Session xmlns:nsk=\"urn:compaq_nsk_oss_SoapHeader\" SessionCommand=\"Begin\"/></soapenv:Header><soapenv:Body><Echo><text>hello</text></Echo></soapenv:Body></soapenv:Envelope>' http://{bound}{}",
+            endpoint.path
+        );
+    }
+    let _ = out.flush();
 }

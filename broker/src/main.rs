@@ -2,7 +2,7 @@
 //! configuration, or act as the sample server (`broker sample-server …`, so that the embedded default
 //! needs no second binary on the path).
 
-use broker::config::{Config, Overrides, DEFAULT_CONFIG};
+use broker::config::{Config, LogFormat, Overrides, DEFAULT_CONFIG};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -90,11 +90,16 @@ fn main() -> ExitCode {
         }
     };
     broker::logging::init(&config.log);
+    let config_log_format = config.log.format;
     match broker::app::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "broker stopped");
-            eprintln!("broker: {e}");
+            // Once, on stderr: as a JSON log line when the logs are JSON (so a log shipper
+            // parses it), else as one plain line (the human log would print it a second time).
+            match config_log_format {
+                LogFormat::Json => tracing::error!(error = %e, "broker stopped"),
+                LogFormat::Human => eprintln!("broker: {e}"),
+            }
             ExitCode::from(1)
         }
     }

@@ -399,7 +399,7 @@ async fn process<D: Dialect>(
     };
     let version = envelope.version;
     if !dialect.accepts_version(version) {
-        let e = SoapError::VersionMismatch(Some(version.envelope_ns().to_string()));
+        let e = SoapError::VersionNotServed(version);
         return (dialect.write_soap_error(SoapVersion::V11, &e), None);
     }
     if let Err(e) =

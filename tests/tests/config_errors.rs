@@ -165,3 +165,40 @@ fn sigterm_exits_0_and_stops_the_workers() {
         b.stdout_text()
     );
 }
+
+/// Protects start-up errors: a listen address in use exits 1 with exactly one stderr line naming
+/// the address (printed once, not once by the log and again by main), before any store is opened
+/// or worker started (so nothing is logged before it).
+#[test]
+fn a_listen_address_in_use_exits_1_with_one_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
+    let addr = taken.local_addr().expect("its address").to_string();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("broker.toml");
+    std::fs::write(&path, TestConfig::new().render()).expect("writing the configuration");
+    let data = dir.path().join("data");
+    let out = run_broker(
+        &[
+            "--config",
+            path.to_str().expect("a UTF-8 path"),
+            "--listen",
+            &addr,
+            "--data-dir",
+            data.to_str().expect("a UTF-8 path"),
+        ],
+        EXIT_TIMEOUT,
+    );
+    assert_eq!(out.code(), Some(1), "{}", out.describe());
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(lines.len(), 1, "one line on stderr: {}", out.describe());
+    assert!(
+        lines[0].starts_with("broker: ") && lines[0].contains(&addr),
+        "{}",
+        out.describe()
+    );
+    assert!(!out.stdout.contains("listening"), "{}", out.describe());
+}

@@ -131,7 +131,7 @@ fn qualified_and_unqualified_ids_prefixed_and_default_namespace_headers() {
 }
 
 /// Protects SOAP 1.1 only: a SOAP 1.2 envelope is answered with a SOAP 1.1 VersionMismatch fault
-/// (HTTP 500, text/xml), and no session is begun.
+/// (HTTP 500, text/xml) that says SOAP 1.2 is not served here, and no session is begun.
 #[test]
 fn a_soap_12_envelope_gets_a_soap_11_version_mismatch_fault() {
     let b = start(&DsmlEndpoint::new().sessions_max(1));
@@ -152,6 +152,8 @@ fn a_soap_12_envelope_gets_a_soap_11_version_mismatch_fault() {
         let f = r.expect_fault();
         assert_eq!(f.version, broker_tests::soap::Version::V11);
         assert!(f.is_code("VersionMismatch"), "{f:?}");
+        // It says what is wrong: the version is known, just not served here.
+        assert!(f.reason.contains("does not speak SOAP 1.2"), "{}", f.reason);
     }
     // sessions_max = 1: the refused Begins took no place.
     begin_session(&url);

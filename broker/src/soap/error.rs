@@ -49,6 +49,9 @@ pub enum SoapError {
     NotEnvelope(String),
     #[error("Wrong Version: the Envelope namespace {} is neither SOAP 1.1 nor SOAP 1.2", .0.as_deref().map(|ns| format!("{ns:?}")).unwrap_or_else(|| "(none)".into()))]
     VersionMismatch(Option<String>),
+    /// A well-formed envelope of a SOAP version this endpoint does not speak (DSML: SOAP 1.1 only).
+    #[error("Wrong Version: this endpoint does not speak {0}")]
+    VersionNotServed(SoapVersion),
     #[error("a DTD (<!DOCTYPE>) is not allowed in a SOAP message")]
     Dtd,
     #[error("a processing instruction is not allowed in a SOAP message")]
@@ -87,7 +90,7 @@ impl SoapError {
     /// not speak SOAP 1.2 should clear (only a SOAP 1.2 node advertises the upgrade, `soap.md`).
     pub fn to_fault(&self, version: SoapVersion) -> Fault {
         match self {
-            SoapError::VersionMismatch(_) => {
+            SoapError::VersionMismatch(_) | SoapError::VersionNotServed(_) => {
                 let mut f = Fault::new(FaultCode::VersionMismatch, self.to_string());
                 f.upgrade = true;
                 f

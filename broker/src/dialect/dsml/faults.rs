@@ -119,7 +119,9 @@ fn engine_kind(failure: &Failure) -> Kind {
 /// other envelope error is a malformed request.
 pub fn soap_fault(error: &SoapError) -> Fault {
     match error {
-        SoapError::VersionMismatch(_) | SoapError::MustUnderstand(_) => {
+        SoapError::VersionMismatch(_)
+        | SoapError::VersionNotServed(_)
+        | SoapError::MustUnderstand(_) => {
             let mut f = error.to_fault(SoapVersion::V11);
             f.upgrade = false;
             f
