@@ -453,7 +453,10 @@ fn all_threads_stopped(pid: u32) -> bool {
         std::fs::read_to_string(task.path().join("stat"))
             .ok()
             // The state follows the parenthesised command name, which may hold spaces.
-            .and_then(|stat| stat.rsplit_once(") ").map(|(_, rest)| rest.starts_with('T')))
+            .and_then(|stat| {
+                stat.rsplit_once(") ")
+                    .map(|(_, rest)| rest.starts_with('T'))
+            })
             .unwrap_or(false)
     })
 }
