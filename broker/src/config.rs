@@ -1124,6 +1124,9 @@ fn toml_error(file: &str, text: &str, e: &toml::de::Error) -> ConfigError {
 }
 
 #[cfg(test)]
+mod snapshot;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
