@@ -1,10 +1,30 @@
-//! The typed configuration of one server class. The broker parses its TOML into this once.
+//! # The configuration of a server class
+//!
+//! Two layers, so that the TOML stays declarative and the adapters never see text:
+//!
+//! - [`ServerClassSection`] is one `[[server_class]]` table as written: serde fills in every key the
+//!   file leaves out from [`defaults`] (the one place a default is written down) and refuses keys
+//!   it does not know, so a typo is an error rather than a silently ignored setting.
+//! - [`ServerClassSection::build`] checks what one table can check on its own (a command for the
+//!   process adapter, `min_workers` ≤ `max_workers`, no transactions over http, …) and gives the
+//!   typed [`ServerClassConfig`] the adapters run from. A problem comes back as a [`FieldError`]
+//!   naming the key inside the table (`max_workers`); the broker, which knows the file and the
+//!   table's index, turns it into `broker.toml: server_class[1].max_workers: must be at least 1`.
+//!
+//! What needs more than one table (two classes with one name, a service naming a class that does
+//! not exist) is the broker's to check.
+//!
+//! Durations are human strings ("500ms", "30s", "2h 30m") read by [`duration`], which the broker
+//! uses for its own sections too.
 
+use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// Whether a class keeps conversation state in its workers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Context {
     /// Any worker can answer any request.
     Free,
@@ -73,18 +93,415 @@ impl ServerClassConfig {
         ServerClassConfig {
             name: name.into(),
             adapter,
-            context: Context::Free,
+            context: defaults::context(),
             transactional: false,
             one_txn_per_dialog: false,
-            min_workers: 1,
-            max_workers: 4,
-            max_dialogs_per_worker: 1,
-            request_timeout: Duration::from_secs(180),
-            queue_limit: 1024,
-            idle_timeout: Duration::from_secs(300),
-            restart_backoff: Duration::from_millis(100),
-            restart_backoff_max: Duration::from_secs(10),
-            max_frame_bytes: 16 * 1024 * 1024,
+            min_workers: defaults::min_workers(),
+            max_workers: defaults::max_workers(),
+            max_dialogs_per_worker: defaults::max_dialogs_per_worker(),
+            request_timeout: defaults::request_timeout(),
+            queue_limit: defaults::queue_limit(),
+            idle_timeout: defaults::idle_timeout(),
+            restart_backoff: defaults::restart_backoff(),
+            restart_backoff_max: defaults::restart_backoff_max(),
+            max_frame_bytes: defaults::max_frame_bytes(),
         }
+    }
+}
+
+/// The default of every `[[server_class]]` key that has one, shared by serde and
+/// [`ServerClassConfig::new`] (`docs/configuration.md` states them; a broker test checks it does).
+pub mod defaults {
+    use super::{AdapterName, Context};
+    use std::time::Duration;
+
+    pub fn adapter() -> AdapterName {
+        AdapterName::Process
+    }
+    pub fn context() -> Context {
+        Context::Free
+    }
+    pub fn min_workers() -> usize {
+        1
+    }
+    pub fn max_workers() -> usize {
+        4
+    }
+    pub fn max_dialogs_per_worker() -> usize {
+        1
+    }
+    pub fn request_timeout() -> Duration {
+        Duration::from_secs(180)
+    }
+    pub fn queue_limit() -> usize {
+        1024
+    }
+    pub fn idle_timeout() -> Duration {
+        Duration::from_secs(300)
+    }
+    pub fn restart_backoff() -> Duration {
+        Duration::from_millis(100)
+    }
+    pub fn restart_backoff_max() -> Duration {
+        Duration::from_secs(10)
+    }
+    pub fn max_frame_bytes() -> usize {
+        16 * 1024 * 1024
+    }
+}
+
+/// Human durations in serde: `#[serde(deserialize_with = "duration::deserialize")]`.
+///
+/// Why not the `humantime-serde` crate: its error for a bad value is serde's generic
+/// `invalid value: string "-5m", expected a duration`, which loses what today's configuration
+/// errors say and users (and the tests) rely on: that the value is *negative*, and an example of
+/// what to write. This module is the same `humantime` parser with those messages.
+pub mod duration {
+    use serde::de::{self, Deserializer, Visitor};
+    use std::fmt;
+    use std::time::Duration;
+
+    /// Parse a human duration ("30m", "500ms", "2h 30m"). Negative values are refused.
+    pub fn parse(s: &str) -> Result<Duration, String> {
+        let t = s.trim();
+        if t.starts_with('-') {
+            return Err(format!("{s:?} is negative; durations must be zero or more"));
+        }
+        humantime::parse_duration(t).map_err(|e| {
+            format!("{s:?} is not a duration ({e}); write e.g. \"30s\", \"30m\", \"2h\"")
+        })
+    }
+
+    struct Human;
+
+    impl Visitor<'_> for Human {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a duration string such as \"30s\"")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Duration, E> {
+            parse(v).map_err(E::custom)
+        }
+    }
+
+    /// A required (or `default = …`) duration field.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        d.deserialize_str(Human)
+    }
+
+    /// An optional duration field (`#[serde(default, deserialize_with = "duration::option")]`):
+    /// TOML has no null, so a present key is always a value.
+    pub fn option<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        deserialize(d).map(Some)
+    }
+}
+
+/// A problem with one key of a section, named relative to the section (`max_workers`); the caller
+/// adds the file and the section's place in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub key: &'static str,
+    pub problem: String,
+}
+
+impl FieldError {
+    fn new(key: &'static str, problem: impl Into<String>) -> Self {
+        FieldError {
+            key,
+            problem: problem.into(),
+        }
+    }
+}
+
+/// The `adapter` key: which adapter reaches the class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdapterName {
+    Process,
+    Tcp,
+    Http,
+}
+
+impl AdapterName {
+    fn name(self) -> &'static str {
+        match self {
+            AdapterName::Process => "process",
+            AdapterName::Tcp => "tcp",
+            AdapterName::Http => "http",
+        }
+    }
+}
+
+/// One `[[server_class]]` table as written. The adapter-specific keys (`command`, `env`, `cwd`,
+/// `addresses`, `urls`) stay optional so that [`ServerClassSection::build`] can refuse one given
+/// to the wrong adapter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerClassSection {
+    pub name: String,
+    #[serde(default = "defaults::adapter")]
+    pub adapter: AdapterName,
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub cwd: Option<String>,
+    #[serde(default)]
+    pub addresses: Option<Vec<String>>,
+    #[serde(default)]
+    pub urls: Option<Vec<String>>,
+    #[serde(default = "defaults::context")]
+    pub context: Context,
+    #[serde(default)]
+    pub transactional: bool,
+    #[serde(default)]
+    pub one_txn_per_dialog: bool,
+    #[serde(default = "defaults::min_workers")]
+    pub min_workers: usize,
+    #[serde(default = "defaults::max_workers")]
+    pub max_workers: usize,
+    #[serde(default = "defaults::max_dialogs_per_worker")]
+    pub max_dialogs_per_worker: usize,
+    #[serde(
+        default = "defaults::request_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub request_timeout: Duration,
+    #[serde(default = "defaults::queue_limit")]
+    pub queue_limit: usize,
+    #[serde(
+        default = "defaults::idle_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub idle_timeout: Duration,
+    #[serde(
+        default = "defaults::restart_backoff",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub restart_backoff: Duration,
+    #[serde(
+        default = "defaults::restart_backoff_max",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub restart_backoff_max: Duration,
+    #[serde(default = "defaults::max_frame_bytes")]
+    pub max_frame_bytes: usize,
+}
+
+impl ServerClassSection {
+    /// Check the table on its own and build the class's configuration. `expand` rewrites the
+    /// placeholders (`{data_dir}`, `{broker_exe}`) in `command`, `env` and `cwd`.
+    pub fn build(self, expand: &dyn Fn(&str) -> String) -> Result<ServerClassConfig, FieldError> {
+        let s = self;
+        if s.name.trim().is_empty() {
+            return Err(FieldError::new("name", "must not be empty"));
+        }
+        let adapter = s.adapter.name();
+        let present = [
+            ("command", s.command.is_some(), AdapterName::Process),
+            ("env", s.env.is_some(), AdapterName::Process),
+            ("cwd", s.cwd.is_some(), AdapterName::Process),
+            ("addresses", s.addresses.is_some(), AdapterName::Tcp),
+            ("urls", s.urls.is_some(), AdapterName::Http),
+        ];
+        let kind = match s.adapter {
+            AdapterName::Process => {
+                let command = s.command.unwrap_or_default();
+                if command.first().is_none_or(|p| p.trim().is_empty()) {
+                    return Err(FieldError::new(
+                        "command",
+                        "is required for adapter = \"process\" (program and arguments)",
+                    ));
+                }
+                AdapterKind::Process {
+                    command: command.iter().map(|a| expand(a)).collect(),
+                    env: s
+                        .env
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(key, v)| (key, expand(&v)))
+                        .collect(),
+                    cwd: s.cwd.as_deref().map(|c| PathBuf::from(expand(c))),
+                }
+            }
+            AdapterName::Tcp => {
+                let addresses = s.addresses.unwrap_or_default();
+                if addresses.is_empty() {
+                    return Err(FieldError::new(
+                        "addresses",
+                        "is required for adapter = \"tcp\" (a list of host:port)",
+                    ));
+                }
+                AdapterKind::Tcp { addresses }
+            }
+            AdapterName::Http => {
+                let urls = s.urls.unwrap_or_default();
+                if urls.is_empty() {
+                    return Err(FieldError::new(
+                        "urls",
+                        "is required for adapter = \"http\" (a list of http:// URLs)",
+                    ));
+                }
+                if let Some(bad) = urls.iter().find(|u| !u.starts_with("http://")) {
+                    return Err(FieldError::new(
+                        "urls",
+                        format!("{bad:?} is not an http:// URL"),
+                    ));
+                }
+                AdapterKind::Http { urls }
+            }
+        };
+        // A key of another adapter is most likely a mistake about which adapter this is.
+        if let Some((key, _, owner)) = present
+            .iter()
+            .find(|(_, given, owner)| *given && *owner != s.adapter)
+        {
+            return Err(FieldError::new(
+                key,
+                format!(
+                    "only applies to adapter = \"{}\", not {adapter:?}",
+                    owner.name()
+                ),
+            ));
+        }
+        if s.adapter == AdapterName::Http {
+            if s.transactional {
+                return Err(FieldError::new(
+                    "transactional",
+                    "the http adapter cannot carry transactions; use the process or tcp adapter",
+                ));
+            }
+            if s.context == Context::Sensitive {
+                return Err(FieldError::new(
+                    "context",
+                    "the http adapter is context-free only",
+                ));
+            }
+        }
+        if s.one_txn_per_dialog && s.context != Context::Sensitive {
+            return Err(FieldError::new(
+                "one_txn_per_dialog",
+                "only applies to context = \"sensitive\" classes",
+            ));
+        }
+        let at_least_one = |key: &'static str, value: usize| match value {
+            0 => Err(FieldError::new(key, "must be at least 1")),
+            _ => Ok(()),
+        };
+        at_least_one("max_workers", s.max_workers)?;
+        if s.min_workers > s.max_workers {
+            return Err(FieldError::new(
+                "min_workers",
+                format!(
+                    "{} is more than max_workers ({})",
+                    s.min_workers, s.max_workers
+                ),
+            ));
+        }
+        at_least_one("max_dialogs_per_worker", s.max_dialogs_per_worker)?;
+        if s.request_timeout.is_zero() {
+            return Err(FieldError::new("request_timeout", "must be more than zero"));
+        }
+        at_least_one("max_frame_bytes", s.max_frame_bytes)?;
+        Ok(ServerClassConfig {
+            name: s.name,
+            adapter: kind,
+            context: s.context,
+            transactional: s.transactional,
+            one_txn_per_dialog: s.one_txn_per_dialog,
+            min_workers: s.min_workers,
+            max_workers: s.max_workers,
+            max_dialogs_per_worker: s.max_dialogs_per_worker,
+            request_timeout: s.request_timeout,
+            queue_limit: s.queue_limit,
+            idle_timeout: s.idle_timeout,
+            restart_backoff: s.restart_backoff,
+            restart_backoff_max: s.restart_backoff_max,
+            max_frame_bytes: s.max_frame_bytes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn section(text: &str) -> Result<ServerClassSection, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    fn build(text: &str) -> Result<ServerClassConfig, FieldError> {
+        let s = section(text).expect("a well-formed table");
+        s.build(&|v| v.replace("{data_dir}", "/d"))
+    }
+
+    #[test]
+    fn a_table_with_only_its_required_keys_has_the_defaults_of_new() {
+        let c = build("name = \"x\"\ncommand = [\"a\"]\n").expect("valid");
+        let expected = ServerClassConfig::new(
+            "x",
+            AdapterKind::Process {
+                command: vec!["a".into()],
+                env: vec![],
+                cwd: None,
+            },
+        );
+        assert_eq!(c, expected);
+    }
+
+    #[test]
+    fn placeholders_are_expanded_in_command_env_and_cwd() {
+        let c = build("name = \"x\"\ncommand = [\"{data_dir}/bin\"]\nenv = { A = \"{data_dir}\" }\ncwd = \"{data_dir}/w\"\n")
+            .expect("valid");
+        assert_eq!(
+            c.adapter,
+            AdapterKind::Process {
+                command: vec!["/d/bin".into()],
+                env: vec![("A".into(), "/d".into())],
+                cwd: Some(PathBuf::from("/d/w")),
+            }
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key_within_the_table() {
+        let key = |text: &str| build(text).map(|_| ()).unwrap_err().key;
+        assert_eq!(key("name = \" \"\ncommand = [\"a\"]\n"), "name");
+        assert_eq!(key("name = \"x\"\n"), "command");
+        assert_eq!(key("name = \"x\"\nadapter = \"tcp\"\n"), "addresses");
+        assert_eq!(
+            key("name = \"x\"\nadapter = \"tcp\"\naddresses = [\"a:1\"]\ncwd = \"/\"\n"),
+            "cwd"
+        );
+        assert_eq!(
+            key("name = \"x\"\nadapter = \"http\"\nurls = [\"http://a\"]\ntransactional = true\n"),
+            "transactional"
+        );
+        assert_eq!(
+            key("name = \"x\"\ncommand = [\"a\"]\none_txn_per_dialog = true\n"),
+            "one_txn_per_dialog"
+        );
+        assert_eq!(
+            key("name = \"x\"\ncommand = [\"a\"]\nmin_workers = 3\nmax_workers = 2\n"),
+            "min_workers"
+        );
+        assert_eq!(
+            key("name = \"x\"\ncommand = [\"a\"]\nrequest_timeout = \"0s\"\n"),
+            "request_timeout"
+        );
+    }
+
+    #[test]
+    fn serde_refuses_unknown_keys_and_bad_durations_with_today_s_words() {
+        let e = section("name = \"x\"\ncommnd = [\"a\"]\n").unwrap_err();
+        assert!(e.message().contains("commnd"), "{e}");
+        let e = section("name = \"x\"\nidle_timeout = \"-1s\"\n").unwrap_err();
+        assert!(e.message().contains("is negative"), "{e}");
+        let e = section("name = \"x\"\nidle_timeout = \"soon\"\n").unwrap_err();
+        assert!(e.message().contains("write e.g. \"30s\""), "{e}");
+        assert_eq!(duration::parse(" 2h 30m "), Ok(Duration::from_secs(9000)));
     }
 }

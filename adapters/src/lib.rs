@@ -28,7 +28,7 @@ mod pool;
 pub use pool::backoff;
 pub use pool::{Connector, Link, PoolClass};
 
-pub use config::{AdapterKind, Context, ServerClassConfig};
+pub use config::{AdapterKind, Context, FieldError, ServerClassConfig, ServerClassSection};
 
 use async_trait::async_trait;
 use bytes::Bytes;

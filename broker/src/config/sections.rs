@@ -1,0 +1,777 @@
+//! The sections of the file as serde reads them, each with its defaults, and each section's own
+//! checks (`build`). `[[server_class]]` lives in `adapters::config`.
+//!
+//! A key whose default depends on something else (an endpoint's dialect, the longest
+//! `request_timeout`, the listen address) is an `Option` here and resolved in `build`; every other
+//! default is the section's `Default` (tables) or a `#[serde(default = …)]` (arrays of tables,
+//! whose required keys have none). `docs/configuration.md` states them all, and `reference.rs`
+//! checks that it does so truly.
+
+use super::{
+    BrokerSettings, ClusterSettings, ConfigError, Ctx, DialectKind, EndpointConfig, LogFormat,
+    LogSettings, Overrides, Placeholders, ServiceConfig, StoreSettings, CLUSTER_SECRET_ENV,
+    MAX_SESSION_TIMEOUT,
+};
+use adapters::config::duration;
+use adapters::{ServerClassConfig, ServerClassSection};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The whole file. A section left out takes its defaults; an array left out is empty.
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct FileSections {
+    pub broker: BrokerSection,
+    pub log: LogSection,
+    pub store: StoreSection,
+    pub limits: LimitsSection,
+    pub auth: AuthSection,
+    pub cluster: ClusterSection,
+    pub endpoint: Vec<EndpointSection>,
+    pub server_class: Vec<ServerClassSection>,
+    pub service: Vec<ServiceSection>,
+}
+
+// ---- [broker] -----------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct BrokerSection {
+    /// Default: `<hostname>-<pid>`.
+    pub id: Option<String>,
+    pub listen: String,
+    pub data_dir: PathBuf,
+    /// Default: `http://<listen>`.
+    pub advertise: Option<String>,
+    /// Default: the number of CPUs (actix's choice).
+    pub workers: Option<usize>,
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for BrokerSection {
+    fn default() -> Self {
+        BrokerSection {
+            id: None,
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./broker-data"),
+            advertise: None,
+            workers: None,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+fn default_broker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "broker".to_string());
+    format!("{host}-{}", std::process::id())
+}
+
+impl BrokerSection {
+    pub fn build(self, cx: &Ctx<'_>, overrides: &Overrides) -> Result<BrokerSettings, ConfigError> {
+        let b = self;
+        let listen_s = overrides.listen.clone().unwrap_or(b.listen);
+        let listen: SocketAddr = listen_s.parse().map_err(|e| {
+            cx.err(
+                "broker.listen",
+                format!("{listen_s:?} is not an address like 127.0.0.1:8080 ({e})"),
+            )
+        })?;
+        let data_dir = overrides.data_dir.clone().unwrap_or(b.data_dir);
+        if data_dir.as_os_str().is_empty() {
+            return Err(cx.err("broker.data_dir", "must not be empty"));
+        }
+        let id = overrides
+            .id
+            .clone()
+            .or(b.id)
+            .unwrap_or_else(default_broker_id);
+        if id.trim().is_empty() {
+            return Err(cx.err("broker.id", "must not be empty"));
+        }
+        // The ID is part of the instance tags in session records (`<worker>@<id>/<nonce>`).
+        if let Some(bad) = id
+            .chars()
+            .find(|c| matches!(c, '/' | '@') || c.is_whitespace() || c.is_control())
+        {
+            return Err(cx.err(
+                "broker.id",
+                format!("{id:?} contains {bad:?}; use letters, digits, '-', '_' or '.'"),
+            ));
+        }
+        let advertise = overrides
+            .advertise
+            .clone()
+            .or(b.advertise)
+            .unwrap_or_else(|| format!("http://{listen}"));
+        let advertise = advertise.trim_end_matches('/').to_string();
+        if !advertise.starts_with("http://")
+            || advertise.len() <= "http://".len()
+            || advertise["http://".len()..].contains('/')
+        {
+            return Err(cx.err(
+                "broker.advertise",
+                format!("{advertise:?} is not an http://HOST:PORT address (how other brokers reach this one)"),
+            ));
+        }
+        if let Some(0) = b.workers {
+            return Err(cx.err("broker.workers", "must be at least 1"));
+        }
+        Ok(BrokerSettings {
+            id,
+            listen,
+            data_dir,
+            advertise,
+            workers: b.workers,
+            shutdown_timeout: b.shutdown_timeout,
+        })
+    }
+}
+
+// ---- [log] --------------------------------------------------------------------------------------
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct LogSection {
+    pub level: LogLevel,
+    pub format: LogFormat,
+}
+
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum LogLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogSection {
+    pub fn build(self) -> LogSettings {
+        let level = match self.level {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        };
+        LogSettings {
+            level: level.to_string(),
+            format: self.format,
+        }
+    }
+}
+
+// ---- [store] ------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct StoreSection {
+    pub url: String,
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub sweep_interval: Duration,
+    pub sweep_batch: usize,
+    pub sweep_rate: usize,
+    /// Default: the longest `request_timeout` plus 30 s ([`turn_lease`]).
+    #[serde(deserialize_with = "duration::option")]
+    pub turn_lease: Option<Duration>,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        StoreSection {
+            url: "sled:{data_dir}/cookies".into(),
+            sweep_interval: Duration::from_secs(1),
+            sweep_batch: 256,
+            sweep_rate: 5000,
+            turn_lease: None,
+        }
+    }
+}
+
+impl StoreSection {
+    /// The store's settings but its turn lease, which [`turn_lease`] sets once the server classes
+    /// are known.
+    pub fn build(
+        self,
+        cx: &Ctx<'_>,
+        overrides: &Overrides,
+        placeholders: &Placeholders,
+        broker: &BrokerSettings,
+    ) -> Result<StoreSettings, ConfigError> {
+        let url = placeholders.expand(&overrides.store.clone().unwrap_or(self.url));
+        if !(url.starts_with("sled:")
+            || url.starts_with("cookie-store://")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            return Err(cx.err(
+                "store.url",
+                format!("{url:?}: expected sled:DIR, cookie-store://HOST:PORT or postgres://..."),
+            ));
+        }
+        // Other brokers sharing the store reach this one at its advertised address: the wildcard a
+        // server listens on is no address for them.
+        let shared = !url.starts_with("sled:");
+        let host = &broker.advertise["http://".len()..];
+        if shared && (host.starts_with("0.0.0.0:") || host.starts_with("[::]:")) {
+            return Err(cx.err(
+                "broker.advertise",
+                format!(
+                    "{:?} is a wildcard address, which the other brokers sharing store {} cannot reach; set broker.advertise (or --advertise) to an address they can",
+                    broker.advertise,
+                    url.split('@').next_back().unwrap_or(&url)
+                ),
+            ));
+        }
+        let store = StoreSettings {
+            url,
+            sweep_interval: self.sweep_interval,
+            sweep_batch: cx.positive("store.sweep_batch", self.sweep_batch)?,
+            sweep_rate: cx.positive("store.sweep_rate", self.sweep_rate)?,
+            turn_lease: Duration::ZERO,
+        };
+        if store.sweep_interval.is_zero() {
+            return Err(cx.err("store.sweep_interval", "must be more than zero"));
+        }
+        Ok(store)
+    }
+}
+
+/// `store.turn_lease`: by default the longest request_timeout plus 30 s, and never less than the
+/// longest request_timeout (a request still running would lose its turn).
+pub(super) fn turn_lease(
+    cx: &Ctx<'_>,
+    configured: Option<Duration>,
+    classes: &[ServerClassConfig],
+) -> Result<Duration, ConfigError> {
+    let longest_request = classes
+        .iter()
+        .map(|c| c.request_timeout)
+        .max()
+        .unwrap_or_default();
+    let lease = configured.unwrap_or(longest_request + Duration::from_secs(30));
+    if lease <= longest_request {
+        return Err(cx.err(
+            "store.turn_lease",
+            format!(
+                "{} must be longer than the longest server_class request_timeout ({})",
+                humantime::format_duration(lease),
+                humantime::format_duration(longest_request)
+            ),
+        ));
+    }
+    Ok(lease)
+}
+
+// ---- [limits] -----------------------------------------------------------------------------------
+
+/// The defaults are `soap::Limits::default()`, the front end's own.
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct LimitsSection {
+    pub max_body_bytes: usize,
+    pub max_depth: usize,
+    pub max_attributes: usize,
+    pub max_header_blocks: usize,
+    pub max_name_len: usize,
+    pub max_elements: usize,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        let d = crate::soap::Limits::default();
+        LimitsSection {
+            max_body_bytes: d.max_body_bytes,
+            max_depth: d.max_depth,
+            max_attributes: d.max_attributes,
+            max_header_blocks: d.max_header_blocks,
+            max_name_len: d.max_name_len,
+            max_elements: d.max_elements,
+        }
+    }
+}
+
+impl LimitsSection {
+    pub fn build(self, cx: &Ctx<'_>) -> Result<crate::soap::Limits, ConfigError> {
+        let l = self;
+        Ok(crate::soap::Limits {
+            max_body_bytes: cx.positive("limits.max_body_bytes", l.max_body_bytes)?,
+            max_depth: cx.positive("limits.max_depth", l.max_depth)?,
+            max_attributes: cx.positive("limits.max_attributes", l.max_attributes)?,
+            max_header_blocks: cx.positive("limits.max_header_blocks", l.max_header_blocks)?,
+            max_name_len: cx.positive("limits.max_name_len", l.max_name_len)?,
+            max_elements: cx.positive("limits.max_elements", l.max_elements)?,
+        })
+    }
+}
+
+// ---- [[endpoint]] -------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EndpointSection {
+    pub path: String,
+    pub dialect: DialectName,
+    /// Default: [`EndpointDefaults`], by dialect.
+    #[serde(default, deserialize_with = "duration::option")]
+    pub session_timeout: Option<Duration>,
+    #[serde(
+        default = "default_transaction_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub transaction_timeout: Duration,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(
+        default = "default_turn_wait",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub turn_wait: Duration,
+    #[serde(default)]
+    pub auth: AuthName,
+    #[serde(default)]
+    pub sessions_max: Option<usize>,
+    #[serde(default)]
+    pub sessions_max_per_ip: Option<usize>,
+    #[serde(default)]
+    pub ip_match: Option<bool>,
+    #[serde(default)]
+    pub auth_match: Option<bool>,
+    #[serde(default)]
+    pub max_requests_per_batch: Option<usize>,
+}
+
+fn default_transaction_timeout() -> Duration {
+    Duration::from_secs(120)
+}
+
+fn default_turn_wait() -> Duration {
+    Duration::from_secs(300)
+}
+
+/// The `dialect` key, with the dialects this build does not serve yet, which get their own error.
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum DialectName {
+    NonStop,
+    Dsml,
+    SqlSession,
+}
+
+/// The `auth` key of an endpoint.
+#[derive(Deserialize, Default, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum AuthName {
+    #[default]
+    None,
+    Optional,
+    Required,
+}
+
+/// The defaults of the endpoint keys whose default depends on the dialect.
+struct EndpointDefaults {
+    session_timeout: Duration,
+    sessions_max: usize,
+    sessions_max_per_ip: usize,
+    ip_match: bool,
+    auth_match: bool,
+    max_requests_per_batch: usize,
+}
+
+impl EndpointDefaults {
+    fn of(dialect: DialectKind) -> EndpointDefaults {
+        match dialect {
+            // NonStop SOAP had no session limits and bound sessions to nothing but their cookie; the
+            // broker binds them to their principal.
+            DialectKind::NonStop => EndpointDefaults {
+                session_timeout: Duration::from_secs(30 * 60),
+                sessions_max: 0,
+                sessions_max_per_ip: 0,
+                ip_match: false,
+                auth_match: true,
+                max_requests_per_batch: 1000,
+            },
+            // DSML Services for Windows ([MS-DSML] <6>, dsmlv2.config): sessionsTTL 600 s,
+            // sessionsMax 100, sessionsMaxPerIP 5, sessionsIPMatch and sessionsAuthMatch on,
+            // maxRequestsPerBatch 1000.
+            DialectKind::Dsml => EndpointDefaults {
+                session_timeout: Duration::from_secs(600),
+                sessions_max: 100,
+                sessions_max_per_ip: 5,
+                ip_match: true,
+                auth_match: true,
+                max_requests_per_batch: 1000,
+            },
+        }
+    }
+}
+
+/// `[[endpoint]]`: each table, and paths unique across them.
+pub(super) fn endpoints(
+    cx: &Ctx<'_>,
+    raw: Vec<EndpointSection>,
+) -> Result<Vec<EndpointConfig>, ConfigError> {
+    let mut endpoints = Vec::new();
+    let mut paths = HashSet::new();
+    for (i, e) in raw.into_iter().enumerate() {
+        let k = |f: &str| format!("endpoint[{i}].{f}");
+        endpoints.push(e.build(cx, &k, &mut paths)?);
+    }
+    Ok(endpoints)
+}
+
+impl EndpointSection {
+    fn build(
+        self,
+        cx: &Ctx<'_>,
+        k: &dyn Fn(&str) -> String,
+        paths: &mut HashSet<String>,
+    ) -> Result<EndpointConfig, ConfigError> {
+        let e = self;
+        let path = e.path;
+        if path.trim().is_empty() {
+            return Err(cx.err(k("path"), "must not be empty"));
+        }
+        if !path.starts_with('/') {
+            return Err(cx.err(k("path"), format!("{path:?} must start with /")));
+        }
+        if path == "/healthz"
+            || path.starts_with("/_broker")
+            || path.starts_with(crate::cluster::forward::PREFIX)
+        {
+            return Err(cx.err(k("path"), format!("{path:?} is reserved by the broker")));
+        }
+        if !paths.insert(path.clone()) {
+            return Err(cx.err(k("path"), format!("{path:?} is configured twice")));
+        }
+        let dialect = match e.dialect {
+            DialectName::NonStop => DialectKind::NonStop,
+            DialectName::Dsml => DialectKind::Dsml,
+            DialectName::SqlSession => {
+                return Err(cx.err(
+                    k("dialect"),
+                    "this dialect is not available in this build yet (nonstop and dsml are)",
+                ))
+            }
+        };
+        let defaults = EndpointDefaults::of(dialect);
+        let session_timeout = e
+            .session_timeout
+            .unwrap_or(defaults.session_timeout)
+            .min(MAX_SESSION_TIMEOUT);
+        if session_timeout.is_zero() {
+            return Err(cx.err(k("session_timeout"), "must be more than zero"));
+        }
+        if e.max_requests_per_batch.is_some() && dialect != DialectKind::Dsml {
+            return Err(cx.err(
+                k("max_requests_per_batch"),
+                format!(
+                    "only applies to dialect = \"dsml\", not {:?}",
+                    dialect.name()
+                ),
+            ));
+        }
+        let max_requests_per_batch = cx.positive(
+            &k("max_requests_per_batch"),
+            e.max_requests_per_batch
+                .unwrap_or(defaults.max_requests_per_batch),
+        )?;
+        Ok(EndpointConfig {
+            path,
+            dialect,
+            session_timeout,
+            transaction_timeout: e.transaction_timeout,
+            roles: e.roles,
+            auth: match e.auth {
+                AuthName::None => crate::auth::AuthMode::None,
+                AuthName::Optional => crate::auth::AuthMode::Optional,
+                AuthName::Required => crate::auth::AuthMode::Required,
+            },
+            turn_wait: e.turn_wait,
+            sessions_max: e.sessions_max.unwrap_or(defaults.sessions_max),
+            sessions_max_per_ip: e
+                .sessions_max_per_ip
+                .unwrap_or(defaults.sessions_max_per_ip),
+            ip_match: e.ip_match.unwrap_or(defaults.ip_match),
+            auth_match: e.auth_match.unwrap_or(defaults.auth_match),
+            max_requests_per_batch,
+        })
+    }
+}
+
+// ---- [auth] -------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct AuthSection {
+    pub credentials_file: Option<String>,
+    pub realm: String,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            credentials_file: None,
+            realm: "soap-broker".into(),
+        }
+    }
+}
+
+impl AuthSection {
+    /// The credentials, loaded; and every endpoint that authenticates has them.
+    pub fn build(
+        self,
+        cx: &Ctx<'_>,
+        placeholders: &Placeholders,
+        endpoints: &[EndpointConfig],
+    ) -> Result<Option<std::sync::Arc<crate::auth::Authenticator>>, ConfigError> {
+        let realm = self.realm;
+        if realm.is_empty() || realm.contains('"') {
+            return Err(cx.err(
+                "auth.realm",
+                "must be non-empty and contain no double quote",
+            ));
+        }
+        let authenticator = match self.credentials_file.as_deref() {
+            None => None,
+            Some(f) => {
+                let path = PathBuf::from(placeholders.expand(f));
+                let auth = crate::auth::Authenticator::load(&path, &realm).map_err(|p| {
+                    cx.err("auth.credentials_file", format!("{}: {p}", path.display()))
+                })?;
+                Some(std::sync::Arc::new(auth))
+            }
+        };
+        if authenticator.is_none() {
+            if let Some(i) = endpoints
+                .iter()
+                .position(|e| e.auth != crate::auth::AuthMode::None)
+            {
+                return Err(cx.err(
+                    format!("endpoint[{i}].auth"),
+                    "needs a credentials file: set auth.credentials_file (users made with `broker hash-password`)",
+                ));
+            }
+        }
+        Ok(authenticator)
+    }
+}
+
+// ---- [[service]] --------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ServiceSection {
+    pub name: String,
+    pub endpoint: String,
+    pub server_class: String,
+    /// Default: the service's name.
+    #[serde(default)]
+    pub operation: Option<String>,
+    #[serde(default)]
+    pub response_encoding: Option<String>,
+    #[serde(default)]
+    pub abort_transaction_on_fault: bool,
+}
+
+/// `[[service]]`: each names an endpoint and a class that exist, once per endpoint.
+pub(super) fn services(
+    cx: &Ctx<'_>,
+    raw: Vec<ServiceSection>,
+    endpoints: &[EndpointConfig],
+    classes: &[ServerClassConfig],
+) -> Result<Vec<ServiceConfig>, ConfigError> {
+    let mut services: Vec<ServiceConfig> = Vec::new();
+    for (i, s) in raw.into_iter().enumerate() {
+        let k = |f: &str| format!("service[{i}].{f}");
+        for (key, value) in [
+            ("name", &s.name),
+            ("endpoint", &s.endpoint),
+            ("server_class", &s.server_class),
+        ] {
+            if value.trim().is_empty() {
+                return Err(cx.err(k(key), "must not be empty"));
+            }
+        }
+        if !endpoints.iter().any(|e| e.path == s.endpoint) {
+            return Err(cx.err(
+                k("endpoint"),
+                format!("{:?} is not a configured endpoint path", s.endpoint),
+            ));
+        }
+        if !classes.iter().any(|c| c.name == s.server_class) {
+            return Err(cx.err(
+                k("server_class"),
+                format!("{:?} is not a configured server_class name", s.server_class),
+            ));
+        }
+        if services
+            .iter()
+            .any(|o| o.name == s.name && o.endpoint == s.endpoint)
+        {
+            return Err(cx.err(
+                k("name"),
+                format!(
+                    "{:?} is configured twice for endpoint {:?}",
+                    s.name, s.endpoint
+                ),
+            ));
+        }
+        if let Some(enc) = &s.response_encoding {
+            if encoding_rs::Encoding::for_label(enc.as_bytes()).is_none() {
+                return Err(cx.err(
+                    k("response_encoding"),
+                    format!("{enc:?} is not a known encoding label"),
+                ));
+            }
+        }
+        services.push(ServiceConfig {
+            operation: s.operation.unwrap_or_else(|| s.name.clone()),
+            name: s.name,
+            endpoint: s.endpoint,
+            server_class: s.server_class,
+            response_encoding: s.response_encoding,
+            abort_transaction_on_fault: s.abort_transaction_on_fault,
+        });
+    }
+    Ok(services)
+}
+
+// ---- [cluster] ----------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(super) struct ClusterSection {
+    pub secret: Option<String>,
+    pub secret_file: Option<String>,
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub heartbeat: Duration,
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub lease: Duration,
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub recovery_interval: Duration,
+    /// Default: the longest `turn_wait` plus `store.turn_lease`.
+    #[serde(deserialize_with = "duration::option")]
+    pub forward_timeout: Option<Duration>,
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection {
+            secret: None,
+            secret_file: None,
+            heartbeat: Duration::from_secs(1),
+            lease: Duration::from_secs(5),
+            recovery_interval: Duration::from_secs(30),
+            forward_timeout: None,
+            connect_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+impl ClusterSection {
+    /// The secret from exactly one place, a lease longer than two heartbeats.
+    pub fn build(
+        self,
+        cx: &Ctx<'_>,
+        placeholders: &Placeholders,
+        store: &StoreSettings,
+        endpoints: &[EndpointConfig],
+    ) -> Result<ClusterSettings, ConfigError> {
+        let (secret, secret_source) = match (self.secret, self.secret_file) {
+            (Some(_), Some(_)) => {
+                return Err(cx.err(
+                    "cluster.secret",
+                    "set either cluster.secret or cluster.secret_file, not both",
+                ))
+            }
+            (Some(text), None) => {
+                let s =
+                    crate::cluster::Secret::new(&text).map_err(|p| cx.err("cluster.secret", p))?;
+                (Some(s), "cluster.secret")
+            }
+            (None, Some(file)) => {
+                let path = PathBuf::from(placeholders.expand(&file));
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    cx.err(
+                        "cluster.secret_file",
+                        format!("{}: cannot read: {e}", path.display()),
+                    )
+                })?;
+                let s = crate::cluster::Secret::new(&text).map_err(|p| {
+                    cx.err(
+                        "cluster.secret_file",
+                        format!("{}: the secret {p}", path.display()),
+                    )
+                })?;
+                (Some(s), "cluster.secret_file")
+            }
+            (None, None) => match std::env::var(CLUSTER_SECRET_ENV) {
+                Ok(text) if !text.trim().is_empty() => {
+                    let s = crate::cluster::Secret::new(&text).map_err(|p| {
+                        cx.err(
+                            "cluster.secret",
+                            format!("the environment variable {CLUSTER_SECRET_ENV} {p}"),
+                        )
+                    })?;
+                    (Some(s), CLUSTER_SECRET_ENV)
+                }
+                _ => (None, "none"),
+            },
+        };
+        let heartbeat = self.heartbeat;
+        if heartbeat.is_zero() {
+            return Err(cx.err("cluster.heartbeat", "must be more than zero"));
+        }
+        let lease = self.lease;
+        if lease <= heartbeat * 2 {
+            return Err(cx.err(
+                "cluster.lease",
+                format!(
+                    "{} must be longer than two heartbeats ({} each): one late heartbeat must not make a broker look dead",
+                    humantime::format_duration(lease),
+                    humantime::format_duration(heartbeat)
+                ),
+            ));
+        }
+        if self.recovery_interval.is_zero() {
+            return Err(cx.err("cluster.recovery_interval", "must be more than zero"));
+        }
+        // A forwarded request may wait for the session's turn, then run: give it that long.
+        let longest_wait = endpoints
+            .iter()
+            .map(|e| e.turn_wait)
+            .max()
+            .unwrap_or_default();
+        let forward_timeout = self
+            .forward_timeout
+            .unwrap_or(longest_wait + store.turn_lease);
+        if forward_timeout.is_zero() {
+            return Err(cx.err("cluster.forward_timeout", "must be more than zero"));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(cx.err("cluster.connect_timeout", "must be more than zero"));
+        }
+        Ok(ClusterSettings {
+            secret,
+            secret_source,
+            heartbeat,
+            lease,
+            recovery_interval: self.recovery_interval,
+            forward_timeout,
+            connect_timeout: self.connect_timeout,
+        })
+    }
+}
