@@ -16,13 +16,16 @@
 //!    file.
 //!
 //! Every error names the file, the key (`server_class[1].max_workers`) and what is wrong, so a user
-//! can act on it without reading code.
+//! can act on it without reading code. `docs/configuration.md` is the reference of every key;
+//! `reference.rs` fails when it and the structs disagree.
 //!
 //! A file that sets nothing is valid: every section takes its defaults and there are no
 //! endpoints, server classes or services (the broker warns at start-up that it serves nothing).
 
 mod sections;
 
+#[cfg(test)]
+mod reference;
 #[cfg(test)]
 mod snapshot;
 #[cfg(test)]
