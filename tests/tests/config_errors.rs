@@ -202,3 +202,23 @@ fn a_listen_address_in_use_exits_1_with_one_line() {
     );
     assert!(!out.stdout.contains("listening"), "{}", out.describe());
 }
+
+/// Protects the empty configuration: `--config` with an empty file is valid, runs every default
+/// with no endpoints, and the start-up output says that it serves nothing.
+#[test]
+fn an_empty_configuration_runs_with_no_endpoints_and_warns() {
+    let mut b = BrokerProcess::start("");
+    let status = b.terminate();
+    assert_eq!(status.code(), Some(0), "stderr:\n{}", b.stderr_text());
+    let stdout = b.stdout_text();
+    assert!(stdout.contains("listening on http://"), "{stdout}");
+    assert!(
+        !stdout.lines().any(|l| l.starts_with("endpoint ")),
+        "no endpoint is announced: {stdout}"
+    );
+    assert!(
+        b.stderr_text().contains("no [[endpoint]]"),
+        "the start-up warns that there is no endpoint: {}",
+        b.stderr_text()
+    );
+}
