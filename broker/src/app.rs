@@ -152,6 +152,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let router = Router::new(&config, &classes);
     let coordinator = Arc::new(Coordinator::new(
         store.clone(),
+        store.clone(),
         classes.clone(),
         registry.clone(),
         engine_rt.handle().clone(),
@@ -192,6 +193,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
 
     let shared = web::Data::new(Shared {
         engine: engine.clone(),
+        store: store.clone(),
         limits: config.limits.clone(),
         authenticator: config.authenticator.clone(),
         secret: cluster.secret.clone(),

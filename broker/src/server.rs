@@ -37,6 +37,8 @@ use std::time::Instant;
 /// What every handler shares.
 pub struct Shared {
     pub engine: Arc<SessionEngine>,
+    /// The store as a whole, for `GET /healthz`.
+    pub store: Arc<dyn cookie_store::StoreHealth>,
     pub limits: Limits,
     /// The credentials, when any endpoint authenticates.
     pub authenticator: Option<Arc<crate::auth::Authenticator>>,
@@ -92,7 +94,7 @@ pub fn configure_internal(cfg: &mut web::ServiceConfig, limits: &Limits) {
 
 /// `GET /healthz`: 200 when the store answers, 503 otherwise.
 pub async fn healthz(shared: web::Data<Shared>) -> HttpResponse {
-    match shared.engine.store().ping().await {
+    match shared.store.ping().await {
         Ok(()) => HttpResponse::Ok().content_type("text/plain").body("ok\n"),
         Err(e) => HttpResponse::ServiceUnavailable()
             .content_type("text/plain")

@@ -8,7 +8,7 @@
 //! Run: `cargo run --release -p cookie-store --example store_bench [CONTINUES] [CREATES_PER_WRITER]`.
 //! The figures depend on the disk's fsync cost and the CPU count; compare runs on one machine.
 
-use cookie_store::{now_ms, Durability, SledStore, Store};
+use cookie_store::{now_ms, Durability, SessionStore, SledStore};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

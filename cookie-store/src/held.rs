@@ -13,24 +13,24 @@
 //!   seen and no session stays stuck. Outside any runtime the turn is left to its lease, and that is
 //!   logged too.
 //!
-//! Take one with [`take_turn`], the guarded form of [`Store::take_turn`].
+//! Take one with [`take_turn`], the guarded form of [`SessionStore::take_turn`](crate::SessionStore::take_turn).
 
-use crate::{short_id, Durability, SessionRecord, Store, StoreError, Turn};
+use crate::{short_id, Durability, SessionRecord, SessionStore, StoreError, Turn};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// A session's turn, held until it is consumed (see the module docs).
 #[must_use = "a held turn must be given back: write_and_release, delete or release"]
 pub struct HeldTurn {
-    store: Arc<dyn Store>,
+    store: Arc<dyn SessionStore>,
     /// `None` only once consumed.
     turn: Option<Turn>,
 }
 
-/// Take the turn of session `id` (see [`Store::take_turn`]) as a [`HeldTurn`]. `Ok(None)`: no such
+/// Take the turn of session `id` (see [`SessionStore::take_turn`](crate::SessionStore::take_turn)) as a [`HeldTurn`]. `Ok(None)`: no such
 /// session, nothing held.
 pub async fn take_turn(
-    store: &Arc<dyn Store>,
+    store: &Arc<dyn SessionStore>,
     id: &str,
     lease: Duration,
     wait: Duration,
@@ -43,7 +43,7 @@ pub async fn take_turn(
 
 impl HeldTurn {
     /// Guard a turn just taken from `store`.
-    pub fn new(store: Arc<dyn Store>, turn: Turn) -> HeldTurn {
+    pub fn new(store: Arc<dyn SessionStore>, turn: Turn) -> HeldTurn {
         HeldTurn {
             store,
             turn: Some(turn),
@@ -166,7 +166,7 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_guard_gives_the_turn_back() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("open"));
+        let store: Arc<dyn SessionStore> = Arc::new(SledStore::open(dir.path()).expect("open"));
         store
             .create(&record("s1"), Durability::Lazy)
             .await
@@ -190,7 +190,7 @@ mod tests {
     #[tokio::test]
     async fn consuming_methods_give_the_turn_back() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(dir.path()).expect("open"));
+        let store: Arc<dyn SessionStore> = Arc::new(SledStore::open(dir.path()).expect("open"));
         let mut r = record("s2");
         store.create(&r, Durability::Lazy).await.expect("create");
 

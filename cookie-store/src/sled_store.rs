@@ -7,7 +7,7 @@
 //! - `sessions`: session ID → encoded [`SessionRecord`];
 //! - `expiry`: 8-byte big-endian deadline ++ session ID → empty ([`crate::expiry`]);
 //! - `clients`: endpoint ++ client IP ++ session ID → the record's filed expiry deadline
-//!   ([`client_key`]), the index [`Store::count_sessions`] counts through;
+//!   ([`client_key`]), the index [`SessionStore::count_sessions`](crate::SessionStore::count_sessions) counts through;
 //! - `brokers`: broker ID → encoded [`BrokerInfo`];
 //! - `decisions`: transaction ID → encoded [`TxnDecision`];
 //! - `meta`: the epoch generation ([`crate::epochs`]).
@@ -18,7 +18,7 @@
 //! takes the database's lock exclusively): `create` files the entries before it writes the record,
 //! `delete` removes the record before its entries, and sled recovers a prefix of its log. The
 //! converse, an entry whose record is gone or filed elsewhere, is harmless: [`SledStore::due_for_expiry`]
-//! drops such entries as it meets them, and [`Store::count_sessions`] once their filed deadline has
+//! drops such entries as it meets them, and [`SessionStore::count_sessions`](crate::SessionStore::count_sessions) once their filed deadline has
 //! passed (until then a crash's leftover counts, at most one session timeout long).
 //!
 //! Cost of a continue request: `take_turn` is one sled `get`; `write_and_release(Lazy)` is one sled
@@ -31,8 +31,8 @@ use crate::expiry::{due_bound, index_key, parse_index_key, refiled_deadline, Fil
 use crate::group_flush::GroupFlush;
 use crate::turns::TurnTable;
 use crate::{
-    now_ms, short_id, BrokerInfo, Durability, RecordError, SessionRecord, Store, StoreError, Turn,
-    TxnDecision,
+    now_ms, short_id, BrokerInfo, BrokerRegistry, DecisionLog, Durability, RecordError,
+    SessionRecord, SessionStore, StoreError, StoreHealth, Turn, TxnDecision,
 };
 use async_trait::async_trait;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
@@ -108,7 +108,7 @@ impl Default for SledOptions {
     }
 }
 
-/// The sled backend of [`Store`]. One per data directory per process; share it (in an `Arc`) among
+/// The sled backend of [`Store`](crate::Store). One per data directory per process; share it (in an `Arc`) among
 /// all the threads and runtimes of the process.
 pub struct SledStore {
     turns: TurnTable,
@@ -401,7 +401,7 @@ impl SledStore {
 }
 
 #[async_trait]
-impl Store for SledStore {
+impl SessionStore for SledStore {
     async fn create(
         &self,
         record: &SessionRecord,
@@ -673,7 +673,10 @@ impl Store for SledStore {
         }
         Ok(live.min(limit))
     }
+}
 
+#[async_trait]
+impl BrokerRegistry for SledStore {
     async fn register_broker(&self, info: &BrokerInfo) -> Result<(), StoreError> {
         // Lazy: a heartbeat lost in a crash is simply sent again.
         self.brokers
@@ -698,7 +701,10 @@ impl Store for SledStore {
         }
         Ok(live)
     }
+}
 
+#[async_trait]
+impl DecisionLog for SledStore {
     async fn log_decision(&self, decision: &TxnDecision) -> Result<(), StoreError> {
         self.decisions
             .insert(
@@ -732,7 +738,10 @@ impl Store for SledStore {
             })
             .collect()
     }
+}
 
+#[async_trait]
+impl StoreHealth for SledStore {
     async fn ping(&self) -> Result<(), StoreError> {
         if !self.flusher.is_running() {
             return Err(StoreError::Unavailable(

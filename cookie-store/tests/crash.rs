@@ -11,7 +11,7 @@
 //! runs the checks below one after the other, libtest-style (`test NAME ... ok`); names given on
 //! the command line filter them by substring (`--exact` for whole names), `--list` lists them.
 
-use cookie_store::{now_ms, Durability, SessionRecord, SledStore, Store};
+use cookie_store::{now_ms, Durability, SessionRecord, SessionStore, SledStore};
 use std::future::Future;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;

@@ -12,7 +12,9 @@ mod conformance;
 mod wait;
 
 use cookie_store::postgres::{PgStore, SCHEMA_VERSION};
-use cookie_store::{now_ms, Durability, SessionRecord, Store, StoreError};
+use cookie_store::{
+    now_ms, Durability, SessionRecord, SessionStore, Store, StoreError, StoreHealth,
+};
 use std::collections::HashSet;
 use std::process::Command;
 use std::sync::{Arc, LazyLock};

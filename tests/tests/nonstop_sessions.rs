@@ -722,7 +722,7 @@ fn sweeper_deletes_expired_sessions_from_the_store() {
         .build()
         .expect("a tokio runtime");
     rt.block_on(async {
-        use cookie_store::Store;
+        use cookie_store::SessionStore;
         let store = cookie_store::SledStore::open(b.sled_dir())
             .expect("opening the stopped broker's sled store");
         for id in &idle {

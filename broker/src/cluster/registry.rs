@@ -40,7 +40,7 @@
 //! work over at once instead of after the lease.
 
 use super::{nonce_of_instance, Instance};
-use cookie_store::{now_ms, BrokerInfo, Store, StoreError};
+use cookie_store::{now_ms, BrokerInfo, BrokerRegistry, StoreError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,7 +48,7 @@ use tokio::sync::{watch, Notify};
 
 /// The registry as this broker sees it.
 pub struct Registry {
-    store: Arc<dyn Store>,
+    store: Arc<dyn BrokerRegistry>,
     me: Instance,
     advertise: String,
     heartbeat: Duration,
@@ -91,7 +91,7 @@ pub enum FenceError {
 
 impl Registry {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn BrokerRegistry>,
         me: Instance,
         advertise: String,
         heartbeat: Duration,
@@ -318,7 +318,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cookie_store::SledStore;
+    use cookie_store::{SledStore, Store};
 
     fn registry(store: &Arc<dyn Store>, id: &str, nonce: &str, heartbeat_ms: u64) -> Registry {
         Registry::new(

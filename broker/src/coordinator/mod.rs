@@ -38,7 +38,9 @@ pub use recovery::{spawn_recovery, RecoveryReport};
 
 use crate::cluster::{FenceError, Instance, Registry};
 use adapters::{AdapterError, ServerClass, Vote, WorkerId};
-use cookie_store::{now_ms, Participant, Store, StoreError, TransactionState, TxnDecision};
+use cookie_store::{
+    now_ms, DecisionLog, Participant, SessionStore, StoreError, TransactionState, TxnDecision,
+};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -98,7 +100,10 @@ impl Committed {
 
 /// The transaction coordinator of one broker process.
 pub struct Coordinator {
-    store: Arc<dyn Store>,
+    /// Where decisions wait for phase two to finish.
+    decisions: Arc<dyn DecisionLog>,
+    /// For settling the session of a transaction recovery finished.
+    sessions: Arc<dyn SessionStore>,
     classes: HashMap<String, Arc<dyn ServerClass>>,
     /// This broker process: tags the workers it pinned and prefixes the transactions it begins.
     instance: Instance,
@@ -113,13 +118,15 @@ pub struct Coordinator {
 
 impl Coordinator {
     pub fn new(
-        store: Arc<dyn Store>,
+        decisions: Arc<dyn DecisionLog>,
+        sessions: Arc<dyn SessionStore>,
         classes: HashMap<String, Arc<dyn ServerClass>>,
         registry: Arc<Registry>,
         runtime: tokio::runtime::Handle,
     ) -> Coordinator {
         Coordinator {
-            store,
+            decisions,
+            sessions,
             classes,
             instance: registry.instance().clone(),
             registry,
@@ -156,6 +163,17 @@ impl Coordinator {
     /// Whether this process began (or adopted) the transaction with this ID.
     pub fn owns_txn_id(&self, txn_id: &str) -> bool {
         crate::cluster::nonce_of_txn(txn_id) == Some(self.instance.nonce())
+    }
+
+    /// The logged commit decision of transaction `txn_id`, if one waits for phase two. The
+    /// decision log is the coordinator's: whoever takes a transaction over asks here.
+    pub async fn logged_commit(&self, txn_id: &str) -> Result<Option<TxnDecision>, StoreError> {
+        Ok(self
+            .decisions
+            .pending_decisions()
+            .await?
+            .into_iter()
+            .find(|d| d.txn_id == txn_id && d.commit))
     }
 
     /// This broker process.
@@ -340,7 +358,7 @@ impl Coordinator {
             coordinator: self.instance.as_str().to_string(),
             decided_ms: now_ms(),
         };
-        if let Err(e) = self.store.log_decision(&decision).await {
+        if let Err(e) = self.decisions.log_decision(&decision).await {
             tracing::error!(txn = %txn.id, error = %e, "cannot log a commit decision: aborting");
             self.abort(txn).await;
             return Err(CommitError::Store(e));
@@ -421,7 +439,7 @@ impl Coordinator {
     }
 
     async fn forget(&self, txn: &str) {
-        if let Err(e) = self.store.forget_decision(txn).await {
+        if let Err(e) = self.decisions.forget_decision(txn).await {
             tracing::warn!(txn = %txn, error = %e, "cannot forget a completed decision; recovery will");
         }
         self.leave(txn);

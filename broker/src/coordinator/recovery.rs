@@ -82,7 +82,7 @@ impl Coordinator {
         // 2. Who lives, read after (1).
         self.registry.refresh().await?;
         // 3. The decision log, read after (2).
-        let decisions = self.store.pending_decisions().await?;
+        let decisions = self.decisions.pending_decisions().await?;
         let decided: HashSet<String> = decisions.iter().map(|d| d.txn_id.clone()).collect();
 
         for decision in decisions {
@@ -143,7 +143,7 @@ impl Coordinator {
     /// when the session could not be settled now (retried at the next pass).
     pub(super) async fn settle_session(&self, decision: &TxnDecision) -> bool {
         let taken = cookie_store::take_turn(
-            &self.store,
+            &self.sessions,
             &decision.session_id,
             Duration::from_secs(30),
             Duration::from_secs(5),

@@ -9,7 +9,7 @@
 //!   leave room for one more session.
 //!
 //! ## Counting
-//! Sessions are counted in the store ([`Store::count_sessions`]), not in this process, so that
+//! Sessions are counted in the store ([`SessionStore::count_sessions`]), not in this process, so that
 //! several brokers sharing a store share the limits. The store counts through an index by endpoint
 //! and client IP and stops at the limit: a Begin reads at most `limit` index entries of its own
 //! endpoint, never the whole store. An endpoint without limits (the NonStop default) costs no store
@@ -27,7 +27,7 @@
 
 use super::{EngineError, Request};
 use crate::config::EndpointConfig;
-use cookie_store::{now_ms, SessionRecord, Store};
+use cookie_store::{now_ms, SessionRecord, SessionStore};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -122,7 +122,7 @@ impl Gates {
 /// [`Admission`] until the session's record is created.
 pub(super) async fn admit(
     gates: &Gates,
-    store: &dyn Store,
+    store: &dyn SessionStore,
     endpoint: &EndpointConfig,
     request: &Request,
 ) -> Result<Admission, EngineError> {

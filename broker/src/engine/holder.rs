@@ -68,12 +68,7 @@ impl SessionEngine {
         };
         // Read only now, after the registry said the holder is gone: a broker writes a decision
         // only while its lease holds (see `coordinator::recovery`, "never both").
-        let decision = self
-            .store
-            .pending_decisions()
-            .await?
-            .into_iter()
-            .find(|d| d.txn_id == txn.id && d.commit);
+        let decision = self.coordinator.logged_commit(&txn.id).await?;
         held.durable = true;
         match decision {
             Some(decision) => {

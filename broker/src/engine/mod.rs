@@ -89,7 +89,7 @@ use crate::coordinator::{CommitError, Committed, Coordinator};
 use crate::router::{Route, Router};
 use adapters::{AdapterError, BackendRequest, DialogMarker, ReplyStatus, WorkerId};
 use cookie_store::{
-    now_ms, take_turn, BrokerInfo, Durability, HeldTurn, SessionRecord, Store, StoreError,
+    now_ms, take_turn, BrokerInfo, Durability, HeldTurn, SessionRecord, SessionStore, StoreError,
     SubsessionState,
 };
 use corrections::{Before, Correction};
@@ -100,7 +100,7 @@ use std::time::Duration;
 
 /// The dialect-neutral session engine shared by every endpoint.
 pub struct SessionEngine {
-    store: Arc<dyn Store>,
+    store: Arc<dyn SessionStore>,
     router: Router,
     coordinator: Arc<Coordinator>,
     /// Session-limit bookkeeping of this process's Begins in flight (see `admission`).
@@ -190,7 +190,7 @@ impl From<EngineError> for CallFailure {
 
 impl SessionEngine {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn SessionStore>,
         router: Router,
         coordinator: Arc<Coordinator>,
         turn_lease: Duration,
@@ -211,10 +211,6 @@ impl SessionEngine {
     /// The registry (who lives).
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
-    }
-
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
     }
 
     pub fn turn_lease(&self) -> Duration {

@@ -12,7 +12,7 @@ use crate::config::{Config, Overrides};
 use adapters::{BackendReply, ServerClassConfig};
 use async_trait::async_trait;
 use bytes::Bytes;
-use cookie_store::SledStore;
+use cookie_store::{SessionStore, SledStore, Store};
 
 const HOLDER: &str = "b2/0123456789ab";
 const LEASE: Duration = Duration::from_secs(60);
@@ -133,7 +133,7 @@ impl Peer for FakePeer {
 
 struct Rig {
     engine: SessionEngine,
-    store: Arc<dyn Store>,
+    sessions: Arc<dyn SessionStore>,
     endpoint: EndpointConfig,
     classes: HashMap<String, Arc<FakeClass>>,
     _dir: tempfile::TempDir,
@@ -176,6 +176,7 @@ impl Rig {
         let router = Router::new(&config, &dyn_classes);
         let coordinator = Arc::new(Coordinator::new(
             store.clone(),
+            store.clone(),
             dyn_classes,
             registry,
             tokio::runtime::Handle::current(),
@@ -183,7 +184,7 @@ impl Rig {
         let engine = SessionEngine::new(store.clone(), router, coordinator, LEASE, peer);
         Rig {
             engine,
-            store,
+            sessions: store,
             endpoint: config.endpoints[0].clone(),
             classes,
             _dir: dir,
@@ -217,7 +218,7 @@ impl Rig {
             dialect_state: Vec::new(),
             expiry_indexed_ms: 0,
         };
-        self.store
+        self.sessions
             .create(&record, Durability::Durable)
             .await
             .expect("create");
@@ -226,7 +227,7 @@ impl Rig {
 
     /// Whether the session's turn is free now (nobody forgot to give it back).
     async fn turn_is_free(&self, id: &str) -> bool {
-        match take_turn(&self.store, id, LEASE, Duration::ZERO).await {
+        match take_turn(&self.sessions, id, LEASE, Duration::ZERO).await {
             Ok(Some((turn, _))) => {
                 turn.release().await;
                 true
@@ -236,7 +237,7 @@ impl Rig {
     }
 
     async fn record(&self, id: &str) -> Option<SessionRecord> {
-        let (turn, record) = take_turn(&self.store, id, LEASE, Duration::ZERO)
+        let (turn, record) = take_turn(&self.sessions, id, LEASE, Duration::ZERO)
             .await
             .expect("take")?;
         turn.release().await;

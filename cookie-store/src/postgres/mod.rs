@@ -38,7 +38,7 @@
 //! returns after the WAL flush, and PostgreSQL flushes the WAL of every commit waiting at that
 //! moment together (group commit). [`Durability::Lazy`] ones, turn grants and reads run on
 //! connections with `synchronous_commit = off`: a server crash can lose the last few hundred
-//! milliseconds of them, never corrupt anything. [`Store::flush`] commits a transaction ID on a
+//! milliseconds of them, never corrupt anything. [`StoreHealth::flush`](crate::StoreHealth::flush) commits a transaction ID on a
 //! durable connection, which flushes everything before it.
 //!
 //! ## Limits
@@ -50,7 +50,7 @@
 //!
 //! ## Expiry and sweeping
 //! `expiry_ms` is the expiry index, filed lazily by the rules of `crate::expiry` (a continue request
-//! leaves it alone, so its updates touch no indexed column and stay HOT). [`Store::due_for_expiry`]
+//! leaves it alone, so its updates touch no indexed column and stay HOT). [`SessionStore::due_for_expiry`](crate::SessionStore::due_for_expiry)
 //! claims the due rows it returns with `FOR UPDATE SKIP LOCKED` and a claim stamp (`sweep_owner`,
 //! `sweep_until`, `sweep_claim_ms`): brokers sweeping at once get disjoint batches, while the same
 //! store asking again gets its own claimed rows again (what the trait promises), and rows of a
@@ -66,7 +66,10 @@ pub use options::PgOptions;
 pub use schema::SCHEMA_VERSION;
 
 use crate::codec::{self, DECISION_FORMAT_V2};
-use crate::{BrokerInfo, Durability, SessionRecord, Store, StoreError, Turn, TxnDecision};
+use crate::{
+    BrokerInfo, BrokerRegistry, DecisionLog, Durability, SessionRecord, SessionStore, StoreError,
+    StoreHealth, Turn, TxnDecision,
+};
 use async_trait::async_trait;
 use pool::{db_error, Class, Connector, Pools};
 use std::future::Future;
@@ -82,11 +85,11 @@ use turns::{Finish, LocalTurns};
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Connect to the database a `postgres://…` URL names (see [`PgStore::open`]).
-pub fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+pub fn open(url: &str) -> Result<Arc<dyn crate::Store>, StoreError> {
     Ok(Arc::new(PgStore::open(url)?))
 }
 
-/// The PostgreSQL backend of [`Store`]. One per broker process; share it in an `Arc`.
+/// The PostgreSQL backend of [`Store`](crate::Store). One per broker process; share it in an `Arc`.
 pub struct PgStore {
     inner: Arc<Inner>,
     /// Dropped with [`Runtime::shutdown_background`], which (unlike a plain drop) is allowed inside
@@ -276,7 +279,7 @@ async fn bootstrap(connector: &Connector) -> Result<(), StoreError> {
 }
 
 #[async_trait]
-impl Store for PgStore {
+impl SessionStore for PgStore {
     async fn create(
         &self,
         record: &SessionRecord,
@@ -428,7 +431,10 @@ impl Store for PgStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl BrokerRegistry for PgStore {
     async fn register_broker(&self, info: &BrokerInfo) -> Result<(), StoreError> {
         let info = info.clone();
         // Lazy: a heartbeat lost in a crash is simply sent again.
@@ -473,7 +479,10 @@ impl Store for PgStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl DecisionLog for PgStore {
     async fn log_decision(&self, decision: &TxnDecision) -> Result<(), StoreError> {
         let bytes = codec::encode(DECISION_FORMAT_V2, decision);
         let (txn, session) = (decision.txn_id.clone(), decision.session_id.clone());
@@ -523,7 +532,10 @@ impl Store for PgStore {
         })
         .await
     }
+}
 
+#[async_trait]
+impl StoreHealth for PgStore {
     async fn ping(&self) -> Result<(), StoreError> {
         // Both classes: a store that can read but not commit durably is not healthy.
         self.run(move |inner| async move {

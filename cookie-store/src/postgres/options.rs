@@ -9,7 +9,7 @@
 //! | `pool_size` | 8 | connections for durable writes (`synchronous_commit = on`). Each waits for its own commit's WAL flush before it runs its next statement, so concurrent durable writes share flushes only across connections: this is the group-commit width. |
 //! | `lazy_pool_size` | 4 | connections for everything else (`synchronous_commit = off`): turns, lazy writes, reads. tokio-postgres pipelines concurrent statements on each. |
 //! | `turn_poll_ms` | 20 | longest pause between two tries of a turn held by another process (tries start at 1 ms and double) |
-//! | `sweep_claim_ms` | 60000 | how long rows handed to one sweeper by [`crate::Store::due_for_expiry`] stay hidden from the others |
+//! | `sweep_claim_ms` | 60000 | how long rows handed to one sweeper by [`crate::SessionStore::due_for_expiry`] stay hidden from the others |
 //! | `runtime_threads` | 2 | worker threads of the store's own tokio runtime |
 //! | `reconnect_max_ms` | 2000 | longest pause between two tries to re-open a broken connection (from 50 ms, doubling) |
 //!

@@ -161,7 +161,7 @@ impl Entry {
     }
 }
 
-/// Take the turn of `id` (see [`crate::Store::take_turn`]).
+/// Take the turn of `id` (see [`crate::SessionStore::take_turn`]).
 pub(super) async fn take_turn(
     inner: &Arc<Inner>,
     id: &str,

@@ -27,7 +27,10 @@ use super::protocol::{
     decode_broker, decode_decision, decode_record, encode_broker, encode_decision, millis,
     GrantedTurn, Request, Response, WireError, WireTurn,
 };
-use crate::{BrokerInfo, Durability, SessionRecord, Store, StoreError, Turn, TxnDecision};
+use crate::{
+    BrokerInfo, BrokerRegistry, DecisionLog, Durability, SessionRecord, SessionStore, StoreError,
+    StoreHealth, Turn, TxnDecision,
+};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -176,7 +179,7 @@ pub fn parse_url(url: &str) -> Result<(String, ClientOptions), StoreError> {
     Ok((addr, options))
 }
 
-/// The daemon's [`Store`]: see the module documentation.
+/// The daemon's [`Store`](crate::Store): see the module documentation.
 pub struct RemoteStore {
     inner: Arc<Inner>,
     /// Dropping it ends the client's thread, and with it every connection.
@@ -692,7 +695,7 @@ fn later(from: Instant, by: Duration) -> Instant {
 }
 
 #[async_trait]
-impl Store for RemoteStore {
+impl SessionStore for RemoteStore {
     async fn create(
         &self,
         record: &SessionRecord,
@@ -814,7 +817,10 @@ impl Store for RemoteStore {
             other => Err(self.inner.unexpected(&other)),
         }
     }
+}
 
+#[async_trait]
+impl BrokerRegistry for RemoteStore {
     async fn register_broker(&self, info: &BrokerInfo) -> Result<(), StoreError> {
         let request = Request::RegisterBroker {
             broker: encode_broker(info),
@@ -831,7 +837,10 @@ impl Store for RemoteStore {
             other => Err(self.inner.unexpected(&other)),
         }
     }
+}
 
+#[async_trait]
+impl DecisionLog for RemoteStore {
     async fn log_decision(&self, decision: &TxnDecision) -> Result<(), StoreError> {
         let request = Request::LogDecision {
             decision: encode_decision(decision),
@@ -857,7 +866,10 @@ impl Store for RemoteStore {
             other => Err(self.inner.unexpected(&other)),
         }
     }
+}
 
+#[async_trait]
+impl StoreHealth for RemoteStore {
     /// Pings over every connection that is up (at least one must be): a daemon that answers is
     /// alive, and every request sent before the ping has reached it.
     async fn ping(&self) -> Result<(), StoreError> {

@@ -18,58 +18,58 @@ use std::time::Duration;
 /// Client to daemon. Variant order is part of the protocol (postcard writes the index).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum Request {
-    /// [`crate::Store::create`].
+    /// [`crate::SessionStore::create`].
     Create {
         record: Vec<u8>,
         durability: WireDurability,
     },
-    /// [`crate::Store::take_turn`].
+    /// [`crate::SessionStore::take_turn`].
     TakeTurn {
         session_id: String,
         lease_ms: u64,
         wait_ms: u64,
     },
-    /// [`crate::Store::write`].
+    /// [`crate::SessionStore::write`].
     Write {
         turn: WireTurn,
         record: Vec<u8>,
         durability: WireDurability,
     },
-    /// [`crate::Store::write_and_release`].
+    /// [`crate::SessionStore::write_and_release`].
     WriteAndRelease {
         turn: WireTurn,
         record: Vec<u8>,
         durability: WireDurability,
     },
-    /// [`crate::Store::release`].
+    /// [`crate::SessionStore::release`].
     Release { turn: WireTurn },
-    /// [`crate::Store::delete`].
+    /// [`crate::SessionStore::delete`].
     Delete {
         turn: WireTurn,
         durability: WireDurability,
     },
-    /// [`crate::Store::due_for_expiry`].
+    /// [`crate::SessionStore::due_for_expiry`].
     DueForExpiry { now_ms: u64, limit: u64 },
-    /// [`crate::Store::count_sessions`].
+    /// [`crate::SessionStore::count_sessions`].
     CountSessions {
         endpoint: String,
         client_ip: Option<IpAddr>,
         now_ms: u64,
         limit: u64,
     },
-    /// [`crate::Store::register_broker`].
+    /// [`crate::BrokerRegistry::register_broker`].
     RegisterBroker { broker: Vec<u8> },
-    /// [`crate::Store::live_brokers`].
+    /// [`crate::BrokerRegistry::live_brokers`].
     LiveBrokers { now_ms: u64 },
-    /// [`crate::Store::log_decision`].
+    /// [`crate::DecisionLog::log_decision`].
     LogDecision { decision: Vec<u8> },
-    /// [`crate::Store::forget_decision`].
+    /// [`crate::DecisionLog::forget_decision`].
     ForgetDecision { txn_id: String },
-    /// [`crate::Store::pending_decisions`].
+    /// [`crate::DecisionLog::pending_decisions`].
     PendingDecisions,
-    /// [`crate::Store::ping`].
+    /// [`crate::StoreHealth::ping`].
     Ping,
-    /// [`crate::Store::flush`].
+    /// [`crate::StoreHealth::flush`].
     Flush,
     /// Abandon the `TakeTurn` with this request ID (its caller gave up). No response.
     Cancel { request: u64 },

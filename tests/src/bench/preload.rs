@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cookie_store::{Durability, SessionRecord, SledStore, Store};
+use cookie_store::{Durability, SessionRecord, SessionStore, SledStore, StoreHealth};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct PreloadArgs {
