@@ -144,27 +144,12 @@ pub fn encode_output(
 }
 
 /// Format milliseconds since the epoch as an RFC 3339 UTC timestamp (`2026-11-21T10:04:05.123Z`).
+/// Instants after the year 9999, which RFC 3339 cannot write, are written as its last millisecond.
 pub fn rfc3339_utc(ms: u64) -> String {
-    let secs = ms / 1000;
-    let millis = ms % 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil-from-days (Howard Hinnant's algorithm), valid for the whole u64-ms range we use.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60
-    )
+    // humantime refuses (a formatting error, a panic in `to_string`) from the year 10000 on.
+    const LAST_MS: u64 = 253_402_300_799_999;
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.min(LAST_MS));
+    humantime::format_rfc3339_millis(at).to_string()
 }
 
 #[cfg(test)]
@@ -176,6 +161,7 @@ mod tests {
         assert_eq!(rfc3339_utc(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(rfc3339_utc(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
+        assert_eq!(rfc3339_utc(u64::MAX), "9999-12-31T23:59:59.999Z");
     }
 
     #[test]
