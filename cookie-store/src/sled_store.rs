@@ -70,12 +70,11 @@ impl SledOptions {
             ));
         }
         let mut options = SledOptions::default();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
             let number = value
                 .parse::<u64>()
                 .map_err(|_| bad(format!("{key}={value} is not a whole number")));
-            match key {
+            match key.as_ref() {
                 "cache_capacity_bytes" => {
                     options.cache_capacity_bytes = number?;
                     if options.cache_capacity_bytes < MIN_CACHE_BYTES {

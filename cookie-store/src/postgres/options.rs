@@ -66,8 +66,13 @@ pub(super) fn parse(url: &str) -> Result<Parsed, StoreError> {
     };
     let mut options = PgOptions::default();
     let mut passed = Vec::new();
+    // Split here, decoded by form_urlencoded: what is not the store's is passed on exactly as
+    // written, because tokio-postgres decodes it again (percent-decoding only, `+` stays `+`), and
+    // re-encoding a decoded value would not give back what the user wrote.
     for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let Some((key, value)) = url::form_urlencoded::parse(pair.as_bytes()).next() else {
+            continue;
+        };
         let number = || {
             value
                 .parse::<u64>()
@@ -88,7 +93,7 @@ pub(super) fn parse(url: &str) -> Result<Parsed, StoreError> {
                     .ok_or_else(|| bad(format!("{key} must be at least 1")))
             })
         };
-        match key {
+        match key.as_ref() {
             "pool_size" => options.pool_size = count(MAX_POOL)?,
             "lazy_pool_size" => options.lazy_pool_size = count(MAX_POOL)?,
             "turn_poll_ms" => options.turn_poll_max = millis()?,
@@ -171,9 +176,13 @@ pub(crate) fn redact(url: &str) -> String {
             out.push('?');
             let pairs: Vec<String> = query
                 .split('&')
-                .map(|pair| match pair.split_once('=') {
-                    Some(("password", _)) => "password=***".to_owned(),
-                    _ => pair.to_owned(),
+                .map(|pair| {
+                    // Decoded as tokio-postgres will: `pass%77ord` is the password too.
+                    let key = url::form_urlencoded::parse(pair.as_bytes()).next();
+                    match key {
+                        Some((key, _)) if key == "password" => "password=***".to_owned(),
+                        _ => pair.to_owned(),
+                    }
                 })
                 .collect();
             out.push_str(&pairs.join("&"));
@@ -215,6 +224,18 @@ mod tests {
             assert!(matches!(err, StoreError::Config(_)), "{url}: {text}");
             assert!(!text.contains("s3cret"), "{url}: {text}");
         }
+    }
+
+    #[test]
+    fn percent_encoded_values_are_decoded() {
+        let p =
+            parse("postgres://app@db.example/sessions?pool_size=%33&password=p%40ss%2Bw%26rd+x")
+                .unwrap();
+        assert_eq!(p.options.pool_size, 3);
+        // Passed on as written and decoded by tokio-postgres: `%40` is `@`, `%2B` and `+` are `+`.
+        assert_eq!(p.config.get_password(), Some(&b"p@ss+w&rd+x"[..]));
+        let shown = redact("postgres://db/x?user=a&pass%77ord=p%40ss");
+        assert_eq!(shown, "postgres://db/x?user=a&password=***");
     }
 
     #[test]

@@ -125,12 +125,13 @@ pub fn parse_url(url: &str) -> Result<(String, ClientOptions), StoreError> {
     };
 
     let mut options = ClientOptions::default();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').ok_or_else(|| {
-            bad(format!(
-                "parameter `{pair}` has no value (expected key=value)"
-            ))
-        })?;
+    for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        if value.is_empty() {
+            return Err(bad(format!(
+                "parameter `{key}` has no value (expected key=value)"
+            )));
+        }
+        let value = value.as_ref();
         let duration = || {
             humantime::parse_duration(value)
                 .ok()
@@ -141,7 +142,7 @@ pub fn parse_url(url: &str) -> Result<(String, ClientOptions), StoreError> {
                     ))
                 })
         };
-        match key {
+        match key.as_ref() {
             "connections" => {
                 options.connections = value
                     .parse()
@@ -941,6 +942,10 @@ mod tests {
                 max_frame_bytes: 4096,
             }
         );
+        // Percent-encoded values decode.
+        let (_, options) = parse_url("cookie-store://h:1?connections=%33&timeout=1%73").unwrap();
+        assert_eq!(options.connections, 3);
+        assert_eq!(options.call_timeout, Duration::from_secs(1));
         assert_eq!(
             parse_url("cookie-store://[::1]:7070").unwrap().0,
             "[::1]:7070"

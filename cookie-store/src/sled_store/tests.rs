@@ -223,6 +223,10 @@ fn sled_url_options_are_parsed_and_bad_ones_named() {
     assert_eq!(dir, "./x");
     assert_eq!(options.cache_capacity_bytes, 256 << 20);
     assert_eq!(options.flush_every_ms, None);
+    // Percent-encoded values decode (the directory is a path and is taken as written).
+    let (dir, options) = SledOptions::parse_url("sled:./a%20b?flush_every_ms=%32%35").unwrap();
+    assert_eq!(dir, "./a%20b");
+    assert_eq!(options.flush_every_ms, Some(25));
     for (url, names) in [
         (
             "sled:/d?cache_capacity_bytes=lots",
