@@ -39,7 +39,6 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::BufReader;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
@@ -616,14 +615,13 @@ async fn read_responses(
     conn: &Conn,
     read_half: tokio::net::tcp::OwnedReadHalf,
 ) -> String {
-    let mut reader = BufReader::with_capacity(64 * 1024, read_half);
-    let mut buf = Vec::new();
+    let mut reader = frame::reader(read_half, inner.options.max_frame_bytes);
     loop {
-        match frame::read(&mut reader, inner.options.max_frame_bytes, &mut buf).await {
-            Ok(true) => {}
-            Ok(false) => return "the daemon closed the connection".into(),
+        let buf = match frame::read(&mut reader).await {
+            Ok(Some(buf)) => buf,
+            Ok(None) => return "the daemon closed the connection".into(),
             Err(e) => return e.to_string(),
-        }
+        };
         let (id, response) = match frame::decode::<Response>(&buf) {
             Ok(decoded) => decoded,
             Err(e) => return format!("undecodable response: {e}"),

@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::task::{AbortHandle, JoinSet};
@@ -217,29 +217,27 @@ async fn serve_connection(
         max_frame_bytes: limits.max_frame_bytes,
         held: parking_lot::Mutex::new(HashSet::new()),
     });
-    let mut reader = BufReader::with_capacity(64 * 1024, read_half);
-    let mut buf = Vec::new();
+    let mut reader = frame::reader(read_half, limits.max_frame_bytes);
     let mut tasks: JoinSet<()> = JoinSet::new();
     // take_turn tasks still waiting, by request ID (for Cancel) and by task ID (to forget them).
     let mut waiting: HashMap<u64, AbortHandle> = HashMap::new();
     let mut waiting_tasks: HashMap<tokio::task::Id, u64> = HashMap::new();
 
     loop {
-        // Reading a frame is not cancel-safe; the only other branch ends the connection anyway.
         let read = tokio::select! {
             biased;
             _ = stop.wait_for(|stopping| *stopping) => break,
-            read = frame::read(&mut reader, limits.max_frame_bytes, &mut buf) => read,
+            read = frame::read(&mut reader) => read,
         };
-        match read {
-            Ok(true) => {}
-            Ok(false) => break,
+        let buf = match read {
+            Ok(Some(buf)) => buf,
+            Ok(None) => break,
             Err(FrameError::Truncated | FrameError::Io(_)) => break,
             Err(error) => {
                 protocol_error(&conn, peer, &error);
                 break;
             }
-        }
+        };
         let (id, request) = match frame::decode::<Request>(&buf) {
             Ok(decoded) => decoded,
             Err(error) => {
