@@ -239,7 +239,7 @@ impl Config {
         let placeholders = Placeholders::new(&broker.data_dir);
         let turn_lease = raw.store.turn_lease;
         let mut store = raw.store.build(&cx, overrides, &placeholders, &broker)?;
-        let limits = raw.limits.build(&cx)?;
+        let limits = sections::build_limits(raw.limits, &cx)?;
         let endpoints = sections::endpoints(&cx, raw.endpoint)?;
         let authenticator = raw.auth.build(&cx, &placeholders, &endpoints)?;
         let server_classes = server_classes(&cx, raw.server_class, &placeholders)?;

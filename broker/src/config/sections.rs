@@ -275,44 +275,22 @@ pub(super) fn turn_lease(
 
 // ---- [limits] -----------------------------------------------------------------------------------
 
-/// The defaults are `soap::Limits::default()`, the front end's own.
-#[derive(Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub(super) struct LimitsSection {
-    pub max_body_bytes: usize,
-    pub max_depth: usize,
-    pub max_attributes: usize,
-    pub max_header_blocks: usize,
-    pub max_name_len: usize,
-    pub max_elements: usize,
-}
+/// Read straight into `soap::Limits`, whose `Default` is the front end's own; here each is checked
+/// to be positive.
+pub(super) type LimitsSection = crate::soap::Limits;
 
-impl Default for LimitsSection {
-    fn default() -> Self {
-        let d = crate::soap::Limits::default();
-        LimitsSection {
-            max_body_bytes: d.max_body_bytes,
-            max_depth: d.max_depth,
-            max_attributes: d.max_attributes,
-            max_header_blocks: d.max_header_blocks,
-            max_name_len: d.max_name_len,
-            max_elements: d.max_elements,
-        }
-    }
-}
-
-impl LimitsSection {
-    pub fn build(self, cx: &Ctx<'_>) -> Result<crate::soap::Limits, ConfigError> {
-        let l = self;
-        Ok(crate::soap::Limits {
-            max_body_bytes: cx.positive("limits.max_body_bytes", l.max_body_bytes)?,
-            max_depth: cx.positive("limits.max_depth", l.max_depth)?,
-            max_attributes: cx.positive("limits.max_attributes", l.max_attributes)?,
-            max_header_blocks: cx.positive("limits.max_header_blocks", l.max_header_blocks)?,
-            max_name_len: cx.positive("limits.max_name_len", l.max_name_len)?,
-            max_elements: cx.positive("limits.max_elements", l.max_elements)?,
-        })
-    }
+pub(super) fn build_limits(
+    l: LimitsSection,
+    cx: &Ctx<'_>,
+) -> Result<crate::soap::Limits, ConfigError> {
+    Ok(crate::soap::Limits {
+        max_body_bytes: cx.positive("limits.max_body_bytes", l.max_body_bytes)?,
+        max_depth: cx.positive("limits.max_depth", l.max_depth)?,
+        max_attributes: cx.positive("limits.max_attributes", l.max_attributes)?,
+        max_header_blocks: cx.positive("limits.max_header_blocks", l.max_header_blocks)?,
+        max_name_len: cx.positive("limits.max_name_len", l.max_name_len)?,
+        max_elements: cx.positive("limits.max_elements", l.max_elements)?,
+    })
 }
 
 // ---- [[endpoint]] -------------------------------------------------------------------------------

@@ -7,7 +7,8 @@
 
 /// Limits enforced by [`parse_envelope`](super::parse_envelope). Field names are the configuration
 /// keys, and [`SoapError::LimitExceeded`](super::SoapError::LimitExceeded) reports them by that name.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Largest request body in bytes (also enforced earlier by the HTTP layer).
     pub max_body_bytes: usize,
