@@ -17,6 +17,7 @@
 //! backend implements all four; [`Store`] is all four at once, and each user of the store holds
 //! only the part it uses.
 
+mod backoff;
 mod codec;
 mod epochs;
 mod expiry;

@@ -50,6 +50,20 @@ use std::time::Duration;
 const PHASE_TWO_RETRY: Duration = Duration::from_millis(200);
 const PHASE_TWO_RETRY_MAX: Duration = Duration::from_secs(10);
 
+/// The pauses of phase-two retries: doubling from [`PHASE_TWO_RETRY`] to [`PHASE_TWO_RETRY_MAX`],
+/// each drawn between half and the whole of that value, so that the retries of many transactions
+/// cut off by one participant's restart do not all arrive in the same instant. backon's jitter adds
+/// 0–100 % to its base, hence the halved bounds: every pause stays within the constants.
+fn retry_pauses() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(PHASE_TWO_RETRY / 2)
+        .with_max_delay(PHASE_TWO_RETRY_MAX / 2)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
 /// Why a commit did not happen. In every case the transaction has been aborted everywhere it could
 /// be (what could not be reached is aborted by recovery), except [`CommitError::InDoubt`].
 #[derive(Debug, thiserror::Error)]
@@ -423,10 +437,9 @@ impl Coordinator {
         let me = self.clone();
         self.runtime.spawn(async move {
             let mut pending = pending;
-            let mut delay = PHASE_TWO_RETRY;
+            let mut pauses = retry_pauses();
             while !pending.is_empty() {
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(PHASE_TWO_RETRY_MAX);
+                tokio::time::sleep(pauses.next().unwrap_or(PHASE_TWO_RETRY_MAX)).await;
                 pending = me.phase_two_round(&decision, pending).await;
             }
             tracing::info!(txn = %decision.txn_id, "phase two completed after retries");

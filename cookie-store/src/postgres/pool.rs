@@ -4,7 +4,7 @@
 //! next live one round-robin and never wait for a connection: with none live they fail at once with
 //! [`StoreError::Unavailable`] (the broker turns that into a fault the client can retry), while the
 //! slot re-opens its connection in the background, pausing 50 ms and doubling up to
-//! `reconnect_max_ms` between tries. A connection that breaks (server restart, network cut) is
+//! `reconnect_max_ms` between tries, each pause jittered down to half (`backoff.rs`). A connection that breaks (server restart, network cut) is
 //! noticed by the task driving it, which empties the slot and starts that loop; so the store recovers
 //! by itself, without a call having to fail first.
 //!
@@ -172,7 +172,7 @@ impl Pool {
         }
         let pool = self.clone();
         self.connector.runtime.spawn(async move {
-            let mut pause = RECONNECT_MIN;
+            let mut pauses = crate::backoff::pauses(RECONNECT_MIN, pool.connector.reconnect_max);
             loop {
                 let live = pool.slots[index]
                     .conn
@@ -189,9 +189,9 @@ impl Pool {
                         break;
                     }
                     Err(error) => {
+                        let pause = pauses.next().unwrap_or(pool.connector.reconnect_max);
                         tracing::debug!(%error, ?pause, "PostgreSQL reconnect failed");
                         tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(pool.connector.reconnect_max);
                     }
                 }
             }

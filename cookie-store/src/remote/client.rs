@@ -18,7 +18,7 @@
 //!   straight back.
 //! - **Failures.** A lost connection fails the calls waiting on it with `Unavailable` (their outcome
 //!   is unknown: a durable write may or may not have happened) and is reconnected in the background
-//!   with exponential backoff. While every connection is down, calls fail at once; when the daemon
+//!   with exponential backoff and jitter (see `backoff.rs`). While every connection is down, calls fail at once; when the daemon
 //!   is back they work again, with no action from the caller. Turns held across a daemon restart are
 //!   fenced (the restart starts a new epoch generation), so a broker that held one sees `Fenced`.
 
@@ -57,8 +57,8 @@ pub struct ClientOptions {
     pub call_timeout: Duration,
     /// `connect_timeout`: how long one connection attempt may take.
     pub connect_timeout: Duration,
-    /// `backoff_min`: the pause before reconnecting after a failed attempt; it doubles with every
-    /// further failure...
+    /// `backoff_min`: the pause before reconnecting after a failed attempt (drawn between half of
+    /// this and this); it doubles with every further failure...
     pub backoff_min: Duration,
     /// `backoff_max`: ...up to this, so the daemon is found within this long after it is back.
     pub backoff_max: Duration,
@@ -524,7 +524,7 @@ async fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, String> {
 /// Keep connection `slot` up: serve it while it lasts, then reconnect with exponential backoff.
 async fn supervise(inner: Arc<Inner>, slot: usize, mut first: Option<Attached>) {
     let options = &inner.options;
-    let mut backoff = options.backoff_min;
+    let mut pauses = crate::backoff::pauses(options.backoff_min, options.backoff_max);
     let mut failures = 0u32;
     loop {
         let attached = match first.take() {
@@ -536,15 +536,15 @@ async fn supervise(inner: Arc<Inner>, slot: usize, mut first: Option<Attached>) 
                 }
                 Err(why) => {
                     failures += 1;
-                    tracing::debug!(daemon = %inner.addr, slot, %why, retry_in = ?backoff, "reconnecting failed");
+                    let pause = pauses.next().unwrap_or(options.backoff_max);
+                    tracing::debug!(daemon = %inner.addr, slot, %why, retry_in = ?pause, "reconnecting failed");
                     inner.slots[slot].state.lock().down_because = why;
-                    tokio::time::sleep(backoff).await;
-                    backoff = backoff.saturating_mul(2).min(options.backoff_max);
+                    tokio::time::sleep(pause).await;
                     continue;
                 }
             },
         };
-        backoff = options.backoff_min;
+        pauses = crate::backoff::pauses(options.backoff_min, options.backoff_max);
         failures = 0;
         let why = serve(&inner, slot, attached).await;
         tracing::warn!(daemon = %inner.addr, slot, %why, "lost a connection to the cookie-store daemon; reconnecting");
