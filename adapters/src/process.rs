@@ -118,7 +118,8 @@ impl Connector for ProcessConnector {
         else {
             return Err(format!("`{}`: the child's pipes are missing", self.display));
         };
-        // We run on the class's runtime here (the pool spawns start tasks there).
+        // On the worker's home runtime (see the pool's "Homes"), like the worker task: the
+        // forwarder ends with it.
         tokio::spawn(forward_stderr(stderr, self.class.clone(), worker.clone()));
         Ok(Link {
             reader: Box::new(stdout),

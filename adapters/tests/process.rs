@@ -302,3 +302,51 @@ fn workers_exit_when_stdin_closes() {
         assert!(status.success(), "{command:?}: {status}");
     }
 }
+
+/// A worker started for a caller lives on the caller's runtime (no thread hand-off per request).
+/// When that runtime ends, its worker task goes with it: the pool forgets the worker (its process
+/// is killed on drop), serves the next caller, on another runtime, with a new worker, and shuts
+/// down without waiting for the one that vanished.
+#[test]
+fn a_worker_whose_callers_runtime_ended_is_forgotten_and_replaced() {
+    let current = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let mut config = echo_config("home");
+    config.min_workers = 0;
+    config.max_workers = 2;
+    let main = current();
+    let class = main
+        .block_on(ProcessClass::start(config, runtime()))
+        .unwrap();
+
+    let caller = current();
+    let first = caller.block_on(class.call(echo("<a/>"))).unwrap();
+    let pid = class.status().workers[0].pid.expect("a process");
+    assert!(class.worker_alive(&first.worker));
+    drop(caller);
+
+    main.block_on(async {
+        // The vanished worker is no longer counted, and its process is gone.
+        assert!(
+            wait_for(Duration::from_secs(3), || {
+                class.status().workers.iter().all(|w| w.id != first.worker)
+            })
+            .await
+        );
+        assert!(
+            wait_for(Duration::from_secs(3), || unsafe { libc::kill(pid as i32, 0) } != 0).await,
+            "the vanished worker's process was killed"
+        );
+        let second = class.call(echo("<b/>")).await.unwrap();
+        assert_eq!(second.status, ReplyStatus::Ok);
+        assert_ne!(second.worker, first.worker);
+        let started = Instant::now();
+        class.shutdown(Duration::from_secs(1)).await;
+        assert!(started.elapsed() < Duration::from_secs(3), "shutdown waited for a ghost");
+        assert!(class.status().workers.is_empty());
+    });
+}

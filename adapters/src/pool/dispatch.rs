@@ -29,6 +29,18 @@
 //! wait with a clear fault beats an unbounded one. Queued jobs whose caller gave up, or whose
 //! deadline passed, are dropped (the latter answered with a timeout) when a worker looks at them.
 //!
+//! ## Homes
+//!
+//! Callers run on several runtimes (one per actix worker thread, plus the engine's). A worker's
+//! I/O (its pipes or socket) is driven by the runtime its task was started on, its *home*; a job
+//! from a caller on another runtime costs two cross-thread wake-ups (the job handed over, the
+//! answer handed back). So each job carries its caller's home, and among the idle workers that
+//! may take it the dispatcher picks the most recently used one *at that home*, else the most
+//! recently used of any home (a hop costs less than a wait); a worker started because a job found
+//! nobody idle is started at that job's home. Workers started to keep `min_workers` or to replace
+//! a lost one live on the class's own runtime, which outlives every caller. A home is a placement
+//! hint only: pins, limits and the queue are class-wide, whatever runtime a worker lives on.
+//!
 //! ## Failure
 //!
 //! - **Timeout**: the worker side races each job's deadline; at the deadline it kills the worker
@@ -106,6 +118,10 @@ use crate::{AdapterError, BackendReply, DialogMarker, ReplyStatus, ServerClassCo
 
 /// A worker's number: `echo#7` is worker 7 of class `echo`. Never reused.
 pub(crate) type WorkerNo = u64;
+
+/// Where a worker's I/O runs: the pool's name for one of its callers' runtimes (see "Homes" in the
+/// module docs). `None` in a job or an action means the class's own runtime.
+pub(crate) type Home = u32;
 
 /// How many lost unprepared transactions the pool remembers (oldest forgotten first).
 const LOST_MEMORY: usize = 4096;
@@ -185,6 +201,9 @@ pub(crate) struct Job<T> {
     /// The worker it must run on (nobody else), or `None` for any suitable worker.
     pub target: Option<WorkerId>,
     pub deadline: Instant,
+    /// The caller's runtime: a worker at home there is preferred, and one started for the job
+    /// lives there.
+    pub home: Option<Home>,
     pub ticket: T,
 }
 
@@ -199,12 +218,14 @@ pub(crate) enum Action<T> {
         ticket: T,
         result: Result<Answer, AdapterError>,
     },
-    /// Start worker `worker` (spawn or connect, handshake) after `delay`; report
-    /// [`Dispatcher::worker_started`] or [`Dispatcher::start_failed`].
+    /// Start worker `worker` (spawn or connect, handshake) after `delay`, on runtime `home` (the
+    /// class's own when `None`); report [`Dispatcher::worker_started`] or
+    /// [`Dispatcher::start_failed`], or [`Dispatcher::vanished`] if the runtime ends first.
     Start {
         worker: WorkerNo,
         id: WorkerId,
         delay: Duration,
+        home: Option<Home>,
     },
     /// Stop worker `worker` once it is idle: it gets no more jobs, and reports
     /// [`Dispatcher::worker_leaving`] and [`Dispatcher::worker_closed`] as it goes.
@@ -259,6 +280,8 @@ struct Slot<T> {
     dialogs: Vec<String>,
     idle_since: Instant,
     served: u64,
+    /// The runtime its I/O runs on.
+    home: Option<Home>,
 }
 
 impl<T> Slot<T> {
@@ -316,6 +339,8 @@ pub(crate) struct Dispatcher<T> {
     queue: VecDeque<Job<T>>,
     /// Workers being started (including those waiting out a backoff).
     starting: usize,
+    /// The homes of the workers being started away from the class's runtime.
+    start_homes: BTreeMap<WorkerNo, Home>,
     next_worker: WorkerNo,
     /// Consecutive failures (dead workers, failed starts) since the last good answer.
     failures: u32,
@@ -347,6 +372,7 @@ impl<T: Ticket> Dispatcher<T> {
             idle: Vec::new(),
             queue: VecDeque::new(),
             starting: 0,
+            start_homes: BTreeMap::new(),
             next_worker: 1,
             failures: 0,
             down: None,
@@ -363,7 +389,7 @@ impl<T: Ticket> Dispatcher<T> {
     /// Start the `min_workers` the class keeps.
     pub(crate) fn open(&mut self) {
         for _ in 0..self.limits.min_workers {
-            self.start(Duration::ZERO);
+            self.start(Duration::ZERO, None);
         }
     }
 
@@ -425,6 +451,7 @@ impl<T: Ticket> Dispatcher<T> {
     /// Worker `worker` is up (handshaken). It serves the first job waiting for it, or goes idle.
     pub(crate) fn worker_started(&mut self, worker: WorkerNo, pid: Option<u32>, now: Instant) {
         self.starting = self.starting.saturating_sub(1);
+        let home = self.start_homes.remove(&worker);
         let stopped = self.phase == Phase::Stopped;
         if !stopped {
             self.down = None;
@@ -441,6 +468,7 @@ impl<T: Ticket> Dispatcher<T> {
                 dialogs: Vec::new(),
                 idle_since: now,
                 served: 0,
+                home,
             },
         );
         if stopped {
@@ -453,7 +481,8 @@ impl<T: Ticket> Dispatcher<T> {
 
     /// Starting worker `worker` failed (spawn, connect or handshake).
     pub(crate) fn start_failed(&mut self, worker: WorkerNo, reason: &str, now: Instant) {
-        let _ = worker; // its number is simply never used
+        // Its number is simply never used again.
+        self.start_homes.remove(&worker);
         self.starting = self.starting.saturating_sub(1);
         self.failures = self.failures.saturating_add(1);
         let delay = self.restart_delay();
@@ -600,10 +629,33 @@ impl<T: Ticket> Dispatcher<T> {
         self.worker_closed(worker, Ending::Failed { job: None, reason }, now);
     }
 
-    /// The idle tick: stop workers idle for `idle_timeout` while more than `min_workers` live.
+    /// Worker `worker` (`started`, or still starting) is gone without a word because the runtime
+    /// its task lived on ended: an actix worker runtime at shutdown, or a test's runtime. Not a
+    /// failure of the server, and no replacement is started here: that runtime's tasks are being
+    /// dropped one by one, and a replacement started in the same breath could land there too.
+    /// The idle tick restores `min_workers` on the class's runtime.
+    pub(crate) fn vanished(&mut self, worker: WorkerNo, started: bool, now: Instant) {
+        if !started {
+            // One fewer to wait for; its number is never used.
+            self.start_homes.remove(&worker);
+            self.starting = self.starting.saturating_sub(1);
+            return;
+        }
+        // Already given up as undeliverable, if a job found its task gone first.
+        if self.workers.contains_key(&worker) {
+            self.worker_leaving(worker, None, None, now);
+            self.workers.remove(&worker);
+        }
+    }
+
+    /// The idle tick: stop workers idle for `idle_timeout` while more than `min_workers` live,
+    /// and start workers when fewer live (after workers vanished with their runtime).
     pub(crate) fn reap(&mut self, now: Instant) {
         if self.phase != Phase::Running {
             return;
+        }
+        if self.live() + self.starting < self.limits.min_workers {
+            self.replenish(Duration::ZERO);
         }
         let mut excess = self.live().saturating_sub(self.limits.min_workers);
         // The bottom of the LIFO stack has been idle longest: look there first.
@@ -744,12 +796,20 @@ impl<T: Ticket> Dispatcher<T> {
         self.actions.push_back(Action::Run { worker, job });
     }
 
-    fn start(&mut self, delay: Duration) {
+    fn start(&mut self, delay: Duration, home: Option<Home>) {
         self.starting += 1;
         let worker = self.next_worker;
         self.next_worker += 1;
         let id = self.worker_id(worker);
-        self.actions.push_back(Action::Start { worker, id, delay });
+        if let Some(home) = home {
+            self.start_homes.insert(worker, home);
+        }
+        self.actions.push_back(Action::Start {
+            worker,
+            id,
+            delay,
+            home,
+        });
     }
 
     /// The delay before the next restart: the backoff for the failures so far, with jitter.
@@ -874,18 +934,23 @@ impl<T: Ticket> Dispatcher<T> {
         }
     }
 
-    /// Hand an untargeted job to the most recently used idle worker that takes it, if any.
+    /// Hand an untargeted job to the most recently used idle worker that takes it, if any: one at
+    /// the job's home first, else any.
     // The job comes back by value when none does; boxing it would allocate on every dispatch.
     #[allow(clippy::result_large_err)]
     fn hand_to_idle(&mut self, job: Job<T>) -> Result<(), Job<T>> {
         let need = job.work.need();
         let max_dialogs = self.limits.max_dialogs;
         let takes = |need: Need| {
-            self.idle.iter().rposition(|no| {
+            let fits = |no: &WorkerNo, at_home: bool| {
                 self.workers
                     .get(no)
-                    .is_some_and(|s| s.takes(need, max_dialogs))
-            })
+                    .is_some_and(|s| s.takes(need, max_dialogs) && (!at_home || s.home == job.home))
+            };
+            let idle = &self.idle;
+            idle.iter()
+                .rposition(|no| fits(no, true))
+                .or_else(|| idle.iter().rposition(|no| fits(no, false)))
         };
         // Control messages prefer unpinned workers, but any idle one can answer them.
         let pos = match need {
@@ -919,7 +984,7 @@ impl<T: Ticket> Dispatcher<T> {
         }
         // Grow only if the workers already starting are spoken for by queued jobs.
         if live + self.starting < self.limits.max_workers && self.queue.len() >= self.starting {
-            self.start(Duration::ZERO);
+            self.start(Duration::ZERO, job.home);
         }
         let limit = self.limits.queue_limit;
         if self.queue.len() >= limit.saturating_add(self.starting) {
@@ -947,7 +1012,7 @@ impl<T: Ticket> Dispatcher<T> {
         let want = self.limits.min_workers.max(demand);
         let have = self.live() + self.starting;
         for _ in have..want {
-            self.start(delay);
+            self.start(delay, None);
         }
     }
 

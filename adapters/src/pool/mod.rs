@@ -24,7 +24,11 @@
 //! methods, `prepare`, `commit`, `abort`, `recover`, `abort_dialog`) encodes the message, submits
 //! a job to the dispatcher under a `std::sync::Mutex`, carries out the actions that come out
 //! (usually: hand the job to an idle worker's channel), and awaits a `oneshot` with a timer. All
-//! I/O happens in tasks spawned on the class's own runtime (`Handle`):
+//! I/O happens in tasks, each spawned on its worker's *home* runtime: the caller's runtime for a
+//! worker started because a caller found nobody idle, the class's own (`Handle`) for the
+//! `min_workers` and replacements (see "Homes" in `dispatch.rs`). A caller served by a worker at
+//! home on its own runtime hands nothing to another thread: the worker task runs on the same
+//! thread, between the caller's polls.
 //!
 //! - one **worker task** per worker: it owns the connection, waits for jobs on its own channel,
 //!   writes the `REQUEST`, reads the `REPLY` (or notices the deadline, or the worker dying), and
@@ -36,6 +40,11 @@
 //!
 //! Every critical section is short and does no I/O: one dispatcher event and its actions (sending
 //! on a channel that has room, answering a `oneshot`, spawning a task).
+//!
+//! A caller's runtime can end before the pool does (actix stops its worker runtimes before the
+//! broker stops its classes), dropping the tasks of the workers at home there. Each start and
+//! worker task carries a [`Presence`] guard whose drop reports the worker as vanished, so the
+//! dispatcher never waits for a worker whose task no longer exists.
 //!
 //! A control message gets its answer within `request_timeout` like a request, or the worker is
 //! killed like a request's; a server that answers one with a `REPLY` (`error`: not transactional,
@@ -64,7 +73,9 @@ use crate::{
     AdapterError, BackendReply, BackendRequest, DialogMarker, ServerClass, ServerClassConfig, Vote,
     WorkerId,
 };
-use dispatch::{millis, timeout_error, Action, Answer, Dispatcher, Job, Ticket, Work, WorkerNo};
+use dispatch::{
+    millis, timeout_error, Action, Answer, Dispatcher, Home, Job, Ticket, Work, WorkerNo,
+};
 
 pub type BoxReader = Box<dyn AsyncRead + Send + Unpin>;
 pub type BoxWriter = Box<dyn AsyncWrite + Send + Unpin>;
@@ -83,7 +94,8 @@ pub struct Link {
 /// Starts workers: the one thing that differs between the process and tcp adapters.
 #[async_trait]
 pub trait Connector: Send + Sync + 'static {
-    /// Spawn or connect one worker. Runs on the class's runtime. The error is a sentence naming
+    /// Spawn or connect one worker. Runs on the worker's home runtime (the class's own, or the
+    /// caller's whose job started it: see "Homes" in `dispatch.rs`). The error is a sentence naming
     /// what failed (the command or address and the OS error).
     async fn connect(&self, worker: &WorkerId) -> Result<Link, String>;
 }
@@ -172,7 +184,13 @@ struct Shared<C> {
     /// Flipped to `true` once, to stop every task at once.
     stop: watch::Sender<bool>,
     next_message: AtomicU64,
+    /// Workers whose task was dropped while `core` was locked (a spawn onto a runtime that has
+    /// ended drops the task at once): `(worker, started)`, reported at the next lock.
+    vanished: Mutex<Vec<(WorkerNo, bool)>>,
 }
+
+/// How many caller runtimes a pool tells apart; callers on further ones count as the class's.
+const MAX_HOMES: usize = 64;
 
 /// The dispatcher and the channels to the workers it names.
 struct Core {
@@ -180,6 +198,26 @@ struct Core {
     /// Each live worker task's job channel (capacity 1: a job is only handed to an idle worker).
     /// Removing a worker's sender is its stop order: its task sees the closed channel.
     links: std::collections::BTreeMap<WorkerNo, mpsc::Sender<PoolJob>>,
+    /// The callers' runtimes seen so far; a [`Home`] is an index here.
+    homes: Vec<(tokio::runtime::Id, Handle)>,
+}
+
+impl Core {
+    /// The home of a caller running on `runtime` (`None`: the class's own runtime `class_rt`).
+    fn home_of(&mut self, runtime: &Handle, class_rt: &tokio::runtime::Id) -> Option<Home> {
+        let id = runtime.id();
+        if id == *class_rt {
+            return None;
+        }
+        if let Some(i) = self.homes.iter().position(|(known, _)| *known == id) {
+            return Home::try_from(i).ok();
+        }
+        if self.homes.len() >= MAX_HOMES {
+            return None;
+        }
+        self.homes.push((id, runtime.clone()));
+        Home::try_from(self.homes.len() - 1).ok()
+    }
 }
 
 impl<C: Connector> PoolClass<C> {
@@ -212,10 +250,12 @@ impl<C: Connector> PoolClass<C> {
             core: Mutex::new(Core {
                 dispatch: Dispatcher::new(&config, fastrand::Rng::new()),
                 links: Default::default(),
+                homes: Vec::new(),
             }),
             changed: Notify::new(),
             stop,
             next_message: AtomicU64::new(1),
+            vanished: Mutex::new(Vec::new()),
             config,
         });
 
@@ -224,9 +264,16 @@ impl<C: Connector> PoolClass<C> {
             let mut core = shared.lock();
             core.dispatch.open();
             while let Some(action) = core.dispatch.next_action() {
-                if let Action::Start { worker, id, delay } = action {
+                if let Action::Start {
+                    worker, id, delay, ..
+                } = action
+                {
                     let (tx, rx) = oneshot::channel();
-                    runtime.spawn(shared.clone().start_worker(worker, id, delay, Some(tx)));
+                    let presence = Presence::new(&shared, worker);
+                    let start = shared
+                        .clone()
+                        .start_worker(worker, id, delay, Some(tx), presence);
+                    runtime.spawn(start);
                     reports.push(rx);
                 }
             }
@@ -442,10 +489,24 @@ impl<C: Connector> ServerClass for PoolClass<C> {
 }
 
 impl<C: Connector> Shared<C> {
+    /// Lock the dispatcher, first telling it of workers that vanished while it was locked. The
+    /// actions that may come of that are carried out by the holder's next [`Shared::act`].
     fn lock(&self) -> MutexGuard<'_, Core> {
         // A panic while holding the lock leaves consistent-enough state (every critical section
         // is short and does no I/O); keep serving rather than poison every later call.
-        self.core.lock().unwrap_or_else(|e| e.into_inner())
+        let mut core = self.core.lock().unwrap_or_else(|e| e.into_inner());
+        self.settle_vanished(&mut core);
+        core
+    }
+
+    /// Tell the dispatcher of the workers reported vanished; `true` if there were any.
+    fn settle_vanished(&self, core: &mut Core) -> bool {
+        let gone = std::mem::take(&mut *self.vanished.lock().unwrap_or_else(|e| e.into_inner()));
+        for &(worker, started) in &gone {
+            core.links.remove(&worker);
+            core.dispatch.vanished(worker, started, Instant::now());
+        }
+        !gone.is_empty()
     }
 
     fn message_id(&self) -> u64 {
@@ -485,10 +546,12 @@ impl<C: Connector> Shared<C> {
         let now = Instant::now();
         let deadline = dispatch::after(now, timeout);
         let (tx, rx) = oneshot::channel();
-        let job = Job {
+        let caller_rt = Handle::try_current().ok();
+        let mut job = Job {
             work,
             target,
             deadline,
+            home: None,
             ticket: Call {
                 id: message.id(),
                 head,
@@ -499,6 +562,9 @@ impl<C: Connector> Shared<C> {
         };
         {
             let mut core = self.lock();
+            if let Some(rt) = &caller_rt {
+                job.home = core.home_of(rt, &self.runtime.id());
+            }
             core.dispatch.submit(job, now);
             self.act(&mut core, None);
         }
@@ -535,9 +601,19 @@ impl<C: Connector> Shared<C> {
                 Action::Answer { ticket, result } => {
                     let _ = ticket.reply.send(result);
                 }
-                Action::Start { worker, id, delay } => {
-                    self.runtime
-                        .spawn(self.clone().start_worker(worker, id, delay, None));
+                Action::Start {
+                    worker,
+                    id,
+                    delay,
+                    home,
+                } => {
+                    let runtime = home
+                        .and_then(|h| core.homes.get(h as usize))
+                        .map_or(&self.runtime, |(_, rt)| rt);
+                    // Made before the task, so that a task dropped unpolled (its runtime ended)
+                    // is reported too.
+                    let presence = Presence::new(self, worker);
+                    runtime.spawn(self.clone().start_worker(worker, id, delay, None, presence));
                 }
                 Action::Stop { worker } => {
                     core.links.remove(&worker);
@@ -563,22 +639,32 @@ impl<C: Connector> Shared<C> {
 
     /// Wait until `cond` holds (re-checked whenever the pool changes) or the deadline passes.
     async fn wait_until(
-        &self,
+        self: &Arc<Self>,
         deadline: Instant,
         cond: impl Fn(&Dispatcher<Call>) -> bool,
     ) -> bool {
         let deadline = tokio::time::Instant::from_std(deadline);
+        let check = || {
+            let mut core = self.core.lock().unwrap_or_else(|e| e.into_inner());
+            // What settling a vanished worker asked for (answers, mostly) is carried out now. Only
+            // then: `act` wakes the waiters while the pool stops, this one included, and a check
+            // that woke itself would spin without ever letting the workers' tasks run.
+            if self.settle_vanished(&mut core) {
+                self.act(&mut core, None);
+            }
+            cond(&core.dispatch)
+        };
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
             // Register before checking, so a change between the check and the await is not lost.
             notified.as_mut().enable();
-            if cond(&self.lock().dispatch) {
+            if check() {
                 return true;
             }
             tokio::select! {
                 _ = notified => {}
-                _ = tokio::time::sleep_until(deadline) => return cond(&self.lock().dispatch),
+                _ = tokio::time::sleep_until(deadline) => return check(),
             }
         }
     }
@@ -597,5 +683,55 @@ impl<C: Connector> Shared<C> {
             core.dispatch.reap(Instant::now());
             self.act(&mut core, None);
         }
+    }
+}
+
+/// Reports its worker as vanished when dropped armed: the task carrying it was dropped by its
+/// runtime (see "Who runs what"). Disarmed by the task before it reports the worker's end itself.
+pub(crate) struct Presence<C: Connector> {
+    shared: Arc<Shared<C>>,
+    worker: WorkerNo,
+    /// The worker got past its handshake (it has a slot in the dispatcher).
+    started: bool,
+    armed: bool,
+}
+
+impl<C: Connector> Presence<C> {
+    fn new(shared: &Arc<Shared<C>>, worker: WorkerNo) -> Self {
+        Presence {
+            shared: shared.clone(),
+            worker,
+            started: false,
+            armed: true,
+        }
+    }
+
+    pub(crate) fn started(&mut self) {
+        self.started = true;
+    }
+
+    pub(crate) fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl<C: Connector> Drop for Presence<C> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let shared = &self.shared;
+        shared
+            .vanished
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((self.worker, self.started));
+        // Settled at once unless the dispatcher is locked (perhaps by this very thread, spawning
+        // onto a runtime that has ended); then by the next lock.
+        if let Ok(mut core) = shared.core.try_lock() {
+            shared.settle_vanished(&mut core);
+            shared.act(&mut core, None);
+        }
+        shared.changed.notify_waiters();
     }
 }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::backoff::{Backoff, JITTER};
-use super::dispatch::{Action, Answer, Dispatcher, Ending, Job, Ticket, Work, WorkerNo};
+use super::dispatch::{Action, Answer, Dispatcher, Ending, Home, Job, Ticket, Work, WorkerNo};
 use crate::{
     AdapterError, AdapterKind, BackendReply, DialogMarker, ReplyStatus, ServerClassConfig, Vote,
 };
@@ -120,14 +120,17 @@ impl Pool {
                 Action::Answer { ticket, result } => {
                     format!("answer #{} {}", ticket.n, describe(&result))
                 }
-                Action::Start { worker, id, delay } => {
+                Action::Start {
+                    worker,
+                    id,
+                    delay,
+                    home,
+                } => {
                     assert_eq!(id, format!("c#{worker}"));
                     self.delays.insert(worker, delay);
-                    if delay.is_zero() {
-                        format!("start {worker}")
-                    } else {
-                        format!("start {worker} later")
-                    }
+                    let when = if delay.is_zero() { "" } else { " later" };
+                    let at = home.map(|h| format!(" at home {h}")).unwrap_or_default();
+                    format!("start {worker}{when}{at}")
                 }
                 Action::Stop { worker } => format!("stop {worker}"),
             });
@@ -136,11 +139,22 @@ impl Pool {
     }
 
     fn submit_job(&mut self, work: Work, target: Option<WorkerNo>, gone: bool) -> u32 {
+        self.submit_full(work, target, gone, None)
+    }
+
+    fn submit_full(
+        &mut self,
+        work: Work,
+        target: Option<WorkerNo>,
+        gone: bool,
+        home: Option<Home>,
+    ) -> u32 {
         self.jobs += 1;
         let job = Job {
             work,
             target: target.map(id),
             deadline: self.now + TIMEOUT,
+            home,
             ticket: Caller { n: self.jobs, gone },
         };
         self.d.submit(job, self.now);
@@ -149,6 +163,11 @@ impl Pool {
 
     fn submit(&mut self, work: Work) -> u32 {
         self.submit_job(work, None, false)
+    }
+
+    /// A job from a caller on runtime `home`.
+    fn submit_from(&mut self, home: Home, work: Work) -> u32 {
+        self.submit_full(work, None, false, Some(home))
     }
 
     fn submit_to(&mut self, worker: WorkerNo, work: Work) -> u32 {
@@ -860,5 +879,117 @@ fn stopping_answers_what_waits_and_stops_every_worker() {
     p.d.worker_closed(2, Ending::Retired(Some(job)), p.now);
     p.retires(3);
     assert_eq!(p.take(), ["answer #1 ShuttingDown"]);
+    assert!(p.d.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Homes: a caller's job prefers a worker on its own runtime
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_worker_started_for_a_callers_job_lives_on_the_callers_runtime() {
+    let mut p = Pool::up(config(1, 3), 1);
+    p.submit(free());
+    assert_eq!(p.take(), ["run 1 <- #1"]);
+    // Nobody idle: the pool grows at the caller's home.
+    p.submit_from(7, free());
+    assert_eq!(p.take(), ["start 2 at home 7"]);
+    p.started(2);
+    assert_eq!(p.take(), ["run 2 <- #2"]);
+}
+
+#[test]
+fn an_idle_worker_at_the_callers_home_is_preferred_over_a_more_recent_one_elsewhere() {
+    let mut p = Pool::up(config(1, 3), 1);
+    p.submit(free());
+    p.submit_from(7, free());
+    p.take();
+    p.started(2); // at home 7, runs #2
+    p.take();
+    p.replies(2, ok());
+    p.replies(1, ok()); // 1 finished last: top of the stack
+    p.take();
+    // A caller at home 7 gets worker 2 although 1 is more recent; a caller elsewhere gets 1.
+    p.submit_from(7, free());
+    assert_eq!(p.take(), ["run 2 <- #3"]);
+    p.submit(free());
+    assert_eq!(p.take(), ["run 1 <- #4"]);
+}
+
+#[test]
+fn with_nobody_idle_at_home_any_idle_worker_serves_rather_than_a_new_one() {
+    let mut p = Pool::up(config(2, 4), 2);
+    // Both workers live on the class's runtime; a caller at home 3 is served at once by the most
+    // recent one, and nothing is started.
+    p.submit_from(3, free());
+    assert_eq!(p.take(), ["run 2 <- #1"]);
+    // Pins stay class-wide: a transaction's later request goes to its worker whatever the home.
+    p.replies(2, ok());
+    p.take();
+    p.submit_from(3, under("t1"));
+    assert_eq!(p.take(), ["run 2 <- #2"]);
+    p.replies(2, ok());
+    p.take();
+    p.submit_from(5, under("t1"));
+    assert_eq!(p.take(), ["run 2 <- #3"]);
+}
+
+#[test]
+fn replacements_and_min_workers_live_on_the_class_runtime() {
+    let mut p = Pool::up(config(1, 2), 1);
+    p.submit(free());
+    p.submit_from(4, free());
+    p.take();
+    p.started(2); // at home 4
+    p.take();
+    p.submit_from(4, free()); // queued: the pool is at max_workers
+    assert_eq!(p.take(), Vec::<String>::new());
+    p.dies(2);
+    // The replacement (for the queued job) is the class's, not home 4's.
+    assert_eq!(p.take(), ["answer #2 WorkerLost c#2", "start 3 later"]);
+}
+
+#[test]
+fn a_worker_that_vanished_with_its_runtime_is_forgotten_and_not_replaced_at_once() {
+    let mut p = Pool::up(config(1, 2), 1);
+    p.submit(free());
+    p.submit_from(4, dialog("s1", DialogMarker::Begin));
+    p.take();
+    p.started(2);
+    p.take();
+    p.replies(2, ReplyStatus::DialogContinue);
+    p.take();
+    // Worker 2 holds s1's dialog; a continue is queued for it while it serves another.
+    p.submit_to(2, dialog("s1", DialogMarker::Continue));
+    assert_eq!(p.take(), ["run 2 <- #3"]);
+    p.submit_to(2, dialog("s1", DialogMarker::Continue));
+    assert_eq!(p.take(), Vec::<String>::new());
+    // Its runtime ends: the task (and the job it ran) is dropped; the queued job is an orphan.
+    p.running.remove(&2);
+    p.d.vanished(2, true, p.now);
+    assert_eq!(p.take(), ["answer #4 PinnedWorkerGone c#2"]);
+    assert!(!p.d.worker_alive("c#2"));
+    assert_eq!(p.d.status().workers.len(), 1);
+    // Reported twice (a job found the task gone first): nothing more happens.
+    p.d.vanished(2, true, p.now);
+    assert_eq!(p.take(), Vec::<String>::new());
+}
+
+#[test]
+fn a_start_that_vanished_is_no_longer_waited_for_and_the_idle_tick_restores_min_workers() {
+    let mut p = Pool::new(config(2, 3));
+    assert_eq!(p.take(), ["start 1", "start 2"]);
+    p.started(1);
+    p.d.vanished(2, false, p.now);
+    assert_eq!(p.take(), Vec::<String>::new());
+    assert_eq!(p.d.status().starting, 0);
+    p.advance(MS);
+    p.d.reap(p.now);
+    assert_eq!(p.take(), ["start 3"]);
+    // At shutdown, a vanished start leaves nothing to wait for.
+    p.d.stop();
+    p.take();
+    p.d.vanished(3, false, p.now);
+    p.retires(1);
     assert!(p.d.is_empty());
 }

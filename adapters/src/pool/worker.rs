@@ -32,7 +32,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use bytes::Buf;
 
 use super::dispatch::{millis, Answer, Ending, Work, WorkerNo};
-use super::{BoxWriter, Connector, PoolJob, Shared};
+use super::{BoxWriter, Connector, PoolJob, Presence, Shared};
 use crate::protocol::{self, FrameReader, Hello, Message};
 use crate::{AdapterError, BackendReply, ReplyStatus, Vote, WorkerId};
 
@@ -142,6 +142,7 @@ impl<C: Connector> Shared<C> {
         id: WorkerId,
         delay: Duration,
         report: Option<oneshot::Sender<Result<(), String>>>,
+        mut presence: Presence<C>,
     ) {
         let mut stop = self.stop.subscribe();
         let report = |result: Result<(), String>| {
@@ -170,6 +171,7 @@ impl<C: Connector> Shared<C> {
             Ok(conn) => conn,
             Err(reason) => {
                 tracing::warn!(class = %self.class, worker = %id, "cannot start worker: {reason}");
+                presence.disarm();
                 {
                     let mut core = self.lock();
                     core.dispatch.start_failed(no, &reason, Instant::now());
@@ -183,10 +185,11 @@ impl<C: Connector> Shared<C> {
             let mut core = self.lock();
             core.links.insert(no, tx);
             core.dispatch.worker_started(no, conn.pid, Instant::now());
+            presence.started();
             self.act(&mut core, Some(no))
         };
         report(Ok(()));
-        self.run_worker(no, id, conn, rx, first).await;
+        self.run_worker(no, id, conn, rx, first, presence).await;
     }
 
     /// Connect and handshake.
@@ -272,6 +275,7 @@ impl<C: Connector> Shared<C> {
         mut conn: Conn,
         mut rx: mpsc::Receiver<PoolJob>,
         first: Option<PoolJob>,
+        presence: Presence<C>,
     ) {
         let mut stop = self.stop.subscribe();
         let mut next = first;
@@ -352,6 +356,7 @@ impl<C: Connector> Shared<C> {
                 Ending::Failed { job, reason }
             }
         };
+        presence.disarm();
         let mut core = self.lock();
         core.dispatch.worker_closed(no, ending, Instant::now());
         self.act(&mut core, None);
