@@ -59,6 +59,7 @@ impl ProcessClass {
             });
         }
         let connector = ProcessConnector {
+            runtime: runtime.clone(),
             class: config.name.clone(),
             display: display_command(&command),
             command,
@@ -86,6 +87,8 @@ fn display_command(command: &[String]) -> String {
 
 /// Starts a process class's workers: the class's command, with its pipes.
 pub struct ProcessConnector {
+    /// The class's own runtime: the child's exit and its stderr are watched there.
+    runtime: Handle,
     class: String,
     command: Vec<String>,
     display: String,
@@ -109,21 +112,36 @@ impl Connector for ProcessConnector {
         #[cfg(unix)]
         cmd.process_group(0);
 
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start `{}`: {e}", self.display))?;
+        // Spawned in the class runtime's context, so that the child's exit (tokio's pidfd or
+        // SIGCHLD reaper) and its stderr are watched by the runtime that outlives every caller:
+        // a worker whose home runtime ended is still waited for, then killed (see the pool's
+        // `ChildProcess`). Only stdin and stdout, the request path, move to the home runtime.
+        let spawned = {
+            let _class_runtime = self.runtime.enter();
+            cmd.spawn()
+        };
+        let mut child = spawned.map_err(|e| format!("cannot start `{}`: {e}", self.display))?;
         let pid = child.id();
         let (Some(stdin), Some(stdout), Some(stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
             return Err(format!("`{}`: the child's pipes are missing", self.display));
         };
-        // On the worker's home runtime (see the pool's "Homes"), like the worker task: the
-        // forwarder ends with it.
-        tokio::spawn(forward_stderr(stderr, self.class.clone(), worker.clone()));
+        self.runtime
+            .spawn(forward_stderr(stderr, self.class.clone(), worker.clone()));
+        // Re-registered with the reactor of the runtime this runs on, the worker's home (see the
+        // pool's "Homes"): its task then reads and writes them without waking another thread.
+        let pipes = || -> std::io::Result<_> {
+            let writer = tokio::net::unix::pipe::Sender::from_owned_fd(stdin.into_owned_fd()?)?;
+            let reader =
+                tokio::net::unix::pipe::Receiver::from_owned_fd(stdout.into_owned_fd()?)?;
+            Ok((reader, writer))
+        };
+        let (reader, writer) =
+            pipes().map_err(|e| format!("`{}`: cannot take over its pipes: {e}", self.display))?;
         Ok(Link {
-            reader: Box::new(stdout),
-            writer: Box::new(stdin),
+            reader: Box::new(reader),
+            writer: Box::new(writer),
             child: Some(child),
             pid,
             peer: pid.map_or_else(|| "exited process".to_string(), |p| format!("pid {p}")),

@@ -304,18 +304,25 @@ fn workers_exit_when_stdin_closes() {
 }
 
 /// A worker started for a caller lives on the caller's runtime (no thread hand-off per request).
-/// When that runtime ends, its worker task goes with it: the pool forgets the worker (its process
-/// is killed on drop), serves the next caller, on another runtime, with a new worker, and shuts
-/// down without waiting for the one that vanished.
+/// When that runtime ends, its worker task goes with it: the pool forgets the worker, whose process
+/// sees its stdin close and may exit cleanly (not killed at once), serves the next caller, on
+/// another runtime, with a new worker, and shuts down without waiting for the one that vanished.
 #[test]
 fn a_worker_whose_callers_runtime_ended_is_forgotten_and_replaced() {
+    let marks = tempfile::TempDir::new().unwrap();
     let current = || {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap()
     };
-    let mut config = echo_config("home");
+    // The shell writes a mark once the server has exited on end of file: only a worker process
+    // that was not killed leaves one.
+    let script = format!(
+        "\"$0\" echo; echo clean > \"{}/$$\"",
+        marks.path().display()
+    );
+    let mut config = process_config("home", &["sh", "-c", &script, SAMPLE_SERVER]);
     config.min_workers = 0;
     config.max_workers = 2;
     let main = current();
@@ -339,7 +346,13 @@ fn a_worker_whose_callers_runtime_ended_is_forgotten_and_replaced() {
         );
         assert!(
             wait_for(Duration::from_secs(3), || unsafe { libc::kill(pid as i32, 0) } != 0).await,
-            "the vanished worker's process was killed"
+            "the vanished worker's process is gone"
+        );
+        let mark = marks.path().join(pid.to_string());
+        assert_eq!(
+            std::fs::read_to_string(&mark).ok().as_deref(),
+            Some("clean\n"),
+            "the vanished worker exited on its own, after its server"
         );
         let second = class.call(echo("<b/>")).await.unwrap();
         assert_eq!(second.status, ReplyStatus::Ok);

@@ -44,7 +44,9 @@
 //! A caller's runtime can end before the pool does (actix stops its worker runtimes before the
 //! broker stops its classes), dropping the tasks of the workers at home there. Each start and
 //! worker task carries a [`Presence`] guard whose drop reports the worker as vanished, so the
-//! dispatcher never waits for a worker whose task no longer exists.
+//! dispatcher never waits for a worker whose task no longer exists. Its process is not killed with
+//! the task: its stdin closes, and it gets the usual grace to exit before it is killed, watched on
+//! the class's runtime (`worker::ChildProcess`); shutdown waits for those stops too.
 //!
 //! A control message gets its answer within `request_timeout` like a request, or the worker is
 //! killed like a request's; a server that answers one with a `REPLY` (`error`: not transactional,
@@ -187,6 +189,9 @@ struct Shared<C> {
     /// Workers whose task was dropped while `core` was locked (a spawn onto a runtime that has
     /// ended drops the task at once): `(worker, started)`, reported at the next lock.
     vanished: Mutex<Vec<(WorkerNo, bool)>>,
+    /// The stops of child processes whose worker task vanished (`worker::ChildProcess`), run on
+    /// the class's runtime; shutdown waits for them.
+    orphans: tokio_util::task::TaskTracker,
 }
 
 /// How many caller runtimes a pool tells apart; callers on further ones count as the class's.
@@ -256,6 +261,7 @@ impl<C: Connector> PoolClass<C> {
             stop,
             next_message: AtomicU64::new(1),
             vanished: Mutex::new(Vec::new()),
+            orphans: tokio_util::task::TaskTracker::new(),
             config,
         });
 
@@ -484,6 +490,15 @@ impl<C: Connector> ServerClass for PoolClass<C> {
             .await;
         if !gone {
             tracing::warn!(class = %shared.class, "some workers did not stop in time");
+        }
+        // The processes of workers that went with their callers' runtimes, given their time to
+        // exit (bounded by their own STOP_WAIT and kill).
+        shared.orphans.close();
+        if tokio::time::timeout(worker::STOP_WAIT * 3, shared.orphans.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(class = %shared.class, "some worker processes did not exit in time");
         }
     }
 }

@@ -58,7 +58,7 @@ enum Outcome {
 struct Conn {
     reader: FrameReader<super::BoxReader>,
     writer: BoxWriter,
-    child: Option<Child>,
+    child: ChildProcess,
     pid: Option<u32>,
     peer: String,
     /// The largest frame this server accepts (its `HELLO` may lower ours).
@@ -78,14 +78,14 @@ impl Conn {
         let Conn {
             reader,
             mut writer,
-            child,
+            mut child,
             ..
         } = self;
         // Closing stdin (or half-closing the socket) is the polite "please exit".
         let _ = writer.shutdown().await;
         drop(writer);
         drop(reader);
-        let mut child = child?;
+        let mut child = child.child.take()?;
         let wait = match how {
             Close::Graceful => STOP_WAIT,
             Close::Dead => EXIT_STATUS_WAIT,
@@ -102,6 +102,36 @@ impl Conn {
             Ok(Ok(status)) => Some(status),
             _ => None,
         }
+    }
+}
+
+/// A worker's child process, closed by [`Conn::close`]. Dropped without that, because the worker's
+/// task went with its home runtime (see "Homes" in `dispatch.rs`), it is not killed at once as
+/// `kill_on_drop` would: its stdin closed with the task, so on the class's runtime it is given
+/// [`STOP_WAIT`] to exit as the protocol asks, and killed only then. The pool's shutdown waits for
+/// these stops (`Shared::orphans`).
+pub(super) struct ChildProcess {
+    child: Option<Child>,
+    orphans: tokio_util::task::TaskTracker,
+    class_runtime: tokio::runtime::Handle,
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // If the class's runtime has ended too, the task is dropped unrun and the child with it:
+        // killed on drop, as before.
+        self.orphans.spawn_on(
+            async move {
+                if tokio::time::timeout(STOP_WAIT, child.wait()).await.is_err() {
+                    let _ = child.start_kill();
+                    let _ = tokio::time::timeout(STOP_WAIT, child.wait()).await;
+                }
+            },
+            &self.class_runtime,
+        );
     }
 }
 
@@ -199,7 +229,11 @@ impl<C: Connector> Shared<C> {
         let mut conn = Conn {
             reader: FrameReader::new(link.reader, max),
             writer: link.writer,
-            child: link.child,
+            child: ChildProcess {
+                child: link.child,
+                orphans: self.orphans.clone(),
+                class_runtime: self.runtime.clone(),
+            },
             pid: link.pid,
             peer: link.peer,
             send_max: max,
