@@ -28,7 +28,9 @@ mod pool;
 pub use pool::backoff;
 pub use pool::{Connector, Link, PoolClass};
 
-pub use config::{AdapterKind, Context, FieldError, ServerClassConfig, ServerClassSection};
+pub use config::{
+    AdapterKind, Context, FieldError, ServerClassConfig, ServerClassSection, WorkerIo,
+};
 
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -133,8 +133,7 @@ impl Connector for ProcessConnector {
         // pool's "Homes"): its task then reads and writes them without waking another thread.
         let pipes = || -> std::io::Result<_> {
             let writer = tokio::net::unix::pipe::Sender::from_owned_fd(stdin.into_owned_fd()?)?;
-            let reader =
-                tokio::net::unix::pipe::Receiver::from_owned_fd(stdout.into_owned_fd()?)?;
+            let reader = tokio::net::unix::pipe::Receiver::from_owned_fd(stdout.into_owned_fd()?)?;
             Ok((reader, writer))
         };
         let (reader, writer) =

@@ -44,8 +44,8 @@
 //! prefix says exactly how much to read.
 
 use bytes::{Buf, Bytes, BytesMut};
-use std::fmt::{self, Write as _};
 use futures_util::StreamExt;
+use std::fmt::{self, Write as _};
 use std::io::Read;
 use tokio::io::AsyncRead;
 use tokio_util::codec::{Decoder, FramedRead};
@@ -1378,6 +1378,9 @@ mod tests {
         }
         let per = t.elapsed().as_nanos() as f64 / N as f64;
         assert_eq!(n, N);
-        println!("FrameReader, {} bytes a frame: {per:.1} ns/frame", one.len());
+        println!(
+            "FrameReader, {} bytes a frame: {per:.1} ns/frame",
+            one.len()
+        );
     }
 }

@@ -323,6 +323,7 @@ fn a_worker_whose_callers_runtime_ended_is_forgotten_and_replaced() {
         marks.path().display()
     );
     let mut config = process_config("home", &["sh", "-c", &script, SAMPLE_SERVER]);
+    config.worker_io = adapters::WorkerIo::Caller;
     config.min_workers = 0;
     config.max_workers = 2;
     let main = current();
@@ -345,7 +346,10 @@ fn a_worker_whose_callers_runtime_ended_is_forgotten_and_replaced() {
             .await
         );
         assert!(
-            wait_for(Duration::from_secs(3), || unsafe { libc::kill(pid as i32, 0) } != 0).await,
+            wait_for(Duration::from_secs(3), || unsafe {
+                libc::kill(pid as i32, 0)
+            } != 0)
+            .await,
             "the vanished worker's process is gone"
         );
         let mark = marks.path().join(pid.to_string());
@@ -359,7 +363,10 @@ fn a_worker_whose_callers_runtime_ended_is_forgotten_and_replaced() {
         assert_ne!(second.worker, first.worker);
         let started = Instant::now();
         class.shutdown(Duration::from_secs(1)).await;
-        assert!(started.elapsed() < Duration::from_secs(3), "shutdown waited for a ghost");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "shutdown waited for a ghost"
+        );
         assert!(class.status().workers.is_empty());
     });
 }

@@ -34,10 +34,13 @@
 //! Callers run on several runtimes (one per actix worker thread, plus the engine's). A worker's
 //! I/O (its pipes or socket) is driven by the runtime its task was started on, its *home*; a job
 //! from a caller on another runtime costs two cross-thread wake-ups (the job handed over, the
-//! answer handed back). So each job carries its caller's home, and among the idle workers that
-//! may take it the dispatcher picks the most recently used one *at that home*, else the most
-//! recently used of any home (a hop costs less than a wait); a worker started because a job found
-//! nobody idle is started at that job's home. Workers started to keep `min_workers` or to replace
+//! answer handed back). So, when the class's `worker_io` is `caller`, each job carries its
+//! caller's home (with `class`, the default, every job's home is the class's runtime), and among
+//! the idle workers that may take it the dispatcher picks the most recently used one *at that
+//! home*, else the most recently used of any home (a hop costs less than a wait); a worker
+//! started because a job found nobody idle is started at that job's home. `class` is the default
+//! because the saving is not free: an HTTP thread busy with requests answers its workers' pipes
+//! late (figures at `WorkerIo` in `config.rs`). Workers started to keep `min_workers` or to replace
 //! a lost one live on the class's own runtime, which outlives every caller. A home is a placement
 //! hint only: pins, limits and the queue are class-wide, whatever runtime a worker lives on.
 //!

@@ -561,7 +561,11 @@ impl<C: Connector> Shared<C> {
         let now = Instant::now();
         let deadline = dispatch::after(now, timeout);
         let (tx, rx) = oneshot::channel();
-        let caller_rt = Handle::try_current().ok();
+        // The caller's runtime is the job's home only where the class asks for it (`worker_io`).
+        let caller_rt = match self.config.worker_io {
+            crate::WorkerIo::Caller => Handle::try_current().ok(),
+            crate::WorkerIo::Class => None,
+        };
         let mut job = Job {
             work,
             target,
