@@ -32,8 +32,16 @@ mod tests {
         let seen: Vec<Duration> = pauses(min, max).take(200).collect();
         assert_eq!(seen.len(), 200);
         assert!(seen.iter().all(|p| *p >= min / 2 && *p <= max), "{seen:?}");
-        assert!(seen[0] < min, "the first pause is at most the minimum: {:?}", seen[0]);
-        assert!(seen[100..].iter().all(|p| *p >= max / 2), "{:?}", &seen[100..]);
+        assert!(
+            seen[0] < min,
+            "the first pause is at most the minimum: {:?}",
+            seen[0]
+        );
+        assert!(
+            seen[100..].iter().all(|p| *p >= max / 2),
+            "{:?}",
+            &seen[100..]
+        );
         let tail = &seen[100..];
         assert!(tail.iter().any(|p| *p != tail[0]), "jittered pauses differ");
     }
