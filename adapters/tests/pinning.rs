@@ -8,7 +8,7 @@ use adapters::process::ProcessClass;
 use adapters::tcp::TcpClass;
 use adapters::{
     AdapterError, AdapterKind, BackendReply, BackendRequest, DialogMarker, ReplyStatus,
-    ServerClass, ServerClassConfig, Vote, WorkerId,
+    ServerClass, ServerClassConfig, Vote, WorkerId, WorkerIo,
 };
 use common::*;
 use std::sync::Arc;
@@ -89,8 +89,20 @@ async fn kill(class: &ProcessClass, worker: &WorkerId) {
 
 #[tokio::test]
 async fn a_transaction_pins_its_worker_until_commit() {
+    transaction_pins_its_worker_until_commit(WorkerIo::Class).await;
+}
+
+/// The same with workers on the caller's runtime (`worker_io = "caller"`): the pins, the reaper
+/// and commit do not depend on where a worker's I/O runs.
+#[tokio::test]
+async fn a_transaction_pins_its_worker_until_commit_with_workers_on_the_callers_runtime() {
+    transaction_pins_its_worker_until_commit(WorkerIo::Caller).await;
+}
+
+async fn transaction_pins_its_worker_until_commit(io: WorkerIo) {
     let state = TempDir::new().unwrap();
     let mut config = kv_config("pin", &state);
+    config.worker_io = io;
     config.min_workers = 0;
     config.max_workers = 3;
     config.idle_timeout = Duration::from_millis(100);
@@ -294,8 +306,22 @@ async fn commit_without_a_worker_goes_to_the_holder() {
 
 #[tokio::test]
 async fn dialogs_begin_continue_end_and_abort() {
+    dialogs_begin_continue_end_and_abort_with(WorkerIo::Class).await;
+}
+
+/// The same with workers on the caller's runtime (`worker_io = "caller"`).
+#[tokio::test]
+async fn dialogs_begin_continue_end_and_abort_with_workers_on_the_callers_runtime() {
+    dialogs_begin_continue_end_and_abort_with(WorkerIo::Caller).await;
+}
+
+async fn dialogs_begin_continue_end_and_abort_with(io: WorkerIo) {
     let state = TempDir::new().unwrap();
-    let class = kv_class("dialog", &state, 1, 3).await;
+    let mut config = kv_config("dialog", &state);
+    config.min_workers = 1;
+    config.max_workers = 3;
+    config.worker_io = io;
+    let class = ProcessClass::start(config, runtime()).await.unwrap();
 
     let first = class
         .call(count("Count", "s1", DialogMarker::Begin))
