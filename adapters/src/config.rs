@@ -63,6 +63,13 @@ pub enum AdapterKind {
     Tcp { addresses: Vec<String> },
     /// HTTP services receiving the body element by POST.
     Http { urls: Vec<String> },
+    /// A SQL database: each worker is one connection (`sql/`).
+    Sql {
+        /// `sqlite:<path>` (the file is created if missing) or `postgres://…`.
+        database: String,
+        /// SQL run once when the class starts (on its first connection): a sample schema.
+        init_sql: Option<String>,
+    },
 }
 
 impl AdapterKind {
@@ -72,6 +79,7 @@ impl AdapterKind {
             AdapterKind::Process { .. } => "process",
             AdapterKind::Tcp { .. } => "tcp",
             AdapterKind::Http { .. } => "http",
+            AdapterKind::Sql { .. } => "sql",
         }
     }
 }
@@ -105,6 +113,13 @@ pub struct ServerClassConfig {
 }
 
 impl ServerClassConfig {
+    /// Whether the class serves calls outside any session. A context-sensitive class keeps a
+    /// dialog's state in its worker and so needs a session, except a sql class: a batch outside a
+    /// session runs on any connection no dialog holds, and may not leave a transaction open.
+    pub fn serves_sessionless(&self) -> bool {
+        self.context == Context::Free || matches!(self.adapter, AdapterKind::Sql { .. })
+    }
+
     /// A configuration with the documented defaults, for the given name and adapter.
     pub fn new(name: impl Into<String>, adapter: AdapterKind) -> Self {
         ServerClassConfig {
@@ -243,6 +258,7 @@ pub enum AdapterName {
     Process,
     Tcp,
     Http,
+    Sql,
 }
 
 impl AdapterName {
@@ -251,6 +267,7 @@ impl AdapterName {
             AdapterName::Process => "process",
             AdapterName::Tcp => "tcp",
             AdapterName::Http => "http",
+            AdapterName::Sql => "sql",
         }
     }
 }
@@ -274,6 +291,10 @@ pub struct ServerClassSection {
     pub addresses: Option<Vec<String>>,
     #[serde(default)]
     pub urls: Option<Vec<String>>,
+    #[serde(default)]
+    pub database: Option<String>,
+    #[serde(default)]
+    pub init_sql: Option<String>,
     #[serde(default = "defaults::context")]
     pub context: Context,
     #[serde(default)]
@@ -329,12 +350,21 @@ impl ServerClassSection {
             ("cwd", s.cwd.is_some(), AdapterName::Process),
             ("addresses", s.addresses.is_some(), AdapterName::Tcp),
             ("urls", s.urls.is_some(), AdapterName::Http),
+            ("database", s.database.is_some(), AdapterName::Sql),
+            ("init_sql", s.init_sql.is_some(), AdapterName::Sql),
         ];
         if s.adapter == AdapterName::Http && s.worker_io.is_some() {
             return Err(FieldError::new(
                 "worker_io",
                 "only applies to the process and tcp adapters (the http adapter always runs on \
                  the request's thread)",
+            ));
+        }
+        if s.adapter == AdapterName::Sql && s.worker_io.is_some() {
+            return Err(FieldError::new(
+                "worker_io",
+                "only applies to the process and tcp adapters (a sql connection is driven by \
+                 its own thread or task)",
             ));
         }
         let kind = match s.adapter {
@@ -383,6 +413,32 @@ impl ServerClassSection {
                 }
                 AdapterKind::Http { urls }
             }
+            AdapterName::Sql => {
+                let database = s.database.clone().unwrap_or_default();
+                let database = expand(database.trim());
+                let known = database.starts_with("sqlite:")
+                    || database.starts_with("postgres://")
+                    || database.starts_with("postgresql://");
+                if !known {
+                    return Err(FieldError::new(
+                        "database",
+                        format!(
+                            "{database:?} is not a database the sql adapter knows; write \
+                             \"sqlite:<path>\" or \"postgres://user@host:port/dbname\""
+                        ),
+                    ));
+                }
+                if database == "sqlite:" {
+                    return Err(FieldError::new(
+                        "database",
+                        "names no file; write \"sqlite:<path>\" (e.g. \"sqlite:{data_dir}/sample.db\")",
+                    ));
+                }
+                AdapterKind::Sql {
+                    database,
+                    init_sql: s.init_sql.clone(),
+                }
+            }
         };
         // A key of another adapter is most likely a mistake about which adapter this is.
         if let Some((key, _, owner)) = present
@@ -410,6 +466,13 @@ impl ServerClassSection {
                     "the http adapter is context-free only",
                 ));
             }
+        }
+        if s.adapter == AdapterName::Sql && s.transactional {
+            return Err(FieldError::new(
+                "transactional",
+                "a sql class's transactions are the database's own (BEGIN, COMMIT in the batch); \
+                 the broker does not coordinate them",
+            ));
         }
         if s.one_txn_per_dialog && s.context != Context::Sensitive {
             return Err(FieldError::new(

@@ -9,6 +9,7 @@
 //!   on demand, restarts dead workers with backoff and reaps idle ones.
 //! - [`tcp`]: the same wire protocol to servers someone else runs.
 //! - [`http`]: POST the body element to an HTTP service (context-free only).
+//! - [`sql`]: a SQL database, one connection per worker, pinned to a session as a dialog.
 //!
 //! Every adapter may be called from any tokio runtime: its background tasks run on the runtime handle
 //! given to [`build`], and callers only await channels and timers.
@@ -21,6 +22,7 @@ pub mod http;
 pub mod process;
 pub mod protocol;
 pub mod sample;
+pub mod sql;
 pub mod tcp;
 
 mod pool;
@@ -258,5 +260,6 @@ pub async fn build(
         AdapterKind::Process { .. } => Ok(process::ProcessClass::start(config, runtime).await?),
         AdapterKind::Tcp { .. } => Ok(tcp::TcpClass::start(config, runtime).await?),
         AdapterKind::Http { .. } => Ok(http::HttpClass::start(config, runtime).await?),
+        AdapterKind::Sql { .. } => Ok(sql::SqlClass::start(config, runtime).await?),
     }
 }

@@ -17,6 +17,7 @@ use crate::config::{Config, DialectKind};
 use crate::coordinator::{spawn_recovery, Coordinator};
 use crate::dialect::dsml::Dsml;
 use crate::dialect::nonstop::NonStop;
+use crate::dialect::sqlsession::SqlSession;
 use crate::engine::{spawn_sweeper, SessionEngine};
 use crate::router::Router;
 use crate::server::{self, Endpoint, Shared};
@@ -206,6 +207,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
     let internal = cluster.secret.is_some();
     let mut nonstop_endpoints = Vec::new();
     let mut dsml_endpoints = Vec::new();
+    let mut sql_endpoints = Vec::new();
     for e in &config.endpoints {
         match e.dialect {
             DialectKind::NonStop => {
@@ -237,6 +239,15 @@ pub fn run(config: Config) -> Result<(), RunError> {
                     dialect: Dsml::new(e.max_requests_per_batch),
                 }));
             }
+            DialectKind::SqlSession => {
+                sql_endpoints.push(Arc::new(Endpoint {
+                    config: e.clone(),
+                    roles: Roles {
+                        extra: e.roles.clone(),
+                    },
+                    dialect: SqlSession::new(e.sessions, e.session_timeout),
+                }));
+            }
         }
     }
 
@@ -253,6 +264,10 @@ pub fn run(config: Config) -> Result<(), RunError> {
             app = app.configure(|cfg| server::configure_endpoint(cfg, ep, &limits));
         }
         for ep in &dsml_endpoints {
+            let ep = ep.clone();
+            app = app.configure(|cfg| server::configure_endpoint(cfg, ep, &limits));
+        }
+        for ep in &sql_endpoints {
             let ep = ep.clone();
             app = app.configure(|cfg| server::configure_endpoint(cfg, ep, &limits));
         }

@@ -18,6 +18,7 @@ pub mod postgres;
 pub mod proc;
 pub mod soak;
 pub mod soap;
+pub mod sql;
 pub mod wait;
 pub mod xml;
 

@@ -140,6 +140,7 @@ pub const CLUSTER_SECRET_ENV: &str = "BROKER_CLUSTER_SECRET";
 pub enum DialectKind {
     NonStop,
     Dsml,
+    SqlSession,
 }
 
 impl DialectKind {
@@ -148,6 +149,7 @@ impl DialectKind {
         match self {
             DialectKind::NonStop => "nonstop",
             DialectKind::Dsml => "dsml",
+            DialectKind::SqlSession => "sqlsession",
         }
     }
 }
@@ -175,6 +177,8 @@ pub struct EndpointConfig {
     pub auth_match: bool,
     /// Operations one DSML `batchRequest` may hold (DSML's `maxRequestsPerBatch`).
     pub max_requests_per_batch: usize,
+    /// sqlsession: whether clients may start sessions (`SESSIONS = ENABLED`).
+    pub sessions: bool,
 }
 
 impl EndpointConfig {

@@ -173,10 +173,14 @@ fn toml_value(kind: &str, value: &str) -> String {
 /// key. `dialect` picks the endpoint's dialect where defaults depend on it.
 fn minimal_file(key: &str, dialect: Option<&str>) -> String {
     let section = key.split(['.', '[']).next().unwrap_or("");
-    let endpoint = format!(
-        "[[endpoint]]\npath = \"/e\"\ndialect = \"{}\"\n",
-        dialect.unwrap_or("nonstop")
-    );
+    let dialect = dialect.unwrap_or("nonstop");
+    // sqlsession requires a login, and so credentials (before the endpoint: the checks append to it).
+    let users = if dialect == "sqlsession" {
+        "[auth]\nusers = [\"u:$argon2id$v=19$m=19456,t=2,p=1$zqVWenL7h7AFMHPMQnMHiw$yyjy250t1KKYcHG+WpeoBqhkbbfLRyqfCmsMgWQoFBM\"]\n"
+    } else {
+        ""
+    };
+    let endpoint = format!("{users}[[endpoint]]\npath = \"/e\"\ndialect = \"{dialect}\"\n");
     let class = "[[server_class]]\nname = \"c\"\ncommand = [\"a\"]\n";
     match section {
         "endpoint" => endpoint,

@@ -315,8 +315,12 @@ pub(super) struct EndpointSection {
         deserialize_with = "duration::deserialize"
     )]
     pub turn_wait: Duration,
+    /// Default: `none`, except `required` on sqlsession (which accepts nothing else).
     #[serde(default)]
-    pub auth: AuthName,
+    pub auth: Option<AuthName>,
+    /// sqlsession only: whether clients may start sessions (SQL Server's `SESSIONS = ENABLED`).
+    #[serde(default)]
+    pub sessions: Option<bool>,
     #[serde(default)]
     pub sessions_max: Option<usize>,
     #[serde(default)]
@@ -347,10 +351,9 @@ pub(super) enum DialectName {
 }
 
 /// The `auth` key of an endpoint.
-#[derive(Deserialize, Default, Clone, Copy)]
+#[derive(Deserialize, Clone, Copy)]
 #[serde(rename_all = "lowercase")]
 pub(super) enum AuthName {
-    #[default]
     None,
     Optional,
     Required,
@@ -387,6 +390,17 @@ impl EndpointDefaults {
                 sessions_max: 100,
                 sessions_max_per_ip: 5,
                 ip_match: true,
+                auth_match: true,
+                max_requests_per_batch: 1000,
+            },
+            // SQL Server 2005 endpoints: SESSION_TIMEOUT 60 s (the most a client may ask for), no
+            // session count limit (the connection limit is the server class's max_workers), sessions
+            // bound to the principal that started them and to nothing else.
+            DialectKind::SqlSession => EndpointDefaults {
+                session_timeout: Duration::from_secs(60),
+                sessions_max: 0,
+                sessions_max_per_ip: 0,
+                ip_match: false,
                 auth_match: true,
                 max_requests_per_batch: 1000,
             },
@@ -435,13 +449,35 @@ impl EndpointSection {
         let dialect = match e.dialect {
             DialectName::NonStop => DialectKind::NonStop,
             DialectName::Dsml => DialectKind::Dsml,
-            DialectName::SqlSession => {
+            DialectName::SqlSession => DialectKind::SqlSession,
+        };
+        let sql = dialect == DialectKind::SqlSession;
+        if e.sessions.is_some() && !sql {
+            return Err(cx.err(
+                k("sessions"),
+                format!(
+                    "only applies to dialect = \"sqlsession\", not {:?}",
+                    dialect.name()
+                ),
+            ));
+        }
+        let auth = match (e.auth, sql) {
+            (None, true) | (Some(AuthName::Required), _) => crate::auth::AuthMode::Required,
+            (Some(_), true) => {
                 return Err(cx.err(
-                    k("dialect"),
-                    "this dialect is not available in this build yet (nonstop and dsml are)",
+                    k("auth"),
+                    "dialect = \"sqlsession\" requires auth = \"required\" (SQL Server's SOAP endpoints allow no anonymous access)",
                 ))
             }
+            (None | Some(AuthName::None), false) => crate::auth::AuthMode::None,
+            (Some(AuthName::Optional), false) => crate::auth::AuthMode::Optional,
         };
+        if sql && e.auth_match == Some(false) {
+            return Err(cx.err(
+                k("auth_match"),
+                "dialect = \"sqlsession\" binds every session to its principal; auth_match cannot be false",
+            ));
+        }
         let defaults = EndpointDefaults::of(dialect);
         let session_timeout = e
             .session_timeout
@@ -470,11 +506,8 @@ impl EndpointSection {
             session_timeout,
             transaction_timeout: e.transaction_timeout,
             roles: e.roles,
-            auth: match e.auth {
-                AuthName::None => crate::auth::AuthMode::None,
-                AuthName::Optional => crate::auth::AuthMode::Optional,
-                AuthName::Required => crate::auth::AuthMode::Required,
-            },
+            auth,
+            sessions: e.sessions.unwrap_or(false),
             turn_wait: e.turn_wait,
             sessions_max: e.sessions_max.unwrap_or(defaults.sessions_max),
             sessions_max_per_ip: e
@@ -493,6 +526,8 @@ impl EndpointSection {
 #[serde(default, deny_unknown_fields)]
 pub(super) struct AuthSection {
     pub credentials_file: Option<String>,
+    /// `user:hash` lines written in the configuration itself (the embedded default's sample user).
+    pub users: Vec<String>,
     pub realm: String,
 }
 
@@ -500,6 +535,7 @@ impl Default for AuthSection {
     fn default() -> Self {
         AuthSection {
             credentials_file: None,
+            users: Vec::new(),
             realm: "soap-broker".into(),
         }
     }
@@ -520,15 +556,30 @@ impl AuthSection {
                 "must be non-empty and contain no double quote",
             ));
         }
-        let authenticator = match self.credentials_file.as_deref() {
-            None => None,
-            Some(f) => {
-                let path = PathBuf::from(placeholders.expand(f));
-                let auth = crate::auth::Authenticator::load(&path, &realm).map_err(|p| {
-                    cx.err("auth.credentials_file", format!("{}: {p}", path.display()))
-                })?;
-                Some(std::sync::Arc::new(auth))
-            }
+        let mut text = String::new();
+        if let Some(f) = self.credentials_file.as_deref() {
+            let path = PathBuf::from(placeholders.expand(f));
+            text = std::fs::read_to_string(&path).map_err(|e| {
+                cx.err(
+                    "auth.credentials_file",
+                    format!("{}: cannot read: {e}", path.display()),
+                )
+            })?;
+            crate::auth::Authenticator::parse(&text, &realm)
+                .map_err(|p| cx.err("auth.credentials_file", format!("{}: {p}", path.display())))?;
+        }
+        for (i, line) in self.users.iter().enumerate() {
+            crate::auth::Authenticator::parse(line, &realm)
+                .map_err(|p| cx.err(format!("auth.users[{i}]"), p.replacen("line 1: ", "", 1)))?;
+            text.push('\n');
+            text.push_str(line);
+        }
+        let authenticator = if self.credentials_file.is_none() && self.users.is_empty() {
+            None
+        } else {
+            let auth = crate::auth::Authenticator::parse(&text, &realm)
+                .map_err(|p| cx.err("auth.users", p))?;
+            Some(std::sync::Arc::new(auth))
         };
         if authenticator.is_none() {
             if let Some(i) = endpoints
@@ -537,7 +588,7 @@ impl AuthSection {
             {
                 return Err(cx.err(
                     format!("endpoint[{i}].auth"),
-                    "needs a credentials file: set auth.credentials_file (users made with `broker hash-password`)",
+                    "needs credentials: set auth.credentials_file or auth.users (users made with `broker hash-password`)",
                 ));
             }
         }

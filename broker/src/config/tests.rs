@@ -148,8 +148,15 @@ fn dsml_endpoints_get_dsml_defaults_and_nonstop_ones_stay_unlimited() {
         ("endpoint[0].sessions_max", Some(4)),
         "{e}"
     );
+    // sqlsession endpoints need a login, and so credentials; anonymous access is refused.
     let e = parse("[[endpoint]]\npath = \"/q\"\ndialect = \"sqlsession\"\n").unwrap_err();
-    assert_eq!(e.key, "endpoint[0].dialect");
+    assert_eq!(e.key, "endpoint[0].auth");
+    let e = parse("[[endpoint]]\npath = \"/q\"\ndialect = \"sqlsession\"\nauth = \"optional\"\n")
+        .unwrap_err();
+    assert!(e.problem.contains("requires auth = \"required\""), "{e}");
+    let e =
+        parse("[[endpoint]]\npath = \"/q\"\ndialect = \"nonstop\"\nsessions = true\n").unwrap_err();
+    assert_eq!(e.key, "endpoint[0].sessions");
 }
 
 #[test]

@@ -20,6 +20,7 @@
 
 pub mod dsml;
 pub mod nonstop;
+pub mod sqlsession;
 
 use crate::engine::{Request, Response};
 use crate::soap::{self, Envelope, Fault, SoapError, SoapVersion};

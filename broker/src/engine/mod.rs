@@ -237,7 +237,7 @@ impl SessionEngine {
             None => Ok(Reply::Empty),
             Some(call) => match self.route_call(endpoint, call) {
                 Err(e) => Err(e),
-                Ok(route) if route.is_context_sensitive() => {
+                Ok(route) if !route.class.config().serves_sessionless() => {
                     Err(EngineError::SessionRequired(call.service.clone()))
                 }
                 Ok(route) => self.call_sessionless(route, call).await,
@@ -264,7 +264,13 @@ impl SessionEngine {
             client_ip: request.client_ip,
             created_ms: now,
             last_access_ms: now,
-            idle_timeout_ms: endpoint.session_timeout.as_millis() as u64,
+            // The client may ask for less than the endpoint's timeout, never more (sqlSession).
+            idle_timeout_ms: request
+                .idle_timeout
+                .map_or(endpoint.session_timeout, |t| {
+                    t.min(endpoint.session_timeout)
+                })
+                .as_millis() as u64,
             transaction: None,
             subsession: None,
             dialect_state: Vec::new(),
@@ -504,6 +510,13 @@ impl SessionEngine {
                         error,
                         ends_session: true,
                     }) => return self.end(held, Err(error)).await,
+                    // sqlSession's terminate is acknowledged whatever the body did.
+                    Err(CallFailure { error, .. })
+                        if request.end_session && request.end_regardless =>
+                    {
+                        self.abort_dialog(&mut held.record).await;
+                        return self.end(held, Err(error)).await;
+                    }
                     Err(CallFailure { error, .. }) => return self.finish(held, Err(error)).await,
                 }
             }
@@ -512,7 +525,11 @@ impl SessionEngine {
         // 7. End: not while a dialog is open (-1016); commit what is open (End without a command
         // commits), delete the record.
         if request.end_session && held.record.subsession.is_some() {
-            return self.finish(held, Err(EngineError::SubsessionOpen)).await;
+            if !request.end_regardless {
+                return self.finish(held, Err(EngineError::SubsessionOpen)).await;
+            }
+            self.abort_dialog(&mut held.record).await;
+            held.durable = true;
         }
         if request.end_session {
             let result = match held.record.transaction.take() {
@@ -1082,10 +1099,21 @@ fn commit_failed(error: CommitError) -> EngineError {
     }
 }
 
-/// A new session ID: a v4 UUID (122 random bits from the OS source) as 32 lowercase hex digits,
-/// URL-safe and free of characters that need escaping in XML attributes.
+/// A new session ID: 16 bytes (128 bits) from the OS random source as 32 lowercase hex digits,
+/// URL-safe and free of characters that need escaping in XML attributes. (sqlSession shows the
+/// same 16 bytes to its clients as base64.)
 pub fn new_session_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Not seen on Linux; uuid's v4 draws from the same source (122 random bits).
+        bytes = *uuid::Uuid::new_v4().as_bytes();
+    }
+    let mut id = String::with_capacity(32);
+    for b in bytes {
+        use std::fmt::Write as _;
+        let _ = write!(id, "{b:02x}");
+    }
+    id
 }
 
 /// The first characters of a session ID, for logs: enough to correlate, not enough to hijack.

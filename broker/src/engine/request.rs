@@ -51,6 +51,14 @@ pub struct Request {
     pub session: SessionDirective,
     /// End the session after the body ran.
     pub end_session: bool,
+    /// With `end_session`: end it even when the body failed, and abort an open dialog rather than
+    /// refuse the end (sqlSession's terminate; NonStop refuses an End with a dialog open, -1016).
+    #[serde(default)]
+    pub end_regardless: bool,
+    /// A new session's idle timeout as the client asked for it; the endpoint's `session_timeout`
+    /// is the ceiling. `None`: the endpoint's.
+    #[serde(default)]
+    pub idle_timeout: Option<std::time::Duration>,
     pub transaction: TransactionDirective,
     pub abort_subsession: bool,
     pub call: Option<ServiceCall>,
@@ -70,6 +78,8 @@ impl Request {
             dialect: Cow::Borrowed(dialect),
             session: SessionDirective::None,
             end_session: false,
+            end_regardless: false,
+            idle_timeout: None,
             transaction: TransactionDirective::default(),
             abort_subsession: false,
             call: None,

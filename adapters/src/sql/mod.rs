@@ -1,0 +1,233 @@
+//! # The sql adapter: a pool of database connections as a server class
+//!
+//! SQL Server's SOAP sessions existed for the connection behind them: temporary tables, SET options
+//! and an open transaction outlive the request that made them. The broker already has the thing
+//! that keeps state with one backend worker for a session's life, the *dialog*, so a sql class is
+//! a context-sensitive pool whose workers are **database connections**:
+//!
+//! - a session's first batch opens a dialog and pins one connection to the session; every later
+//!   batch of the session runs on it (and another broker forwards to the one that holds it);
+//! - the session's end (terminate, expiry, an operator) aborts the dialog: `DIALOG-ABORT` rolls back
+//!   what is open and closes the connection; the worker opens a fresh one for its next user;
+//! - a batch outside a session runs on any idle connection and may not leave a transaction open:
+//!   one that does is rolled back before the reply, and the reply says so;
+//! - `max_workers` is the class's connection limit; with every connection pinned or busy a request
+//!   waits in the queue (`queue_limit`, 0 to refuse at once) and then gets `QueueFull`.
+//!
+//! Each connection is served by its own thread (`server.rs`) speaking the same wire protocol as a
+//! process worker over an in-memory pipe, so that the pool's dispatcher (pinning, limits, restarts,
+//! reaping) is the one every adapter shares and is tested once. The cost of the pipe is two frame
+//! encodings per batch, small next to a database round trip.
+//!
+//! The layers:
+//!
+//! - `batch.rs`: the request payload (`sqlbatch` with `BatchCommands` and typed `Parameters`) read
+//!   into a [`Batch`];
+//! - `stream.rs`: the result items written as SQL Server's `SqlResultStream`;
+//! - `sqlite.rs`: the SQLite backend ([`Database`] and [`Connection`] for `sqlite:<path>`);
+//! - `server.rs`: one connection's wire-protocol loop.
+
+mod batch;
+mod server;
+mod sqlite;
+mod stream;
+
+pub use batch::{Batch, BatchError, Param};
+pub use stream::write_result_stream;
+
+use async_trait::async_trait;
+use std::sync::{Arc, Mutex};
+use tokio::runtime::Handle;
+
+use crate::pool::{Connector, Link, PoolClass};
+use crate::{AdapterError, AdapterKind, ServerClassConfig, WorkerId};
+
+/// The SQL types a parameter or a column can have, by SQL Server's names (`sqlDbType`), with the
+/// XSD type their values are written as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqlType {
+    Bit,
+    Int,
+    BigInt,
+    Float,
+    Decimal,
+    NVarChar,
+    VarBinary,
+    DateTime,
+}
+
+impl SqlType {
+    /// The type from a `sqlDbType` attribute (case-sensitive, as SQL Server's enumeration is).
+    pub fn from_db_type(name: &str) -> Option<SqlType> {
+        Some(match name {
+            "Bit" => SqlType::Bit,
+            "TinyInt" | "SmallInt" | "Int" => SqlType::Int,
+            "BigInt" => SqlType::BigInt,
+            "Float" | "Real" => SqlType::Float,
+            "Decimal" | "Money" | "SmallMoney" => SqlType::Decimal,
+            "NVarChar" | "VarChar" | "NChar" | "Char" | "NText" | "Text" | "Xml" => {
+                SqlType::NVarChar
+            }
+            "VarBinary" | "Binary" | "Image" => SqlType::VarBinary,
+            "DateTime" | "SmallDateTime" | "Date" | "DateTime2" => SqlType::DateTime,
+            _ => return None,
+        })
+    }
+
+    /// The `sqltypes:` name written in a rowset's schema.
+    pub fn sql_name(self) -> &'static str {
+        match self {
+            SqlType::Bit => "bit",
+            SqlType::Int => "int",
+            SqlType::BigInt => "bigint",
+            SqlType::Float => "float",
+            SqlType::Decimal => "decimal",
+            SqlType::NVarChar => "nvarchar",
+            SqlType::VarBinary => "varbinary",
+            SqlType::DateTime => "datetime",
+        }
+    }
+}
+
+/// One value in a parameter or a row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    /// A decimal kept as its text, so that no digit is lost on the way.
+    Decimal(String),
+    Text(String),
+    Bytes(Vec<u8>),
+}
+
+/// A column of a rowset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Column {
+    pub name: String,
+    pub ty: SqlType,
+}
+
+/// One entry of the result stream, in the order the batch produced them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Item {
+    RowSet {
+        columns: Vec<Column>,
+        rows: Vec<Vec<Value>>,
+    },
+    /// Rows affected by an INSERT, UPDATE or DELETE.
+    RowCount(u64),
+    /// An error or a warning, as SQL Server reports them: severity class (16: an error the user can
+    /// fix, 10 and below: information), number, state and text.
+    Message {
+        class: u8,
+        number: i64,
+        state: u8,
+        line: u32,
+        text: String,
+    },
+}
+
+/// A database the class connects to: where, and how to open one connection.
+pub trait Database: Send + Sync + 'static {
+    /// Open one connection (on the thread that will serve it). The error names the database.
+    fn connect(&self) -> Result<Box<dyn Connection>, String>;
+    /// What to call it in logs and `HELLO` (`sqlite:/path/sample.db`).
+    fn describe(&self) -> String;
+}
+
+/// One open connection. Its methods block; each connection has a thread of its own.
+pub trait Connection: Send {
+    /// Run every statement of the batch in order, stopping at the first error, which becomes the
+    /// stream's last [`Item::Message`]. SQL errors never fail the call.
+    fn run(&mut self, batch: &Batch) -> Vec<Item>;
+    /// Whether a transaction is open on the connection.
+    fn in_transaction(&mut self) -> bool;
+    /// Roll back whatever is open.
+    fn rollback(&mut self) -> Result<(), String>;
+}
+
+/// A server class whose workers are connections to one database.
+pub type SqlClass = PoolClass<SqlConnector>;
+
+impl SqlClass {
+    /// Open the first connection (running `init_sql` on it) and return the class.
+    pub async fn start(
+        config: ServerClassConfig,
+        runtime: Handle,
+    ) -> Result<Arc<SqlClass>, AdapterError> {
+        let AdapterKind::Sql { database, init_sql } = config.adapter.clone() else {
+            return Err(AdapterError::Unsupported {
+                class: config.name.clone(),
+                reason: "not a sql adapter configuration".to_string(),
+            });
+        };
+        let unreachable = |reason: String| AdapterError::Unreachable {
+            class: config.name.clone(),
+            reason,
+        };
+        let Some(path) = database.strip_prefix("sqlite:") else {
+            return Err(unreachable(format!(
+                "{database}: PostgreSQL is not served by this build's sql adapter yet; use sqlite:<path>"
+            )));
+        };
+        let sqlite = Arc::new(sqlite::Sqlite::new(path.into()));
+        if let Some(sql) = init_sql {
+            let sqlite = sqlite.clone();
+            tokio::task::spawn_blocking(move || sqlite.init(&sql))
+                .await
+                .map_err(|e| unreachable(format!("init_sql: {e}")))?
+                .map_err(|e| unreachable(format!("init_sql: {e}")))?;
+        }
+        let db: Arc<dyn Database> = sqlite;
+        let connector = SqlConnector {
+            db,
+            max_frame: config.max_frame_bytes,
+            threads: Mutex::new(0),
+        };
+        PoolClass::launch(config, connector, runtime, true).await
+    }
+}
+
+/// Opens a class's connections: each on a thread of its own, behind an in-memory pipe.
+pub struct SqlConnector {
+    db: Arc<dyn Database>,
+    max_frame: usize,
+    /// Connection threads started, for their names.
+    threads: Mutex<u64>,
+}
+
+/// The in-memory pipe's buffer in each direction: a frame larger than this simply waits for the
+/// other side to read (tokio's duplex applies backpressure).
+const PIPE_BUFFER: usize = 256 * 1024;
+
+#[async_trait]
+impl Connector for SqlConnector {
+    async fn connect(&self, worker: &WorkerId) -> Result<Link, String> {
+        let (broker_side, server_side) = tokio::io::duplex(PIPE_BUFFER);
+        let db = self.db.clone();
+        let max_frame = self.max_frame;
+        let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
+        let n = {
+            let mut n = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+            *n += 1;
+            *n
+        };
+        std::thread::Builder::new()
+            .name(format!("sql-conn-{n}"))
+            .spawn(move || server::run(db, server_side, max_frame, opened_tx))
+            .map_err(|e| format!("cannot start a connection thread: {e}"))?;
+        opened_rx
+            .await
+            .map_err(|_| "the connection thread ended before opening".to_string())??;
+        let (reader, writer) = tokio::io::split(broker_side);
+        Ok(Link {
+            reader: Box::new(reader),
+            writer: Box::new(writer),
+            child: None,
+            pid: None,
+            peer: format!("{} ({worker})", self.db.describe()),
+        })
+    }
+}
