@@ -178,6 +178,11 @@ fn run_statement(
         .columns()
         .map(|c| (c.name().to_string(), c.decl_type().map(declared_type)))
         .collect();
+    // DECIMAL(p,s): SQLite stores a REAL or INTEGER; written back with the declared scale.
+    let scales: Vec<Option<usize>> = stmt
+        .columns()
+        .map(|c| c.decl_type().and_then(scale))
+        .collect();
     let width = declared.len();
     let mut rows = Vec::new();
     let mut seen: Vec<Option<SqlType>> = vec![None; width];
@@ -224,21 +229,27 @@ fn run_statement(
     // A value of another storage class than its column's type is written in the column's type
     // where that is exact (SQLite's dynamic typing), and as text otherwise.
     for row in &mut rows {
-        for (v, c) in row.iter_mut().zip(&columns) {
-            *v = conform(std::mem::replace(v, Value::Null), c.ty);
+        for ((v, c), scale) in row.iter_mut().zip(&columns).zip(&scales) {
+            *v = conform(std::mem::replace(v, Value::Null), c.ty, *scale);
         }
     }
     Ok(Some(Item::RowSet { columns, rows }))
 }
 
-fn conform(v: Value, ty: SqlType) -> Value {
+fn conform(v: Value, ty: SqlType, scale: Option<usize>) -> Value {
     match (v, ty) {
         (Value::Null, _) => Value::Null,
         (Value::Int(n), SqlType::Int | SqlType::BigInt | SqlType::Bit) => Value::Int(n),
         (Value::Int(n), SqlType::Float) => Value::Float(n as f64),
-        (Value::Int(n), SqlType::Decimal) => Value::Decimal(n.to_string()),
+        (Value::Int(n), SqlType::Decimal) => match scale {
+            Some(s) if s > 0 => Value::Decimal(format!("{n}.{}", "0".repeat(s))),
+            _ => Value::Decimal(n.to_string()),
+        },
         (Value::Float(f), SqlType::Float) => Value::Float(f),
-        (Value::Float(f), SqlType::Decimal) if f.is_finite() => Value::Decimal(f.to_string()),
+        (Value::Float(f), SqlType::Decimal) if f.is_finite() => Value::Decimal(match scale {
+            Some(s) => format!("{f:.s$}"),
+            None => f.to_string(),
+        }),
         (Value::Bytes(b), SqlType::VarBinary) => Value::Bytes(b),
         (Value::Bytes(b), _) => Value::Text(String::from_utf8_lossy(&b).into_owned()),
         (Value::Text(t), SqlType::VarBinary) => Value::Bytes(t.into_bytes()),
@@ -270,6 +281,16 @@ fn declared_type(decl: &str) -> SqlType {
     } else {
         SqlType::Decimal
     }
+}
+
+/// The scale of a `DECIMAL(p,s)` or `NUMERIC(p,s)` declaration.
+fn scale(decl: &str) -> Option<usize> {
+    let d = decl.to_ascii_uppercase();
+    if !(d.contains("DEC") || d.contains("NUMERIC") || d.contains("MONEY")) {
+        return None;
+    }
+    let inside = d.split_once('(')?.1.split_once(')')?.0;
+    inside.split_once(',')?.1.trim().parse().ok()
 }
 
 /// The statement's first keyword, upper case, after comments and a `WITH` clause's name.
@@ -325,8 +346,13 @@ mod tests {
             [
                 Value::Int(1),
                 Value::Text("ann".into()),
-                Value::Decimal("2.5".into())
+                Value::Decimal("2.50".into())
             ]
+        );
+        assert_eq!(
+            rows[1][2],
+            Value::Decimal("3.00".into()),
+            "the declared scale"
         );
         assert_eq!(rows[1][1], Value::Null);
         assert!(
