@@ -19,9 +19,11 @@ pub const USERS: &[&str] = &[
 ];
 
 /// A broker configuration with one sqlsession endpoint at `/sql` (sessions on, the given
-/// ceiling) in front of a SQLite class of `max_connections`, plus `extra` TOML.
+/// ceiling) in front of a sql class on `database` (`sqlite:…` or `postgres://…`) of
+/// `max_connections`, with a small `account` table, plus `extra` TOML.
 pub fn config(
     users: &[String],
+    database: &str,
     session_timeout: &str,
     max_connections: usize,
     extra: &str,
@@ -40,8 +42,8 @@ session_timeout = "{session_timeout}"
 [[server_class]]
 name = "db"
 adapter = "sql"
-database = "sqlite:{{data_dir}}/test.db"
-init_sql = "CREATE TABLE IF NOT EXISTS account (id INTEGER PRIMARY KEY, owner TEXT, balance DECIMAL(12,2)); INSERT OR IGNORE INTO account VALUES (1, 'Ada', 100), (2, 'Bob', NULL);"
+database = "{database}"
+init_sql = "CREATE TABLE IF NOT EXISTS account (id INTEGER PRIMARY KEY, owner TEXT, balance DECIMAL(12,2)); INSERT INTO account VALUES (1, 'Ada', 100), (2, 'Bob', NULL) ON CONFLICT DO NOTHING;"
 context = "sensitive"
 min_workers = 1
 max_workers = {max_connections}

@@ -1,5 +1,6 @@
 //! The sqlSession dialect end to end (`spec/sqlsession.md`), against a real broker whose `/sql`
-//! endpoint has a SQLite class behind it: the `sqloptions:sqlSession` header (initiate, use,
+//! endpoint has a sql class behind it, every scenario once on SQLite and once on PostgreSQL (a
+//! fresh database on the private cluster of `scripts/test.sh`): the `sqloptions:sqlSession` header (initiate, use,
 //! terminate, the timeout ceiling, both namespace forms), one database connection pinned to each
 //! session (a temporary table and an open transaction outlive their request; terminate and expiry
 //! roll back), batches outside a session on a pool, the one session fault for unknown, malformed and
@@ -7,6 +8,7 @@
 
 use base64::Engine as _;
 use broker_tests::http::Reply;
+use broker_tests::postgres::TestDatabase;
 use broker_tests::soap::Version;
 use broker_tests::sql::{
     self, batch, initiate, messages, rows, session_header, session_id, terminate, use_session,
@@ -18,10 +20,54 @@ use std::time::{Duration, Instant};
 const ANN: Option<&str> = Some("ann:ann-pw");
 const BOB: Option<&str> = Some("bob:bob-pw");
 
-fn start(session_timeout: &str, max_connections: usize) -> BrokerProcess {
-    let users: Vec<String> = sql::USERS.iter().map(|u| u.to_string()).collect();
-    BrokerProcess::start(&sql::config(&users, session_timeout, max_connections, ""))
+/// Which database the class uses; a PostgreSQL test database is dropped with it.
+enum Db {
+    Sqlite,
+    Postgres(TestDatabase),
 }
+
+impl Db {
+    fn url(&self) -> String {
+        match self {
+            Db::Sqlite => "sqlite:{data_dir}/test.db".to_string(),
+            Db::Postgres(db) => db.url().to_string(),
+        }
+    }
+}
+
+fn start(db: &Db, session_timeout: &str, max_connections: usize) -> BrokerProcess {
+    let users: Vec<String> = sql::USERS.iter().map(|u| u.to_string()).collect();
+    BrokerProcess::start(&sql::config(
+        &users,
+        &db.url(),
+        session_timeout,
+        max_connections,
+        "",
+    ))
+}
+
+/// Each scenario below, once per backend.
+macro_rules! on_both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test] fn $scenario() { super::$scenario(&super::Db::Sqlite) })*
+        }
+        mod postgres {
+            $(#[test] fn $scenario() {
+                super::$scenario(&super::Db::Postgres(broker_tests::postgres::fresh_database()))
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    a_session_keeps_its_connection_from_one_request_to_the_next,
+    terminate_rolls_back_and_is_acknowledged_even_when_the_body_fails,
+    unknown_malformed_and_foreign_session_ids_get_one_and_the_same_fault,
+    the_connection_limit_gives_a_clear_fault_and_frees_with_terminate,
+    an_expired_session_loses_its_connection_and_its_transaction,
+    bad_input_gets_a_clear_fault_and_runs_nothing,
+);
 
 fn call(url: &str, login: Option<&str>, header: &str, body: &str) -> Reply {
     sql::post(url, login, Version::V11, header, body)
@@ -44,9 +90,8 @@ fn select_balance(url: &str, login: Option<&str>, header: &str) -> Vec<Vec<Optio
 /// request and `ROLLBACK` or `COMMIT` in a later one act on the same transaction, whose uncommitted
 /// change no other connection sees. Also the initiate reply (a base64 ID of 16 bytes, the timeout
 /// clamped to the endpoint's ceiling) and the use reply (the request's header echoed).
-#[test]
-fn a_session_keeps_its_connection_from_one_request_to_the_next() {
-    let b = start("60s", 4);
+fn a_session_keeps_its_connection_from_one_request_to_the_next(db: &Db) {
+    let b = start(db, "60s", 4);
     let url = b.url("/sql");
 
     let r = call(
@@ -102,11 +147,26 @@ fn a_session_keeps_its_connection_from_one_request_to_the_next() {
 
     let outside = call(&url, ANN, "", &batch("SELECT n FROM scratch", &[]));
     assert!(
-        messages(&outside)
-            .iter()
-            .any(|m| m.contains("no such table")),
+        messages(&outside).iter().any(|m| m.contains("scratch")), // SQLite: no such table; PostgreSQL: relation does not exist
         "{}",
         outside.describe()
+    );
+
+    // Outside a session a transaction ends with its request: rolled back, and the stream says so.
+    let r = call(
+        &url,
+        ANN,
+        "",
+        &batch("BEGIN; UPDATE account SET balance = 9 WHERE id = 1", &[]),
+    );
+    assert!(
+        messages(&r).iter().any(|m| m.contains("rolled back")),
+        "{}",
+        r.describe()
+    );
+    assert_eq!(
+        select_balance(&url, BOB, ""),
+        vec![vec![Some("100.00".into())]]
     );
 
     // A transaction across requests: rolled back, then committed.
@@ -118,17 +178,17 @@ fn a_session_keeps_its_connection_from_one_request_to_the_next() {
     );
     assert_eq!(
         select_balance(&url, ANN, &use_session(&id)),
-        vec![vec![Some("5".into())]]
+        vec![vec![Some("5.00".into())]]
     );
     assert_eq!(
         select_balance(&url, ANN, ""),
-        vec![vec![Some("100".into())]],
+        vec![vec![Some("100.00".into())]],
         "uncommitted work is the session's own"
     );
     call(&url, ANN, &use_session(&id), &batch("ROLLBACK", &[]));
     assert_eq!(
         select_balance(&url, ANN, &use_session(&id)),
-        vec![vec![Some("100".into())]]
+        vec![vec![Some("100.00".into())]]
     );
     call(
         &url,
@@ -139,7 +199,7 @@ fn a_session_keeps_its_connection_from_one_request_to_the_next() {
     call(&url, ANN, &use_session(&id), &batch("COMMIT", &[]));
     assert_eq!(
         select_balance(&url, BOB, ""),
-        vec![vec![Some("7".into())]],
+        vec![vec![Some("7.00".into())]],
         "committed for everyone"
     );
 }
@@ -147,9 +207,8 @@ fn a_session_keeps_its_connection_from_one_request_to_the_next() {
 /// Protects terminate: the reply echoes `terminate` and the ID even when the body failed, the
 /// session's open transaction is rolled back with its connection, and the ID is unknown after.
 /// Also the `https` namespace form, answered in kind.
-#[test]
-fn terminate_rolls_back_and_is_acknowledged_even_when_the_body_fails() {
-    let b = start("60s", 4);
+fn terminate_rolls_back_and_is_acknowledged_even_when_the_body_fails(db: &Db) {
+    let b = start(db, "60s", 4);
     let url = b.url("/sql");
     let https = OPTIONS_NS.replacen("http:", "https:", 1);
     let r = call(
@@ -202,9 +261,8 @@ fn terminate_rolls_back_and_is_acknowledged_even_when_the_body_fails() {
 /// owner's session is untouched (another principal's terminate included), and the three take about
 /// the same time (medians within a wide factor: the check is for a shortcut that skips the store,
 /// not for speed).
-#[test]
-fn unknown_malformed_and_foreign_session_ids_get_one_and_the_same_fault() {
-    let b = start("60s", 4);
+fn unknown_malformed_and_foreign_session_ids_get_one_and_the_same_fault(db: &Db) {
+    let b = start(db, "60s", 4);
     let url = b.url("/sql");
     let ann = session_id(&call(&url, ANN, &initiate(None), ""));
     let unknown = base64::engine::general_purpose::STANDARD.encode([7u8; 16]);
@@ -284,9 +342,8 @@ fn unknown_malformed_and_foreign_session_ids_get_one_and_the_same_fault() {
 /// Protects the connection limit: `max_workers` connections, each pinned by a session's first
 /// batch; one more session's batch gets ConnectionLimitReached at once (queue_limit = 0), and gets
 /// a connection once a session has ended.
-#[test]
-fn the_connection_limit_gives_a_clear_fault_and_frees_with_terminate() {
-    let b = start("60s", 2);
+fn the_connection_limit_gives_a_clear_fault_and_frees_with_terminate(db: &Db) {
+    let b = start(db, "60s", 2);
     let url = b.url("/sql");
     let one = session_id(&call(&url, ANN, &initiate(None), &batch("SELECT 1", &[])));
     let _two = session_id(&call(&url, ANN, &initiate(None), &batch("SELECT 2", &[])));
@@ -310,18 +367,14 @@ fn the_connection_limit_gives_a_clear_fault_and_frees_with_terminate() {
 /// Protects expiry: a session idle past its timeout is gone (the session fault), and its open
 /// transaction was rolled back with its connection: another connection can write at once instead
 /// of waiting for SQLite's lock.
-#[test]
-fn an_expired_session_loses_its_connection_and_its_transaction() {
-    let b = start("60s", 4);
+fn an_expired_session_loses_its_connection_and_its_transaction(db: &Db) {
+    let b = start(db, "60s", 4);
     let url = b.url("/sql");
     let id = session_id(&call(
         &url,
         ANN,
         &initiate(Some(1)),
-        &batch(
-            "BEGIN IMMEDIATE; UPDATE account SET balance = 1 WHERE id = 2",
-            &[],
-        ),
+        &batch("BEGIN; UPDATE account SET balance = 1 WHERE id = 2", &[]),
     ));
     // Polled without touching the session (a request naming it would keep it alive).
     wait::until_true(
@@ -357,11 +410,12 @@ fn an_expired_session_loses_its_connection_and_its_transaction() {
             ),
             0
         ),
-        vec![vec![Some("2".to_string())]]
+        vec![vec![Some("2.00".to_string())]]
     );
 }
 
-/// SQLite's busy timeout in the sql adapter: a write blocked by a lock waits this long.
+/// How long a write blocked by another connection's lock waits before it fails: SQLite's busy
+/// timeout in the sql adapter (PostgreSQL would wait for the class's request_timeout).
 fn sql_busy_timeout() -> Duration {
     Duration::from_secs(5)
 }
@@ -369,9 +423,8 @@ fn sql_busy_timeout() -> Duration {
 /// Protects bad input: each gets a clear fault and runs nothing. A parameter of the wrong type, an
 /// unknown method, two sqlSession headers, a request without credentials (401), and SOAP 1.2,
 /// which works like 1.1 (its faults in 1.2 form, HTTP 500 as SQL Server answers).
-#[test]
-fn bad_input_gets_a_clear_fault_and_runs_nothing() {
-    let b = start("60s", 4);
+fn bad_input_gets_a_clear_fault_and_runs_nothing(db: &Db) {
+    let b = start(db, "60s", 4);
     let url = b.url("/sql");
     let r = call(
         &url,

@@ -25,9 +25,11 @@
 //!   into a [`Batch`];
 //! - `stream.rs`: the result items written as SQL Server's `SqlResultStream`;
 //! - `sqlite.rs`: the SQLite backend ([`Database`] and [`Connection`] for `sqlite:<path>`);
+//! - `postgres.rs`: the PostgreSQL backend (`postgres://…`);
 //! - `server.rs`: one connection's wire-protocol loop.
 
 mod batch;
+mod postgres;
 mod server;
 mod sqlite;
 mod stream;
@@ -130,22 +132,30 @@ pub enum Item {
 }
 
 /// A database the class connects to: where, and how to open one connection.
+#[async_trait(?Send)]
 pub trait Database: Send + Sync + 'static {
-    /// Open one connection (on the thread that will serve it). The error names the database.
-    fn connect(&self) -> Result<Box<dyn Connection>, String>;
-    /// What to call it in logs and `HELLO` (`sqlite:/path/sample.db`).
+    /// Open one connection, on the thread (and its runtime) that will serve it. The error names
+    /// the database.
+    async fn connect(&self) -> Result<Box<dyn Connection>, String>;
+    /// What to call it in logs and `HELLO` (`sqlite:/path/sample.db`; never a password).
     fn describe(&self) -> String;
+    /// The `Source` of its messages (`sqlite`, `postgres`).
+    fn source(&self) -> &'static str;
 }
 
-/// One open connection. Its methods block; each connection has a thread of its own.
-pub trait Connection: Send {
+/// One open connection, served by a thread of its own (SQLite's calls block it; PostgreSQL's
+/// client runs on that thread's runtime).
+#[async_trait(?Send)]
+pub trait Connection {
     /// Run every statement of the batch in order, stopping at the first error, which becomes the
     /// stream's last [`Item::Message`]. SQL errors never fail the call.
-    fn run(&mut self, batch: &Batch) -> Vec<Item>;
-    /// Whether a transaction is open on the connection.
-    fn in_transaction(&mut self) -> bool;
+    async fn run(&mut self, batch: &Batch) -> Vec<Item>;
+    /// Whether a transaction is open on the connection. `hint`: the batch just run, so that a
+    /// backend for which asking costs a round trip can skip asking when no statement could have
+    /// opened one.
+    async fn in_transaction(&mut self, hint: &Batch) -> bool;
     /// Roll back whatever is open.
-    fn rollback(&mut self) -> Result<(), String>;
+    async fn rollback(&mut self) -> Result<(), String>;
 }
 
 /// A server class whose workers are connections to one database.
@@ -167,20 +177,25 @@ impl SqlClass {
             class: config.name.clone(),
             reason,
         };
-        let Some(path) = database.strip_prefix("sqlite:") else {
-            return Err(unreachable(format!(
-                "{database}: PostgreSQL is not served by this build's sql adapter yet; use sqlite:<path>"
-            )));
+        let db: Arc<dyn Database> = if let Some(path) = database.strip_prefix("sqlite:") {
+            let sqlite = Arc::new(sqlite::Sqlite::new(path.into()));
+            if let Some(sql) = init_sql {
+                let sqlite = sqlite.clone();
+                tokio::task::spawn_blocking(move || sqlite.init(&sql))
+                    .await
+                    .map_err(|e| unreachable(format!("init_sql: {e}")))?
+                    .map_err(|e| unreachable(format!("init_sql: {e}")))?;
+            }
+            sqlite
+        } else {
+            let pg = Arc::new(postgres::Postgres::new(&database).map_err(unreachable)?);
+            if let Some(sql) = init_sql {
+                pg.init(&sql)
+                    .await
+                    .map_err(|e| unreachable(format!("init_sql: {e}")))?;
+            }
+            pg
         };
-        let sqlite = Arc::new(sqlite::Sqlite::new(path.into()));
-        if let Some(sql) = init_sql {
-            let sqlite = sqlite.clone();
-            tokio::task::spawn_blocking(move || sqlite.init(&sql))
-                .await
-                .map_err(|e| unreachable(format!("init_sql: {e}")))?
-                .map_err(|e| unreachable(format!("init_sql: {e}")))?;
-        }
-        let db: Arc<dyn Database> = sqlite;
         let connector = SqlConnector {
             db,
             max_frame: config.max_frame_bytes,

@@ -32,26 +32,27 @@ pub(super) fn run(
     max_frame: usize,
     opened: oneshot::Sender<Result<(), String>>,
 ) {
-    let conn = match db.connect() {
-        Ok(conn) => conn,
-        Err(e) => {
-            let _ = opened.send(Err(e));
-            return;
-        }
-    };
-    let _ = opened.send(Ok(()));
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            tracing::error!(error = %e, "sql connection thread: cannot build its runtime");
+            let _ = opened.send(Err(format!("cannot build the connection's runtime: {e}")));
             return;
         }
     };
-    let source = db.describe();
-    runtime.block_on(serve(db, conn, pipe, max_frame, &source));
+    runtime.block_on(async move {
+        let conn = match db.connect().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                let _ = opened.send(Err(e));
+                return;
+            }
+        };
+        let _ = opened.send(Ok(()));
+        serve(db, conn, pipe, max_frame).await;
+    });
 }
 
 async fn serve(
@@ -59,15 +60,10 @@ async fn serve(
     mut conn: Box<dyn Connection>,
     pipe: DuplexStream,
     mut max_frame: usize,
-    source: &str,
 ) {
     let (read, mut write) = tokio::io::split(pipe);
     let mut reader = FrameReader::new(read, max_frame);
-    let server = if source.starts_with("sqlite:") {
-        "sqlite"
-    } else {
-        "postgres"
-    };
+    let server = db.source();
     loop {
         let frame = match reader.read_frame().await {
             Ok(Some(frame)) => frame,
@@ -99,9 +95,10 @@ async fn serve(
                         Bytes::new(),
                     ),
                     Ok(batch) => {
-                        let mut items = conn.run(&batch);
-                        if req.dialog == Dialog::None && conn.in_transaction() {
-                            let text = match conn.rollback() {
+                        let mut items = conn.run(&batch).await;
+                        let sessionless = req.dialog == Dialog::None;
+                        if sessionless && conn.in_transaction(&batch).await {
+                            let text = match conn.rollback().await {
                                 Ok(()) => "The transaction the batch left open was rolled back: outside a session a transaction ends with its request.".to_string(),
                                 Err(e) => format!("The transaction the batch left open could not be rolled back: {e}"),
                             };
@@ -112,6 +109,17 @@ async fn serve(
                                 line: 0,
                                 text,
                             });
+                        }
+                        // A pooled connection serves many principals: what a batch outside a session
+                        // may have left on it (temporary tables, settings) goes with a fresh one.
+                        if sessionless && leaves_state(&batch.sql) {
+                            match db.connect().await {
+                                Ok(fresh) => conn = fresh,
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "sql connection: cannot reopen after a batch outside a session; the worker stops");
+                                    return;
+                                }
+                            }
                         }
                         let mut out = String::with_capacity(1024);
                         stream::write_result_stream("sqlbatch", &items, server, &mut out);
@@ -130,10 +138,10 @@ async fn serve(
                 })
             }
             Ok(Message::DialogAbort { id, .. }) => {
-                let _ = conn.rollback();
+                let _ = conn.rollback().await;
                 // A fresh connection: the session's temporary tables and settings go with the old.
                 drop(conn);
-                conn = match db.connect() {
+                conn = match db.connect().await {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::warn!(error = %e, "sql connection: cannot reopen after a session ended; the worker stops");
@@ -174,5 +182,39 @@ async fn serve(
         if write.write_all(&bytes).await.is_err() || write.flush().await.is_err() {
             return;
         }
+    }
+}
+
+/// Whether a batch may leave state on its connection beyond its transaction: temporary objects
+/// (`TEMP` anywhere), or a statement that starts with SET, PRAGMA, ATTACH, PREPARE, LISTEN or
+/// DECLARE. Conservative (statements are split at every `;`): a false alarm costs one reconnect.
+fn leaves_state(sql: &str) -> bool {
+    const LEADING: &[&str] = &["SET", "PRAGMA", "ATTACH", "PREPARE", "LISTEN", "DECLARE"];
+    let words = |s: &'_ str| {
+        s.split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .filter(|w| !w.is_empty())
+            .map(str::to_ascii_uppercase)
+            .collect::<Vec<_>>()
+    };
+    sql.split(';').any(|statement| {
+        let w = words(statement);
+        w.iter().any(|w| w == "TEMP" || w == "TEMPORARY")
+            || w.first()
+                .is_some_and(|first| LEADING.contains(&first.as_str()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn batches_that_may_leave_state_are_recognised() {
+        assert!(super::leaves_state("create temp table x (a)"));
+        assert!(super::leaves_state("CREATE TEMPORARY TABLE x (a)"));
+        assert!(super::leaves_state("SET search_path = x"));
+        assert!(!super::leaves_state(
+            "SELECT settings FROM t WHERE temperature > 3"
+        ));
+        assert!(!super::leaves_state("UPDATE t SET x = 1"));
+        assert!(super::leaves_state("SELECT 1; pragma foreign_keys = on"));
     }
 }

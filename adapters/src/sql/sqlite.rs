@@ -50,13 +50,18 @@ impl Sqlite {
     }
 }
 
+#[async_trait::async_trait(?Send)]
 impl Database for Sqlite {
-    fn connect(&self) -> Result<Box<dyn Connection>, String> {
+    async fn connect(&self) -> Result<Box<dyn Connection>, String> {
         Ok(Box::new(SqliteConnection { conn: self.open()? }))
     }
 
     fn describe(&self) -> String {
         format!("sqlite:{}", self.path.display())
+    }
+
+    fn source(&self) -> &'static str {
+        "sqlite"
     }
 }
 
@@ -85,8 +90,10 @@ fn sql_error(e: &rusqlite::Error) -> Item {
     }
 }
 
+// The calls block the connection's own thread, which serves nothing else.
+#[async_trait::async_trait(?Send)]
 impl Connection for SqliteConnection {
-    fn run(&mut self, batch: &Batch) -> Vec<Item> {
+    async fn run(&mut self, batch: &Batch) -> Vec<Item> {
         let mut items = Vec::new();
         let mut statements = rusqlite::Batch::new(&self.conn, &batch.sql);
         loop {
@@ -114,11 +121,11 @@ impl Connection for SqliteConnection {
         items
     }
 
-    fn in_transaction(&mut self) -> bool {
+    async fn in_transaction(&mut self, _hint: &Batch) -> bool {
         !self.conn.is_autocommit()
     }
 
-    fn rollback(&mut self) -> Result<(), String> {
+    async fn rollback(&mut self) -> Result<(), String> {
         if self.conn.is_autocommit() {
             return Ok(());
         }
@@ -321,17 +328,17 @@ mod tests {
         batch::read(xml.as_bytes(), 1 << 20).expect("batch")
     }
 
-    #[test]
-    fn statements_run_in_order_with_typed_results_and_stop_at_an_error() {
+    #[tokio::test]
+    async fn statements_run_in_order_with_typed_results_and_stop_at_an_error() {
         let dir = tempfile::tempdir().unwrap();
         let db = Sqlite::new(dir.path().join("sub/t.db"));
         db.init("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, amount DECIMAL(10,2))")
             .unwrap();
-        let mut c = db.connect().unwrap();
+        let mut c = db.connect().await.unwrap();
         let items = c.run(&batch(
             "INSERT INTO t VALUES (1, @n, 2.5); INSERT INTO t VALUES (2, NULL, 3); SELECT id, name, amount FROM t ORDER BY id; SELECT * FROM missing; SELECT 1",
             "<SqlParameter name=\"n\" sqlDbType=\"NVarChar\"><Value>ann</Value></SqlParameter>",
-        ));
+        )).await;
         assert_eq!(items.len(), 4, "{items:?}");
         assert_eq!(items[0], Item::RowCount(1));
         let Item::RowSet { columns, rows } = &items[2] else {
@@ -360,21 +367,21 @@ mod tests {
         );
     }
 
-    #[test]
-    fn an_undeclared_parameter_is_sql_servers_message_137_and_a_transaction_is_seen() {
+    #[tokio::test]
+    async fn an_undeclared_parameter_is_sql_servers_message_137_and_a_transaction_is_seen() {
         let dir = tempfile::tempdir().unwrap();
         let db = Sqlite::new(dir.path().join("t.db"));
-        let mut c = db.connect().unwrap();
-        let items = c.run(&batch("SELECT @nope", ""));
+        let mut c = db.connect().await.unwrap();
+        let items = c.run(&batch("SELECT @nope", "")).await;
         assert!(
             matches!(&items[..], [Item::Message { number: 137, .. }]),
             "{items:?}"
         );
-        assert!(!c.in_transaction());
-        c.run(&batch("BEGIN; CREATE TEMP TABLE x (a)", ""));
-        assert!(c.in_transaction());
-        c.rollback().unwrap();
-        assert!(!c.in_transaction());
+        assert!(!c.in_transaction(&Batch::default()).await);
+        c.run(&batch("BEGIN; CREATE TEMP TABLE x (a)", "")).await;
+        assert!(c.in_transaction(&Batch::default()).await);
+        c.rollback().await.unwrap();
+        assert!(!c.in_transaction(&Batch::default()).await);
     }
 
     #[test]
