@@ -4,7 +4,8 @@
 //! terminate, the timeout ceiling, both namespace forms), one database connection pinned to each
 //! session (a temporary table and an open transaction outlive their request; terminate and expiry
 //! roll back), batches outside a session on a pool, the one session fault for unknown, malformed and
-//! foreign IDs (compared byte for byte and by time), the connection limit, and bad input.
+//! foreign IDs (compared byte for byte and by time), the connection limit, bad input; and across
+//! two brokers, the connection held by one (requests forwarded to it) and its loss with `kill -9`.
 
 use base64::Engine as _;
 use broker_tests::http::Reply;
@@ -494,5 +495,104 @@ fn bad_input_gets_a_clear_fault_and_runs_nothing(db: &Db) {
             .contains("<SOAP-ENV:Value>SOAP-ENV:Sender</SOAP-ENV:Value>"),
         "{}",
         r.describe()
+    );
+}
+
+/// Protects sqlSession across brokers: two brokers share a store (the `cookie-store` daemon) and a
+/// PostgreSQL database. A session initiated at b1 holds its connection there; its batches sent to
+/// b2 are forwarded to b1 and run on that same connection (its uncommitted change is visible, its
+/// temporary table there). When b1 dies (`kill -9`), the session's next request at b2 gets the
+/// SessionConnectionLost fault; the session lives on, its next batch runs on a fresh connection,
+/// and what the dead connection had not committed is gone.
+#[test]
+fn a_session_connection_lives_on_one_broker_and_its_loss_is_reported() {
+    let daemon = broker_tests::daemon::Daemon::start();
+    let db = broker_tests::postgres::fresh_database();
+    let users: Vec<String> = sql::USERS.iter().map(|u| u.to_string()).collect();
+    let mut brokers: Vec<BrokerProcess> = (1..=2)
+        .map(|i| {
+            let cluster = format!(
+                "[broker]\nid = \"b{i}\"\n\n[store]\nurl = {:?}\nturn_lease = \"25s\"\nsweep_interval = \"500ms\"\n\n[cluster]\nsecret = \"sqlsession-cluster-secret-0123456789\"\nheartbeat = \"200ms\"\nlease = \"1s\"\nrecovery_interval = \"2s\"\nconnect_timeout = \"500ms\"\nforward_timeout = \"20s\"\n\n",
+                daemon.url()
+            );
+            let config = sql::config(&users, db.url(), "60s", 4, "");
+            BrokerProcess::start(&format!("{cluster}{config}"))
+        })
+        .collect();
+    let (b1, b2) = (brokers[0].url("/sql"), brokers[1].url("/sql"));
+
+    let id = session_id(&call(
+        &b1,
+        ANN,
+        &initiate(None),
+        &batch(
+            "CREATE TEMP TABLE here (n INTEGER); INSERT INTO here VALUES (1); BEGIN; UPDATE account SET owner = 'pending' WHERE id = 1",
+            &[],
+        ),
+    ));
+    let r = call(
+        &b2,
+        ANN,
+        &use_session(&id),
+        &batch(
+            "SELECT n FROM here; SELECT owner FROM account WHERE id = 1",
+            &[],
+        ),
+    );
+    assert_eq!(
+        rows(&r, 0),
+        vec![vec![Some("1".to_string())]],
+        "forwarded to b1's connection: {}",
+        r.describe()
+    );
+    assert_eq!(
+        rows(&r, 1),
+        vec![vec![Some("pending".to_string())]],
+        "{}",
+        r.describe()
+    );
+
+    brokers[0].kill9();
+    let lost = wait::until(
+        Duration::from_secs(20),
+        "b2 reporting the lost connection",
+        || {
+            let r = call(&b2, ANN, &use_session(&id), &batch("SELECT 1", &[]));
+            let text = r.text();
+            if text.contains("SessionConnectionLost") {
+                Some(r)
+            } else {
+                // Until b2 sees b1 gone, the request may wait for b1 or be refused as busy.
+                assert!(r.status == 500 || r.status == 200, "{}", r.describe());
+                None
+            }
+        },
+    );
+    assert_eq!(lost.status, 500, "{}", lost.describe());
+    let r = call(
+        &b2,
+        ANN,
+        &use_session(&id),
+        &batch(
+            "SELECT owner FROM account WHERE id = 1; SELECT n FROM here",
+            &[],
+        ),
+    );
+    assert_eq!(
+        rows(&r, 0),
+        vec![vec![Some("Ada".to_string())]],
+        "the dead connection's work is gone: {}",
+        r.describe()
+    );
+    assert!(
+        messages(&r).iter().any(|m| m.contains("here")),
+        "a fresh connection has no temp table: {}",
+        r.describe()
+    );
+    let h = session_header(&r);
+    assert_eq!(
+        h.attr("sessionId"),
+        Some(id.as_str()),
+        "the session lives on"
     );
 }
