@@ -9,15 +9,21 @@
 //! text, `VarBinary` → bytea; `Decimal` and `DateTime` travel as text cast to numeric and
 //! timestamp) and run with the extended protocol, so results come back typed.
 //!
+//! Each connection keeps the statements it prepared (by text and parameter types, at most 256), so
+//! a session repeating a statement pays one round trip for it, not two (measured in BENCHMARKS.md);
+//! a schema change (CREATE, DROP, ALTER, DISCARD, SET, RESET) empties that cache, and a statement
+//! that fails is prepared afresh next time.
+//!
 //! A transaction left open outside a session is found by asking the server (a `SAVEPOINT` probe,
 //! one round trip), and only after a batch that contains `BEGIN` or `START`: nothing else opens a
 //! transaction block in PostgreSQL.
 
 use super::{Batch, Column, Connection, Database, Item, SqlType, Value};
 use bytes::{BufMut, BytesMut};
+use std::collections::HashMap;
 use std::str::FromStr;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, NoTls, Statement};
 
 /// A PostgreSQL database.
 pub struct Postgres {
@@ -81,6 +87,7 @@ impl Database for Postgres {
     async fn connect(&self) -> Result<Box<dyn Connection>, String> {
         Ok(Box::new(PgConnection {
             client: self.open().await?,
+            prepared: HashMap::new(),
         }))
     }
 
@@ -95,7 +102,13 @@ impl Database for Postgres {
 
 struct PgConnection {
     client: Client,
+    /// Statements prepared on this connection, by text and parameter types: a session repeating a
+    /// statement pays one round trip for it, not two. Emptied when full.
+    prepared: HashMap<(String, Vec<Type>), Statement>,
 }
+
+/// The most statements one connection keeps prepared.
+const PREPARED_LIMIT: usize = 256;
 
 /// A PostgreSQL error as the stream reports it: the server's message, its SQLSTATE in brackets.
 fn pg_text(e: &tokio_postgres::Error) -> String {
@@ -125,12 +138,22 @@ impl Connection for PgConnection {
                 continue;
             }
             let types: Vec<Type> = used.iter().map(|p| wire_type(p.ty)).collect();
-            let prepared = match self.client.prepare_typed(&text, &types).await {
-                Ok(p) => p,
-                Err(e) => {
-                    items.push(message(pg_text(&e)));
-                    break;
-                }
+            let key = (text.clone(), types.clone());
+            let prepared = match self.prepared.get(&key) {
+                Some(p) => p.clone(),
+                None => match self.client.prepare_typed(&text, &types).await {
+                    Ok(p) => {
+                        if self.prepared.len() >= PREPARED_LIMIT {
+                            self.prepared.clear();
+                        }
+                        self.prepared.insert(key, p.clone());
+                        p
+                    }
+                    Err(e) => {
+                        items.push(message(pg_text(&e)));
+                        break;
+                    }
+                },
             };
             let params: Vec<Param<'_>> = used.iter().map(|p| Param(&p.value)).collect();
             let refs: Vec<&(dyn ToSql + Sync)> =
@@ -141,8 +164,13 @@ impl Connection for PgConnection {
                         if is_dml(&text) {
                             items.push(Item::RowCount(n));
                         }
+                        // A schema change can change what a prepared statement returns.
+                        if changes_schema(&text) {
+                            self.prepared.clear();
+                        }
                     }
                     Err(e) => {
+                        self.prepared.remove(&(text, types));
                         items.push(message(pg_text(&e)));
                         break;
                     }
@@ -160,6 +188,8 @@ impl Connection for PgConnection {
             let rows = match self.client.query(&prepared, &refs).await {
                 Ok(rows) => rows,
                 Err(e) => {
+                    // Re-prepared next time (e.g. "cached plan must not change result type").
+                    self.prepared.remove(&(text, types));
                     items.push(message(pg_text(&e)));
                     break;
                 }
@@ -219,6 +249,19 @@ impl Connection for PgConnection {
             .await
             .map_err(|e| pg_text(&e))
     }
+}
+
+fn changes_schema(sql: &str) -> bool {
+    let first = sql
+        .trim_start()
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase();
+    matches!(
+        first.as_str(),
+        "CREATE" | "DROP" | "ALTER" | "DISCARD" | "SET" | "RESET"
+    )
 }
 
 fn is_dml(sql: &str) -> bool {

@@ -1,5 +1,5 @@
 //! The pieces of `soapbench` (see BENCHMARKS.md): the histogram, the load itself, reports, and the
-//! orchestrated measurements (`compare`, `sessions`, `preload`).
+//! orchestrated measurements (`compare`, `sessions`, `preload`, `sql`).
 
 pub mod compare;
 pub mod hist;
@@ -8,3 +8,4 @@ pub mod preload;
 pub mod procs;
 pub mod report;
 pub mod sessions;
+pub mod sql;

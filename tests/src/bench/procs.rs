@@ -230,6 +230,11 @@ fn wait_listening(
     })
 }
 
+/// Start `cmd` and wait until `addr` accepts connections.
+pub fn start_server(launch: &Launch, cmd: Command, addr: String) -> Result<Server, String> {
+    started(launch, cmd, addr)
+}
+
 fn started(launch: &Launch, cmd: Command, addr: String) -> Result<Server, String> {
     let (mut child, marks, log) = spawn(launch, cmd, false)?;
     if let Err(e) = wait_listening(launch.name, &addr, &mut child, Duration::from_secs(60)) {

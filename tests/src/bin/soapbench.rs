@@ -44,6 +44,9 @@ enum Command {
     Sessions(bench::sessions::SessionsArgs),
     /// Add idle sessions to the sled store of a stopped broker.
     Preload(bench::preload::PreloadArgs),
+    /// A SELECT of one row in a sqlSession through the broker to PostgreSQL, against the same
+    /// statement sent straight to PostgreSQL over one connection per client (the floor).
+    Sql(bench::sql::SqlArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -147,6 +150,7 @@ fn main() -> ExitCode {
         Some(Command::Compare(a)) => bench::compare::compare(a),
         Some(Command::Sessions(a)) => bench::sessions::sessions(a),
         Some(Command::Preload(a)) => bench::preload::main(a),
+        Some(Command::Sql(a)) => bench::sql::run(a),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
