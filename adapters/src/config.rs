@@ -69,7 +69,29 @@ pub enum AdapterKind {
         database: String,
         /// SQL run once when the class starts (on its first connection): a sample schema.
         init_sql: Option<String>,
+        /// Named web methods, each a parameterised statement (`methods`).
+        methods: Vec<SqlMethod>,
     },
+}
+
+/// A named web method of a sql class: the Body element `<name>` with one child per parameter runs
+/// `sql`, its `@parameters` typed as declared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SqlMethod {
+    pub name: String,
+    pub sql: String,
+    /// Parameter names (without `@`) and their `sqlDbType`s.
+    pub parameters: Vec<(String, crate::sql::SqlType)>,
+}
+
+/// One `[[server_class.methods]]` table as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlMethodSection {
+    pub name: String,
+    pub sql: String,
+    #[serde(default)]
+    pub parameters: BTreeMap<String, String>,
 }
 
 impl AdapterKind {
@@ -295,6 +317,8 @@ pub struct ServerClassSection {
     pub database: Option<String>,
     #[serde(default)]
     pub init_sql: Option<String>,
+    #[serde(default)]
+    pub methods: Option<Vec<SqlMethodSection>>,
     #[serde(default = "defaults::context")]
     pub context: Context,
     #[serde(default)]
@@ -352,6 +376,7 @@ impl ServerClassSection {
             ("urls", s.urls.is_some(), AdapterName::Http),
             ("database", s.database.is_some(), AdapterName::Sql),
             ("init_sql", s.init_sql.is_some(), AdapterName::Sql),
+            ("methods", s.methods.is_some(), AdapterName::Sql),
         ];
         if s.adapter == AdapterName::Http && s.worker_io.is_some() {
             return Err(FieldError::new(
@@ -434,9 +459,52 @@ impl ServerClassSection {
                         "names no file; write \"sqlite:<path>\" (e.g. \"sqlite:{data_dir}/sample.db\")",
                     ));
                 }
+                let mut methods: Vec<SqlMethod> = Vec::new();
+                for m in s.methods.clone().unwrap_or_default() {
+                    let ok_name = m
+                        .name
+                        .chars()
+                        .next()
+                        .is_some_and(|c| c.is_alphabetic() || c == '_')
+                        && m.name.chars().all(|c| c.is_alphanumeric() || c == '_');
+                    if !ok_name || m.name == "sqlbatch" {
+                        return Err(FieldError::new(
+                            "methods",
+                            format!("{:?} is not a method name (an XML name of letters, digits and _, not sqlbatch)", m.name),
+                        ));
+                    }
+                    if methods.iter().any(|x| x.name == m.name) {
+                        return Err(FieldError::new(
+                            "methods",
+                            format!("{:?} is declared twice", m.name),
+                        ));
+                    }
+                    if m.sql.trim().is_empty() {
+                        return Err(FieldError::new(
+                            "methods",
+                            format!("{}: sql is empty", m.name),
+                        ));
+                    }
+                    let mut parameters = Vec::new();
+                    for (p, ty) in &m.parameters {
+                        let Some(t) = crate::sql::SqlType::from_db_type(ty) else {
+                            return Err(FieldError::new(
+                                "methods",
+                                format!("{}: parameter {p}: unknown sqlDbType {ty:?} (Int, BigInt, Bit, Float, Decimal, NVarChar, VarBinary, DateTime, …)", m.name),
+                            ));
+                        };
+                        parameters.push((p.trim_start_matches('@').to_string(), t));
+                    }
+                    methods.push(SqlMethod {
+                        name: m.name,
+                        sql: m.sql,
+                        parameters,
+                    });
+                }
                 AdapterKind::Sql {
                     database,
                     init_sql: s.init_sql.clone(),
+                    methods,
                 }
             }
         };

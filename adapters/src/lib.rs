@@ -31,7 +31,7 @@ pub use pool::backoff;
 pub use pool::{Connector, Link, PoolClass};
 
 pub use config::{
-    AdapterKind, Context, FieldError, ServerClassConfig, ServerClassSection, WorkerIo,
+    AdapterKind, Context, FieldError, ServerClassConfig, ServerClassSection, SqlMethod, WorkerIo,
 };
 
 use async_trait::async_trait;

@@ -36,6 +36,19 @@ impl Db {
     }
 }
 
+/// A named web method of the class, and its route.
+const GET_OWNER: &str = r#"
+[[server_class.methods]]
+name = "GetOwner"
+sql = "SELECT owner, balance FROM account WHERE id = @id AND owner <> @not"
+parameters = { id = "Int", not = "NVarChar" }
+
+[[service]]
+name = "GetOwner"
+endpoint = "/sql"
+server_class = "db"
+"#;
+
 fn start(db: &Db, session_timeout: &str, max_connections: usize) -> BrokerProcess {
     let users: Vec<String> = sql::USERS.iter().map(|u| u.to_string()).collect();
     BrokerProcess::start(&sql::config(
@@ -43,7 +56,7 @@ fn start(db: &Db, session_timeout: &str, max_connections: usize) -> BrokerProces
         &db.url(),
         session_timeout,
         max_connections,
-        "",
+        GET_OWNER,
     ))
 }
 
@@ -68,7 +81,67 @@ on_both_backends!(
     the_connection_limit_gives_a_clear_fault_and_frees_with_terminate,
     an_expired_session_loses_its_connection_and_its_transaction,
     bad_input_gets_a_clear_fault_and_runs_nothing,
+    a_named_method_runs_its_statement_with_typed_parameters,
 );
+
+/// Protects named web methods: a method declared in the class's configuration runs its statement
+/// with the Body element's children as typed parameters, in or out of a session, and answers
+/// `<Method>Response`/`<Method>Result` in the request's namespace with the result stream; a value
+/// of the wrong type, a missing parameter and an undeclared one are refused before anything runs.
+fn a_named_method_runs_its_statement_with_typed_parameters(db: &Db) {
+    let b = start(db, "60s", 4);
+    let url = b.url("/sql");
+    let method = |id: &str, not: &str| {
+        format!(
+            "<b:GetOwner xmlns:b=\"urn:bank\"><b:id>{id}</b:id><b:not>{not}</b:not></b:GetOwner>"
+        )
+    };
+    let r = call(&url, ANN, "", &method("1", "nobody"));
+    assert_eq!(r.status, 200, "{}", r.describe());
+    let env = sql::parse(&r);
+    let body = env.elements().find(|e| e.local == "Body").expect("a Body");
+    let response = body
+        .child(Some("urn:bank"), "GetOwnerResponse")
+        .unwrap_or_else(|| panic!("{}", r.describe()));
+    let result = response
+        .child(Some("urn:bank"), "GetOwnerResult")
+        .unwrap_or_else(|| panic!("{}", r.describe()));
+    let row: Vec<String> = result
+        .elements()
+        .filter(|e| e.local == "SqlRowSet")
+        .flat_map(|set| {
+            set.elements()
+                .filter(|e| e.local == "row")
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+        .flat_map(|row| row.elements().map(|v| v.text()).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(
+        row,
+        vec!["Ada".to_string(), "100.00".to_string()],
+        "{}",
+        r.describe()
+    );
+
+    let id = session_id(&call(&url, ANN, &initiate(None), &method("1", "Ada")));
+    let r = call(&url, ANN, &use_session(&id), &method("2", "Ada"));
+    assert!(
+        r.text().contains("<owner>Bob</owner>"),
+        "in a session too: {}",
+        r.describe()
+    );
+
+    for (bad, what) in [
+        (method("one", "x"), "is not a valid int"),
+        ("<b:GetOwner xmlns:b=\"urn:bank\"><b:id>1</b:id></b:GetOwner>".to_string(), "is missing"),
+        ("<b:GetOwner xmlns:b=\"urn:bank\"><b:id>1</b:id><b:not>x</b:not><b:evil>1</b:evil></b:GetOwner>".to_string(), "has no parameter"),
+    ] {
+        let r = call(&url, ANN, "", &bad);
+        assert_eq!(r.status, 500, "{}", r.describe());
+        assert!(r.text().contains("InvalidParameter") && r.text().contains(what), "{what}: {}", r.describe());
+    }
+}
 
 fn call(url: &str, login: Option<&str>, header: &str, body: &str) -> Reply {
     sql::post(url, login, Version::V11, header, body)

@@ -73,6 +73,10 @@ pub enum BatchError {
     },
     #[error("unexpected element {0:?} in sqlbatch")]
     UnexpectedElement(String),
+    #[error("method {method} has no parameter {name:?}")]
+    UndeclaredParameter { method: String, name: String },
+    #[error("parameter {0:?} is missing")]
+    MissingParameter(String),
 }
 
 /// Read a `sqlbatch` element. `max_sql_bytes` bounds `BatchCommands`.
@@ -322,6 +326,107 @@ pub fn parse_value(name: &str, ty: SqlType, text: &str) -> Result<Value, BatchEr
     })
 }
 
+/// Read a named web method's request: the element `<{method.name}>` (in any namespace, returned
+/// for the reply) with one child element per declared parameter, by local name, each checked
+/// against its type; `xsi:nil="true"` is NULL. A missing or undeclared child is refused.
+pub fn read_method(
+    payload: &[u8],
+    method: &crate::SqlMethod,
+) -> Result<(Batch, Option<String>), BatchError> {
+    let text = std::str::from_utf8(payload).map_err(|e| BatchError::Unreadable(e.to_string()))?;
+    let mut reader = NsReader::from_str(text);
+    let unreadable = |e: &dyn std::fmt::Display| BatchError::Unreadable(e.to_string());
+    let (namespace, empty) = loop {
+        match reader.read_resolved_event().map_err(|e| unreadable(&e))? {
+            (ns, Event::Start(e)) => {
+                if e.local_name().into_inner() != method.name {
+                    return Err(BatchError::UnknownMethod(
+                        e.local_name().into_inner().to_string(),
+                    ));
+                }
+                break (bound(&ns), false);
+            }
+            (ns, Event::Empty(e)) => {
+                if e.local_name().into_inner() != method.name {
+                    return Err(BatchError::UnknownMethod(
+                        e.local_name().into_inner().to_string(),
+                    ));
+                }
+                break (bound(&ns), true);
+            }
+            (_, Event::Eof) => return Err(BatchError::UnknownMethod(String::new())),
+            _ => {}
+        }
+    };
+    let mut given: Vec<Param> = Vec::new();
+    if !empty {
+        loop {
+            match reader.read_event().map_err(|e| unreadable(&e))? {
+                Event::Start(e) => {
+                    let local = e.local_name().into_inner().to_string();
+                    let ty = declared(method, &local)?;
+                    let nil = is_nil(&e);
+                    let raw = reader.read_text(e.name()).map_err(|e| unreadable(&e))?;
+                    let text = quick_xml::escape::unescape(&raw).map_err(|e| unreadable(&e))?;
+                    let name = format!("@{local}");
+                    let value = if nil {
+                        Value::Null
+                    } else {
+                        parse_value(&name, ty, &text)?
+                    };
+                    push(&mut given, Param { name, ty, value })?;
+                }
+                Event::Empty(e) => {
+                    let local = e.local_name().into_inner().to_string();
+                    let ty = declared(method, &local)?;
+                    let name = format!("@{local}");
+                    let value = if is_nil(&e) {
+                        Value::Null
+                    } else {
+                        parse_value(&name, ty, "")?
+                    };
+                    push(&mut given, Param { name, ty, value })?;
+                }
+                Event::End(_) | Event::Eof => break,
+                _ => {}
+            }
+        }
+    }
+    if let Some((missing, _)) = method
+        .parameters
+        .iter()
+        .find(|(p, _)| !given.iter().any(|g| g.name[1..] == *p))
+    {
+        return Err(BatchError::MissingParameter(format!("@{missing}")));
+    }
+    Ok((
+        Batch {
+            sql: method.sql.clone(),
+            params: given,
+        },
+        namespace,
+    ))
+}
+
+fn bound(ns: &ResolveResult<'_>) -> Option<String> {
+    match ns {
+        ResolveResult::Bound(n) => Some(n.into_inner().to_string()),
+        _ => None,
+    }
+}
+
+fn declared(method: &crate::SqlMethod, local: &str) -> Result<SqlType, BatchError> {
+    method
+        .parameters
+        .iter()
+        .find(|(p, _)| p == local)
+        .map(|(_, t)| *t)
+        .ok_or_else(|| BatchError::UndeclaredParameter {
+            method: method.name.clone(),
+            name: local.to_string(),
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -407,6 +512,41 @@ mod tests {
             Err(BatchError::UnknownMethod("sqlbatch".into())),
             "sqlbatch outside SQL Server's namespace is not the method"
         );
+    }
+
+    #[test]
+    fn a_named_method_reads_its_declared_parameters_only() {
+        let m = crate::SqlMethod {
+            name: "GetAccount".into(),
+            sql: "SELECT owner FROM account WHERE id = @id".into(),
+            parameters: vec![("id".into(), SqlType::Int)],
+        };
+        let (b, ns) = read_method(
+            b"<t:GetAccount xmlns:t=\"urn:bank\"><t:id>7</t:id></t:GetAccount>",
+            &m,
+        )
+        .expect("method");
+        assert_eq!(ns.as_deref(), Some("urn:bank"));
+        assert_eq!(
+            b.params,
+            vec![Param {
+                name: "@id".into(),
+                ty: SqlType::Int,
+                value: Value::Int(7)
+            }]
+        );
+        assert!(matches!(
+            read_method(b"<GetAccount><id>x</id></GetAccount>", &m),
+            Err(BatchError::BadValue { .. })
+        ));
+        assert!(matches!(
+            read_method(b"<GetAccount/>", &m),
+            Err(BatchError::MissingParameter(_))
+        ));
+        assert!(matches!(
+            read_method(b"<GetAccount><id>1</id><drop>1</drop></GetAccount>", &m),
+            Err(BatchError::UndeclaredParameter { .. })
+        ));
     }
 
     #[test]

@@ -167,7 +167,12 @@ impl SqlClass {
         config: ServerClassConfig,
         runtime: Handle,
     ) -> Result<Arc<SqlClass>, AdapterError> {
-        let AdapterKind::Sql { database, init_sql } = config.adapter.clone() else {
+        let AdapterKind::Sql {
+            database,
+            init_sql,
+            methods,
+        } = config.adapter.clone()
+        else {
             return Err(AdapterError::Unsupported {
                 class: config.name.clone(),
                 reason: "not a sql adapter configuration".to_string(),
@@ -198,6 +203,7 @@ impl SqlClass {
         };
         let connector = SqlConnector {
             db,
+            methods: methods.into(),
             max_frame: config.max_frame_bytes,
             threads: Mutex::new(0),
         };
@@ -208,6 +214,8 @@ impl SqlClass {
 /// Opens a class's connections: each on a thread of its own, behind an in-memory pipe.
 pub struct SqlConnector {
     db: Arc<dyn Database>,
+    /// The class's named web methods.
+    methods: Arc<[crate::SqlMethod]>,
     max_frame: usize,
     /// Connection threads started, for their names.
     threads: Mutex<u64>,
@@ -222,6 +230,7 @@ impl Connector for SqlConnector {
     async fn connect(&self, worker: &WorkerId) -> Result<Link, String> {
         let (broker_side, server_side) = tokio::io::duplex(PIPE_BUFFER);
         let db = self.db.clone();
+        let methods = self.methods.clone();
         let max_frame = self.max_frame;
         let (opened_tx, opened_rx) = tokio::sync::oneshot::channel();
         let n = {
@@ -231,7 +240,7 @@ impl Connector for SqlConnector {
         };
         std::thread::Builder::new()
             .name(format!("sql-conn-{n}"))
-            .spawn(move || server::run(db, server_side, max_frame, opened_tx))
+            .spawn(move || server::run(db, server_side, max_frame, methods, opened_tx))
             .map_err(|e| format!("cannot start a connection thread: {e}"))?;
         opened_rx
             .await

@@ -2,7 +2,8 @@
 //! pipe, the way a process worker serves it over its stdin and stdout.
 //!
 //! - `HELLO` is answered with protocol 1;
-//! - `REQUEST` runs the batch in the payload and replies with the `SqlResultStream`. A payload that
+//! - `REQUEST` runs the batch in the payload (`sqlbatch`, or a named method's statement with the
+//!   payload's parameters, by the request's operation) and replies with the `SqlResultStream`. A payload that
 //!   is not a batch (unknown method, a parameter of the wrong type, SQL text over the limit) is an
 //!   application fault (`Client`) and runs nothing. Outside a dialog a transaction may not outlive
 //!   the request: one left open is rolled back and the stream says so;
@@ -30,6 +31,7 @@ pub(super) fn run(
     db: Arc<dyn Database>,
     pipe: DuplexStream,
     max_frame: usize,
+    methods: Arc<[crate::SqlMethod]>,
     opened: oneshot::Sender<Result<(), String>>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -51,7 +53,7 @@ pub(super) fn run(
             }
         };
         let _ = opened.send(Ok(()));
-        serve(db, conn, pipe, max_frame).await;
+        serve(db, conn, pipe, max_frame, &methods).await;
     });
 }
 
@@ -60,6 +62,7 @@ async fn serve(
     mut conn: Box<dyn Connection>,
     pipe: DuplexStream,
     mut max_frame: usize,
+    methods: &[crate::SqlMethod],
 ) {
     let (read, mut write) = tokio::io::split(pipe);
     let mut reader = FrameReader::new(read, max_frame);
@@ -86,7 +89,18 @@ async fn serve(
                 })
             }
             Ok(Message::Request(req)) => {
-                let (status, payload) = match batch::read(&req.payload, MAX_SQL_BYTES) {
+                // sqlbatch, or one of the class's named methods (the service's operation).
+                let read = if req.operation == "sqlbatch" {
+                    batch::read(&req.payload, MAX_SQL_BYTES)
+                        .map(|b| (b, stream::SQL_NS.to_string()))
+                } else {
+                    match methods.iter().find(|m| m.name == req.operation) {
+                        Some(m) => batch::read_method(&req.payload, m)
+                            .map(|(b, ns)| (b, ns.unwrap_or_else(|| stream::SQL_NS.to_string()))),
+                        None => Err(batch::BatchError::UnknownMethod(req.operation.clone())),
+                    }
+                };
+                let (status, payload) = match read {
                     Err(e) => (
                         ReplyStatus::Fault {
                             code: "Client".to_string(),
@@ -94,7 +108,7 @@ async fn serve(
                         },
                         Bytes::new(),
                     ),
-                    Ok(batch) => {
+                    Ok((batch, ns)) => {
                         let mut items = conn.run(&batch).await;
                         let sessionless = req.dialog == Dialog::None;
                         if sessionless && conn.in_transaction(&batch).await {
@@ -122,7 +136,7 @@ async fn serve(
                             }
                         }
                         let mut out = String::with_capacity(1024);
-                        stream::write_result_stream("sqlbatch", &items, server, &mut out);
+                        stream::write_result_stream(&req.operation, &ns, &items, server, &mut out);
                         let status = if req.dialog == Dialog::None {
                             ReplyStatus::Ok
                         } else {

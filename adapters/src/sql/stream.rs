@@ -39,12 +39,18 @@ const NS_DECLS: &str = concat!(
 /// The namespace of each rowset's rows and schema (numbered within the stream, as SQL Server does).
 const ROWSET_NS: &str = "urn:schemas-microsoft-com:sql:SqlRowSet";
 
-/// Write `<{method}Response><{method}Result>…</…>` for the items, with the result code.
-/// `server` names the source in messages (`sqlite`, `postgres`).
-pub fn write_result_stream(method: &str, items: &[Item], server: &str, out: &mut String) {
+/// SQL Server's SOAP namespace, of `sqlbatchResponse`.
+pub const SQL_NS: &str = "http://schemas.microsoft.com/sqlserver/2004/SOAP";
+
+/// Write `<{method}Response><{method}Result>…</…>` in namespace `ns` (`sqlbatch`: SQL Server's; a
+/// named method: its request's) for the items, with the result code. `server` names the source in
+/// messages (`sqlite`, `postgres`).
+pub fn write_result_stream(method: &str, ns: &str, items: &[Item], server: &str, out: &mut String) {
+    let _ = write!(out, "<sql:{method}Response xmlns:sql=\"");
+    escape_text(&ns.replace('"', "&quot;"), out);
     let _ = write!(
         out,
-        "<sql:{method}Response xmlns:sql=\"http://schemas.microsoft.com/sqlserver/2004/SOAP\"><sql:{method}Result{NS_DECLS} xsi:type=\"sqlresultstream:SqlResultStream\">"
+        "\"><sql:{method}Result{NS_DECLS} xsi:type=\"sqlresultstream:SqlResultStream\">"
     );
     let mut rowsets = 0;
     let mut failed = false;
@@ -207,7 +213,7 @@ mod tests {
             },
         ];
         let mut out = String::new();
-        write_result_stream("sqlbatch", &items, "sqlite", &mut out);
+        write_result_stream("sqlbatch", SQL_NS, &items, "sqlite", &mut out);
         let doc = xmltree::Element::parse(out.as_bytes()).expect("well-formed");
         assert_eq!(doc.name, "sqlbatchResponse");
         assert!(out.contains("<row xmlns=\"urn:schemas-microsoft-com:sql:SqlRowSet1\"><id>2</id><note xsi:nil=\"true\"/></row>"), "{out}");

@@ -16,7 +16,12 @@ use std::collections::BTreeSet;
 const DOC: &str = include_str!("../../../docs/configuration.md");
 
 /// Sections written as arrays of tables (`[[endpoint]]`), whose keys the doc writes `endpoint[].path`.
-const ARRAYS: [&str; 3] = ["endpoint", "server_class", "service"];
+const ARRAYS: [&str; 4] = [
+    "endpoint",
+    "server_class",
+    "service",
+    "server_class.methods",
+];
 
 // ---- the keys the structs accept -----------------------------------------------------------------
 
@@ -90,7 +95,12 @@ fn struct_keys() -> BTreeSet<String> {
         "a section was added to FileSections: list it here"
     );
     let mut keys = BTreeSet::new();
-    for (section, fields) in sections {
+    // Tables nested in a section's tables.
+    let nested = [(
+        "server_class.methods",
+        fields_of::<adapters::config::SqlMethodSection>(),
+    )];
+    for (section, fields) in sections.into_iter().chain(nested) {
         assert!(!fields.is_empty(), "no fields found for {section}");
         for f in fields {
             keys.insert(doc_key(section, f));
@@ -164,7 +174,9 @@ fn literal_defaults(default: &str) -> Vec<(String, Option<String>)> {
 fn toml_value(kind: &str, value: &str) -> String {
     match kind {
         "string" | "duration" => format!("{value:?}"),
-        "integer" | "boolean" | "list of strings" | "table of strings" => value.to_string(),
+        "integer" | "boolean" | "list of strings" | "table of strings" | "list of tables" => {
+            value.to_string()
+        }
         other => panic!("unknown type {other:?} in docs/configuration.md"),
     }
 }
