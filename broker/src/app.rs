@@ -245,7 +245,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
                     roles: Roles {
                         extra: e.roles.clone(),
                     },
-                    dialect: SqlSession::new(e.sessions, e.session_timeout),
+                    dialect: SqlSession::new(e.sessions, e.session_timeout, e.soap12_sender_400),
                 }));
             }
         }

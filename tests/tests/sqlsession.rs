@@ -669,3 +669,22 @@ fn a_session_connection_lives_on_one_broker_and_its_loss_is_reported() {
         "the session lives on"
     );
 }
+
+/// Protects `fault_status = "soap"`: SOAP 1.2 Sender faults then get HTTP 400 (SOAP 1.2 Part 2),
+/// SOAP 1.1 faults keep 500; by default every fault is 500, as SQL Server answers.
+#[test]
+fn fault_status_soap_gives_soap_12_sender_faults_400() {
+    let users: Vec<String> = sql::USERS.iter().map(|u| u.to_string()).collect();
+    let config = sql::config(&users, "sqlite:{data_dir}/t.db", "60s", 2, "").replacen(
+        "sessions = true",
+        "sessions = true\nfault_status = \"soap\"",
+        1,
+    );
+    let b = BrokerProcess::start(&config);
+    let url = b.url("/sql");
+    let r = sql::post(&url, ANN, Version::V12, &use_session("nope"), "");
+    assert_eq!(r.status, 400, "{}", r.describe());
+    assert!(r.text().contains("SessionIdIsInvalid"), "{}", r.describe());
+    let r = sql::post(&url, ANN, Version::V11, &use_session("nope"), "");
+    assert_eq!(r.status, 500, "{}", r.describe());
+}

@@ -179,6 +179,9 @@ pub struct EndpointConfig {
     pub max_requests_per_batch: usize,
     /// sqlsession: whether clients may start sessions (`SESSIONS = ENABLED`).
     pub sessions: bool,
+    /// sqlsession: SOAP 1.2 Sender faults get HTTP 400 (`fault_status = "soap"`) instead of SQL
+    /// Server's 500.
+    pub soap12_sender_400: bool,
 }
 
 impl EndpointConfig {

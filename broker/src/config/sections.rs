@@ -321,6 +321,9 @@ pub(super) struct EndpointSection {
     /// sqlsession only: whether clients may start sessions (SQL Server's `SESSIONS = ENABLED`).
     #[serde(default)]
     pub sessions: Option<bool>,
+    /// sqlsession only: `sqlserver` (500 for every fault) or `soap` (SOAP 1.2's 400 for Sender).
+    #[serde(default)]
+    pub fault_status: Option<FaultStatusName>,
     #[serde(default)]
     pub sessions_max: Option<usize>,
     #[serde(default)]
@@ -348,6 +351,14 @@ pub(super) enum DialectName {
     NonStop,
     Dsml,
     SqlSession,
+}
+
+/// The `fault_status` key of a sqlsession endpoint.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum FaultStatusName {
+    SqlServer,
+    Soap,
 }
 
 /// The `auth` key of an endpoint.
@@ -461,6 +472,15 @@ impl EndpointSection {
                 ),
             ));
         }
+        if e.fault_status.is_some() && !sql {
+            return Err(cx.err(
+                k("fault_status"),
+                format!(
+                    "only applies to dialect = \"sqlsession\", not {:?}",
+                    dialect.name()
+                ),
+            ));
+        }
         let auth = match (e.auth, sql) {
             (None, true) | (Some(AuthName::Required), _) => crate::auth::AuthMode::Required,
             (Some(_), true) => {
@@ -508,6 +528,7 @@ impl EndpointSection {
             roles: e.roles,
             auth,
             sessions: e.sessions.unwrap_or(false),
+            soap12_sender_400: e.fault_status == Some(FaultStatusName::Soap),
             turn_wait: e.turn_wait,
             sessions_max: e.sessions_max.unwrap_or(defaults.sessions_max),
             sessions_max_per_ip: e

@@ -136,7 +136,12 @@ fn classify(error: &SqlError) -> SqlFault {
 }
 
 /// Render an error as SQL Server does (see the module docs).
-pub fn render(version: SoapVersion, cx: &SqlContext, error: &SqlError) -> HttpReply {
+pub fn render(
+    version: SoapVersion,
+    cx: &SqlContext,
+    error: &SqlError,
+    sender_400: bool,
+) -> HttpReply {
     let fault = classify(error);
     match error {
         SqlError::Engine(f) if !matches!(f.kind, FailureKind::UnknownSession { .. }) => {
@@ -196,9 +201,14 @@ pub fn render(version: SoapVersion, cx: &SqlContext, error: &SqlError) -> HttpRe
         SoapVersion::V12 => write_12_body("SOAP-ENV", fault.sender, fault.codes, &reason, &mut out),
     }
     out.push_str("</SOAP-ENV:Fault></SOAP-ENV:Body></SOAP-ENV:Envelope>");
+    // SQL Server's: 500 for every fault, Sender ones included; SOAP 1.2's 400 when configured.
+    let status = if sender_400 && fault.sender && version == SoapVersion::V12 {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::INTERNAL_SERVER_ERROR
+    };
     HttpReply {
-        // SQL Server's: 500 for every fault, Sender ones included.
-        status: StatusCode::INTERNAL_SERVER_ERROR,
+        status,
         content_type: version.content_type().to_string(),
         body: out.into_bytes(),
     }
@@ -256,7 +266,7 @@ fn write_12_body(p: &str, sender: bool, codes: &[&str], reason: &str, out: &mut 
 
 /// A SOAP-layer error: VersionMismatch and MustUnderstand as the SOAP layer words them; any other
 /// envelope error is SQL Server's `InvalidXml`.
-pub fn soap_error(version: SoapVersion, error: &SoapError) -> HttpReply {
+pub fn soap_error(version: SoapVersion, error: &SoapError, sender_400: bool) -> HttpReply {
     let fault = error.to_fault(version);
     if matches!(
         fault.code,
@@ -268,5 +278,6 @@ pub fn soap_error(version: SoapVersion, error: &SoapError) -> HttpReply {
         version,
         &SqlContext::default(),
         &SqlError::Soap(fault.reason),
+        sender_400,
     )
 }

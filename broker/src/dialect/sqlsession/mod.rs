@@ -70,17 +70,20 @@ impl Default for SqlContext {
 /// The sqlSession dialect of one endpoint.
 pub struct SqlSession {
     settings: read::Settings,
+    /// SOAP 1.2 Sender faults as HTTP 400 rather than SQL Server's 500.
+    sender_400: bool,
 }
 
 impl SqlSession {
     /// `sessions`: whether the endpoint allows sessions; `session_timeout`: the ceiling of a
-    /// client's requested timeout.
-    pub fn new(sessions: bool, session_timeout: Duration) -> SqlSession {
+    /// client's requested timeout; `sender_400`: SOAP 1.2's status rule instead of SQL Server's.
+    pub fn new(sessions: bool, session_timeout: Duration, sender_400: bool) -> SqlSession {
         SqlSession {
             settings: read::Settings {
                 sessions,
                 ceiling: session_timeout,
             },
+            sender_400,
         }
     }
 }
@@ -104,14 +107,19 @@ impl Dialect for SqlSession {
     }
 
     fn write_error(&self, version: SoapVersion, cx: SqlContext, error: SqlError) -> HttpReply {
-        faults::render(version, &cx, &error)
+        faults::render(version, &cx, &error, self.sender_400)
     }
 
     fn write_reply(&self, version: SoapVersion, cx: SqlContext, response: Response) -> HttpReply {
         let reply = match response.result {
             Ok(reply) => reply,
             Err(e) => {
-                return faults::render(version, &cx, &SqlError::Engine(Box::new(e)));
+                return faults::render(
+                    version,
+                    &cx,
+                    &SqlError::Engine(Box::new(e)),
+                    self.sender_400,
+                );
             }
         };
         let header = match (
@@ -144,7 +152,7 @@ impl Dialect for SqlSession {
     }
 
     fn write_soap_error(&self, version: SoapVersion, error: &SoapError) -> HttpReply {
-        faults::soap_error(version, error)
+        faults::soap_error(version, error, self.sender_400)
     }
 }
 
