@@ -448,8 +448,9 @@ impl ServerClassSection {
                     return Err(FieldError::new(
                         "database",
                         format!(
-                            "{database:?} is not a database the sql adapter knows; write \
-                             \"sqlite:<path>\" or \"postgres://user@host:port/dbname\""
+                            "{:?} is not a database the sql adapter knows; write \
+                             \"sqlite:<path>\" or \"postgres://user@host:port/dbname\"",
+                            crate::sql::redact(&database)
                         ),
                     ));
                 }
@@ -598,6 +599,39 @@ mod tests {
     fn build(text: &str) -> Result<ServerClassConfig, FieldError> {
         let s = section(text).expect("a well-formed table");
         s.build(&|v| v.replace("{data_dir}", "/d"))
+    }
+
+    /// Protects the sql adapter's section: a database it knows, methods with known types, no
+    /// transactions of the broker's, and no password in an error.
+    #[test]
+    fn sql_classes_are_checked() {
+        let c = build("name = \"d\"\nadapter = \"sql\"\ndatabase = \"sqlite:{data_dir}/x.db\"\n")
+            .expect("sqlite");
+        assert_eq!(
+            c.adapter,
+            AdapterKind::Sql {
+                database: "sqlite:/d/x.db".into(),
+                init_sql: None,
+                methods: vec![]
+            }
+        );
+        let e = build("name = \"d\"\nadapter = \"sql\"\ndatabase = \"mysql://app:s3cret@h/db\"\n")
+            .unwrap_err();
+        assert_eq!(e.key, "database");
+        assert!(!e.problem.contains("s3cret"), "{}", e.problem);
+        let e = build(
+            "name = \"d\"\nadapter = \"sql\"\ndatabase = \"sqlite:x\"\ntransactional = true\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "transactional");
+        let e = build("name = \"d\"\nadapter = \"sql\"\ndatabase = \"sqlite:x\"\n[[methods]]\nname = \"M\"\nsql = \"SELECT @a\"\nparameters = { a = \"Integer\" }\n")
+            .unwrap_err();
+        assert!(
+            e.key == "methods" && e.problem.contains("unknown sqlDbType"),
+            "{e:?}"
+        );
+        let e = build("name = \"d\"\ndatabase = \"sqlite:x\"\ncommand = [\"a\"]\n").unwrap_err();
+        assert_eq!(e.key, "database", "a sql key on a process class");
     }
 
     #[test]

@@ -35,6 +35,7 @@ mod sqlite;
 mod stream;
 
 pub use batch::{Batch, BatchError, Param};
+pub(crate) use postgres::redact;
 pub use stream::write_result_stream;
 
 use async_trait::async_trait;
