@@ -89,7 +89,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         .map_err(RunError::Runtime)?;
 
     let store = cookie_store::open(&config.store.url).map_err(|source| RunError::Store {
-        url: config.store.url.clone(),
+        url: cookie_store::redact_url(&config.store.url),
         source,
     })?;
 
@@ -108,7 +108,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
     engine_rt
         .block_on(registry.heartbeat_once())
         .map_err(|source| RunError::Registry {
-            url: config.store.url.clone(),
+            url: cookie_store::redact_url(&config.store.url),
             source,
         })?;
     let peer: Option<Arc<dyn Peer>> = match &cluster.secret {
@@ -322,7 +322,7 @@ async fn stop_classes(classes: &HashMap<String, Arc<dyn ServerClass>>, grace: Du
 fn announce(config: &Config, bound: std::net::SocketAddr) {
     use crate::config::DialectKind;
     use std::io::Write;
-    tracing::info!(id = %config.broker.id, listen = %bound, data = %config.broker.data_dir.display(), store = %config.store.url, "broker ready");
+    tracing::info!(id = %config.broker.id, listen = %bound, data = %config.broker.data_dir.display(), store = %cookie_store::redact_url(&config.store.url), "broker ready");
     let mut out = std::io::stdout().lock();
     let _ = writeln!(
         out,
@@ -333,7 +333,7 @@ fn announce(config: &Config, bound: std::net::SocketAddr) {
         out,
         "data directory: {}  (store: {})",
         config.broker.data_dir.display(),
-        config.store.url
+        cookie_store::redact_url(&config.store.url)
     );
     if config.endpoints.is_empty() {
         tracing::warn!("the configuration has no [[endpoint]]: every request gets 404");

@@ -31,6 +31,11 @@ pub mod traits;
 mod turns;
 
 pub use held::{take_turn, HeldTurn};
+
+/// A store URL as it may be shown (logs, banners, errors): a password in it replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    postgres::options::redact(url)
+}
 pub use record::{
     Participant, RecordError, SessionRecord, SubsessionState, TransactionPhase, TransactionState,
     RECORD_FORMAT_V1, RECORD_FORMAT_V2,

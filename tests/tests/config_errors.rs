@@ -222,3 +222,27 @@ fn an_empty_configuration_runs_with_no_endpoints_and_warns() {
         b.stderr_text()
     );
 }
+
+/// Protects secrets in output: a password in the store URL never reaches the banner on stdout or
+/// the log (it is shown as `***`). Against the private PostgreSQL, which trusts loopback and so
+/// ignores the password.
+#[test]
+fn a_store_password_is_never_printed() {
+    let db = broker_tests::postgres::fresh_database();
+    let url = db
+        .store_url()
+        .replacen("postgres@", "postgres:pw-secret-4242@", 1);
+    assert!(url.contains("pw-secret-4242"), "{url}");
+    let b = broker_tests::BrokerProcess::start(
+        &broker_tests::TestConfig::new().store_url(&url).render(),
+    );
+    let (out, err) = (b.stdout_text(), b.stderr_text());
+    assert!(
+        out.contains("postgres:***@"),
+        "the banner names the store: {out}"
+    );
+    assert!(
+        !out.contains("pw-secret-4242") && !err.contains("pw-secret-4242"),
+        "stdout: {out}\nstderr: {err}"
+    );
+}

@@ -56,7 +56,7 @@
 //! store asking again gets its own claimed rows again (what the trait promises), and rows of a
 //! sweeper that died are free again when its claim lapses.
 
-mod options;
+pub(crate) mod options;
 mod pool;
 mod schema;
 mod statements;
