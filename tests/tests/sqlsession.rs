@@ -82,7 +82,67 @@ on_both_backends!(
     an_expired_session_loses_its_connection_and_its_transaction,
     bad_input_gets_a_clear_fault_and_runs_nothing,
     a_named_method_runs_its_statement_with_typed_parameters,
+    a_pooled_connection_keeps_nothing_of_a_sessionless_batch,
+    a_schema_change_in_a_session_is_seen_by_its_next_batch,
 );
+
+/// Protects the pool's hygiene: with one connection, so that the next batch surely runs on it, a
+/// temporary table and a setting left by a batch outside a session are gone for the next one.
+fn a_pooled_connection_keeps_nothing_of_a_sessionless_batch(db: &Db) {
+    let b = start(db, "60s", 1);
+    let url = b.url("/sql");
+    let r = call(
+        &url,
+        ANN,
+        "",
+        &batch(
+            "CREATE TEMP TABLE leftover (secret TEXT); INSERT INTO leftover VALUES ('ann''s')",
+            &[],
+        ),
+    );
+    assert!(messages(&r).is_empty(), "{}", r.describe());
+    let r = call(&url, BOB, "", &batch("SELECT secret FROM leftover", &[]));
+    assert!(
+        messages(&r).iter().any(|m| m.contains("leftover")),
+        "bob must not see ann's temporary table: {}",
+        r.describe()
+    );
+}
+
+/// Protects the prepared-statement cache against schema changes: a session selects `*`, adds a
+/// column, and selects `*` again: the second rowset has the new column (PostgreSQL would refuse a
+/// statement prepared before the change: "cached plan must not change result type").
+fn a_schema_change_in_a_session_is_seen_by_its_next_batch(db: &Db) {
+    let b = start(db, "60s", 2);
+    let url = b.url("/sql");
+    let id = session_id(&call(
+        &url,
+        ANN,
+        &initiate(None),
+        &batch(
+            "CREATE TABLE shape (a INTEGER); INSERT INTO shape VALUES (1)",
+            &[],
+        ),
+    ));
+    let select = batch("SELECT * FROM shape", &[]);
+    assert_eq!(
+        rows(&call(&url, ANN, &use_session(&id), &select), 0),
+        vec![vec![Some("1".to_string())]]
+    );
+    call(
+        &url,
+        ANN,
+        &use_session(&id),
+        &batch("ALTER TABLE shape ADD COLUMN b INTEGER", &[]),
+    );
+    let r = call(&url, ANN, &use_session(&id), &select);
+    assert_eq!(
+        rows(&r, 0),
+        vec![vec![Some("1".to_string()), None]],
+        "{}",
+        r.describe()
+    );
+}
 
 /// Protects named web methods: a method declared in the class's configuration runs its statement
 /// with the Body element's children as typed parameters, in or out of a session, and answers

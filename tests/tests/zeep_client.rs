@@ -25,23 +25,19 @@ fn python3_has_zeep() -> Result<(), String> {
     }
 }
 
-/// Protects interoperability with zeep: Begin/continue/End through a WSDL-driven client with a raw
-/// Session header, the SessionID readable from the reply header, and the unknown-session fault
-/// surfacing as `zeep.exceptions.Fault` with code `SOAP-ENV:Client.Process` (zeep hands the raw
-/// prefixed text to applications) and detailCode -1001.
-#[test]
-fn zeep_runs_a_session_and_sees_the_1001_fault() {
+/// Run a zeep client script (`tests/clients/NAME`) with its arguments, within 90 s; asserts it
+/// exited 0 and returns its stdout and a report of both streams for assertion messages.
+fn run_zeep_client(name: &str, args: &[&str]) -> (String, String) {
     if let Err(e) = python3_has_zeep() {
         panic!(
             "python3 cannot import zeep ({}). Run the README's test command, `bash scripts/test.sh`, which installs it.",
             e.trim()
         );
     }
-    let b = BrokerProcess::start(&TestConfig::new().render());
-    let script = workspace_root().join("tests/clients/zeep_nonstop.py");
+    let script = workspace_root().join("tests/clients").join(name);
     let mut child = command("python3")
         .arg(&script)
-        .arg(b.url("/soap"))
+        .args(args)
         .current_dir(workspace_root())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -54,20 +50,31 @@ fn zeep_runs_a_session_and_sees_the_1001_fault() {
     if finished.is_none() {
         let _ = child.kill();
         let _ = child.wait();
-        panic!("the zeep client did not finish within 90 s");
+        panic!("the zeep client {name} did not finish within 90 s");
     }
     let out = child.wait_with_output().expect("the zeep client's output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let report = format!(
-        "exit {:?}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
-        out.status.code()
+        "exit {:?}\n--- stdout ---\n{stdout}\n--- stderr ---\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(
         out.status.code(),
         Some(0),
         "the zeep client must succeed: {report}"
     );
+    (stdout, report)
+}
+
+/// Protects interoperability with zeep: Begin/continue/End through a WSDL-driven client with a raw
+/// Session header, the SessionID readable from the reply header, and the unknown-session fault
+/// surfacing as `zeep.exceptions.Fault` with code `SOAP-ENV:Client.Process` (zeep hands the raw
+/// prefixed text to applications) and detailCode -1001.
+#[test]
+fn zeep_runs_a_session_and_sees_the_1001_fault() {
+    let b = BrokerProcess::start(&TestConfig::new().render());
+    let (stdout, report) = run_zeep_client("zeep_nonstop.py", &[&b.url("/soap")]);
     assert!(
         stdout.contains("unknown: FAULT code=SOAP-ENV:Client.Process"),
         "{report}"
@@ -86,12 +93,6 @@ fn zeep_runs_a_session_and_sees_the_1001_fault() {
 /// SessionIdIsInvalid fault as `zeep.exceptions.Fault` afterwards.
 #[test]
 fn zeep_runs_a_sql_session_over_basic_auth() {
-    if let Err(e) = python3_has_zeep() {
-        panic!(
-            "python3 cannot import zeep ({}). Run the README's test command, `bash scripts/test.sh`, which installs it.",
-            e.trim()
-        );
-    }
     let users: Vec<String> = broker_tests::sql::USERS
         .iter()
         .map(|u| u.to_string())
@@ -103,37 +104,8 @@ fn zeep_runs_a_sql_session_over_basic_auth() {
         2,
         "",
     ));
-    let script = workspace_root().join("tests/clients/zeep_sqlsession.py");
-    let mut child = command("python3")
-        .arg(&script)
-        .arg(b.url("/sql"))
-        .args(["ann", "ann-pw"])
-        .current_dir(workspace_root())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting python3");
-    let finished = wait::poll(Duration::from_secs(90), || {
-        child.try_wait().expect("waiting for python3")
-    });
-    if finished.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("the zeep client did not finish within 90 s");
-    }
-    let out = child.wait_with_output().expect("the zeep client's output");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report = format!(
-        "exit {:?}\n--- stdout ---\n{stdout}\n--- stderr ---\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "the zeep client must succeed: {report}"
-    );
+    let (stdout, report) =
+        run_zeep_client("zeep_sqlsession.py", &[&b.url("/sql"), "ann", "ann-pw"]);
     assert!(stdout.contains("use: word=kept"), "{report}");
     assert!(
         stdout.contains("ended: FAULT code=SOAP-ENV:Client SessionIdIsInvalid"),

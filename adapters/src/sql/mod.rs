@@ -132,6 +132,31 @@ pub enum Item {
     },
 }
 
+/// The statement's first keyword, upper case, after comments and a `WITH` clause's name.
+pub(crate) fn first_keyword(sql: &str) -> String {
+    let mut s = sql.trim_start();
+    loop {
+        if let Some(rest) = s.strip_prefix("--") {
+            s = rest.split_once('\n').map_or("", |(_, r)| r).trim_start();
+        } else if let Some(rest) = s.strip_prefix("/*") {
+            s = rest.split_once("*/").map_or("", |(_, r)| r).trim_start();
+        } else {
+            break;
+        }
+    }
+    s.split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("")
+        .to_ascii_uppercase()
+}
+
+#[cfg(test)]
+#[test]
+fn first_keywords_skip_comments() {
+    assert_eq!(first_keyword("  -- c\n /* x */ insert into t"), "INSERT");
+    assert_eq!(first_keyword("CREATE TABLE"), "CREATE");
+}
+
 /// A database the class connects to: where, and how to open one connection.
 #[async_trait(?Send)]
 pub trait Database: Send + Sync + 'static {

@@ -18,7 +18,7 @@
 //! one round trip), and only after a batch that contains `BEGIN` or `START`: nothing else opens a
 //! transaction block in PostgreSQL.
 
-use super::{Batch, Column, Connection, Database, Item, SqlType, Value};
+use super::{first_keyword, Batch, Column, Connection, Database, Item, SqlType, Value};
 use bytes::{BufMut, BytesMut};
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -252,26 +252,17 @@ impl Connection for PgConnection {
 }
 
 fn changes_schema(sql: &str) -> bool {
-    let first = sql
-        .trim_start()
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .next()
-        .unwrap_or("")
-        .to_ascii_uppercase();
     matches!(
-        first.as_str(),
+        first_keyword(sql).as_str(),
         "CREATE" | "DROP" | "ALTER" | "DISCARD" | "SET" | "RESET"
     )
 }
 
 fn is_dml(sql: &str) -> bool {
-    let first = sql
-        .trim_start()
-        .split(|c: char| !c.is_ascii_alphabetic())
-        .next()
-        .unwrap_or("")
-        .to_ascii_uppercase();
-    matches!(first.as_str(), "INSERT" | "UPDATE" | "DELETE" | "MERGE")
+    matches!(
+        first_keyword(sql).as_str(),
+        "INSERT" | "UPDATE" | "DELETE" | "MERGE"
+    )
 }
 
 /// The type a parameter is prepared with.

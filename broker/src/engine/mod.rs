@@ -1108,12 +1108,8 @@ pub fn new_session_id() -> String {
         // Not seen on Linux; uuid's v4 draws from the same source (122 random bits).
         bytes = *uuid::Uuid::new_v4().as_bytes();
     }
-    let mut id = String::with_capacity(32);
-    for b in bytes {
-        use std::fmt::Write as _;
-        let _ = write!(id, "{b:02x}");
-    }
-    id
+    // uuid's `simple` form is exactly 32 lowercase hex digits of the 16 bytes.
+    uuid::Uuid::from_bytes(bytes).simple().to_string()
 }
 
 /// The first characters of a session ID, for logs: enough to correlate, not enough to hijack.

@@ -283,6 +283,40 @@ where
     })
 }
 
+/// One virtual client's closed loop: `op(row id)` until warm-up plus duration have passed; the
+/// operations that start after the warm-up are timed (successes) or counted (failures).
+async fn measure<F, Fut>(
+    warmup: Duration,
+    duration: Duration,
+    first: usize,
+    mut op: F,
+) -> (Histogram, u64)
+where
+    F: FnMut(i32) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    let (measure_from, end) = (start + warmup, start + warmup + duration);
+    let mut hist = Histogram::new();
+    let mut errors = 0;
+    let mut n = first as i32;
+    loop {
+        let t = Instant::now();
+        if t >= end {
+            return (hist, errors);
+        }
+        n = n % ROWS + 1;
+        let ok = op(n).await;
+        if t >= measure_from {
+            if ok {
+                hist.record(t.elapsed().as_nanos() as u64);
+            } else {
+                errors += 1;
+            }
+        }
+    }
+}
+
 async fn direct(url: &str, args: &SqlArgs) -> Result<Figures, String> {
     let local = tokio::task::LocalSet::new();
     let (warmup, duration) = (args.warmup, args.duration);
@@ -292,26 +326,12 @@ async fn direct(url: &str, args: &SqlArgs) -> Result<Figures, String> {
             async move {
                 let client = pg(&url).await?;
                 let stmt = client.prepare(QUERY_PG).await.map_err(|e| e.to_string())?;
-                let start = Instant::now();
-                let (measure_from, end) = (start + warmup, start + warmup + duration);
-                let mut hist = Histogram::new();
-                let mut errors = 0;
-                let mut n = i as i32;
-                loop {
-                    let t = Instant::now();
-                    if t >= end {
-                        break;
-                    }
-                    n = n % ROWS + 1;
-                    let ok = client.query_one(&stmt, &[&n]).await.is_ok();
-                    if t >= measure_from {
-                        if ok {
-                            hist.record(t.elapsed().as_nanos() as u64);
-                        } else {
-                            errors += 1;
-                        }
-                    }
-                }
+                let client = std::rc::Rc::new(client);
+                let (hist, errors) = measure(warmup, duration, i, |n| {
+                    let (client, stmt) = (client.clone(), stmt.clone());
+                    async move { client.query_one(&stmt, &[&n]).await.is_ok() }
+                })
+                .await;
                 Ok((hist, errors))
             }
         }))
@@ -377,29 +397,13 @@ async fn through_broker(addr: &str, args: &SqlArgs) -> Result<Figures, String> {
                     .ok_or_else(|| format!("initiate failed: {text}"))?
                     .to_string();
                 let header = format!("<o:sqlSession xmlns:o=\"{OPTIONS}\" sessionId=\"{id}\"/>");
-                let start = Instant::now();
-                let (measure_from, end) = (start + warmup, start + warmup + duration);
-                let mut hist = Histogram::new();
-                let mut errors = 0;
-                let mut n = i as i32;
-                loop {
-                    let t = Instant::now();
-                    if t >= end {
-                        break;
+                let (hist, errors) = measure(warmup, duration, i, |n| {
+                    let reply = post(envelope(&header, &select(n)));
+                    async move {
+                        matches!(reply.await, Ok((true, body)) if !body.windows(11).any(|w| w == b"SqlMessage "))
                     }
-                    n = n % ROWS + 1;
-                    let ok = match post(envelope(&header, &select(n))).await {
-                        Ok((ok, body)) => ok && !body.windows(11).any(|w| w == b"SqlMessage "),
-                        Err(_) => false,
-                    };
-                    if t >= measure_from {
-                        if ok {
-                            hist.record(t.elapsed().as_nanos() as u64);
-                        } else {
-                            errors += 1;
-                        }
-                    }
-                }
+                })
+                .await;
                 let _ = post(envelope(&format!("<o:sqlSession xmlns:o=\"{OPTIONS}\" sessionId=\"{id}\" terminate=\"true\"/>"), "")).await;
                 Ok((hist, errors))
             }

@@ -46,30 +46,20 @@ fn boolean(block: &HeaderBlock, name: &'static str) -> Result<bool, SqlError> {
 /// The client's `sessionId` (base64 of the 16 bytes of an engine ID) as the engine's ID, or
 /// [`NO_SUCH_SESSION`] when it is not one.
 pub fn engine_id(session_id: &str) -> String {
-    let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(session_id.trim()) else {
-        return NO_SUCH_SESSION.to_string();
-    };
-    if bytes.len() != 16 {
-        return NO_SUCH_SESSION.to_string();
-    }
-    let mut id = String::with_capacity(32);
-    for b in bytes {
-        use std::fmt::Write as _;
-        let _ = write!(id, "{b:02x}");
-    }
-    id
+    base64::engine::general_purpose::STANDARD
+        .decode(session_id.trim())
+        .ok()
+        .and_then(|bytes| uuid::Uuid::from_slice(&bytes).ok())
+        .map_or_else(|| NO_SUCH_SESSION.to_string(), |id| id.simple().to_string())
 }
 
 /// The engine's ID (32 hex digits) as the client sees it: base64 of its 16 bytes.
 pub fn client_id(engine_id: &str) -> String {
-    let bytes: Vec<u8> = (0..engine_id.len() / 2)
-        .filter_map(|i| u8::from_str_radix(engine_id.get(2 * i..2 * i + 2)?, 16).ok())
-        .collect();
-    if bytes.len() * 2 != engine_id.len() {
+    match uuid::Uuid::try_parse(engine_id) {
+        Ok(id) => base64::engine::general_purpose::STANDARD.encode(id.as_bytes()),
         // Not an ID this broker made (never happens): shown as its bytes, still valid base64.
-        return base64::engine::general_purpose::STANDARD.encode(engine_id);
+        Err(_) => base64::engine::general_purpose::STANDARD.encode(engine_id),
     }
-    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 pub(super) fn read(
