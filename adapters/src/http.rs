@@ -374,6 +374,7 @@ impl HttpClass {
                     status,
                     payload: response.body,
                     worker: target.worker.clone(),
+                    open_transaction: None,
                 });
             }
         }

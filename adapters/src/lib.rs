@@ -111,6 +111,8 @@ pub struct BackendReply {
     pub payload: Bytes,
     /// The worker that served it.
     pub worker: WorkerId,
+    /// In a dialog: the transaction the server holds open on it (protocol `open-transaction`).
+    pub open_transaction: Option<String>,
 }
 
 /// Why a request did not get a reply. The broker maps each to its dialect's fault.

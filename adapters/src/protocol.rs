@@ -543,6 +543,10 @@ pub struct Reply {
     pub status: ReplyStatus,
     /// The response element, the fault detail, or error text.
     pub payload: Bytes,
+    /// `open-transaction`: in a dialog, the server holds a transaction of its own open on the
+    /// dialog's connection (a sql class's `BEGIN` not yet committed), named by this opaque token.
+    /// Absent: none is open. The broker shows it to dialects that report transaction boundaries.
+    pub open_transaction: Option<String>,
 }
 
 /// A participant's vote in `VOTE`.
@@ -673,7 +677,9 @@ impl Message {
                         frame.header("status", "error").header_opt("reason", reason)
                     }
                 };
-                frame.with_payload(r.payload.clone())
+                frame
+                    .header_opt("open-transaction", r.open_transaction.clone())
+                    .with_payload(r.payload.clone())
             }
             Message::Prepare { transaction, .. }
             | Message::Commit { transaction, .. }
@@ -788,6 +794,7 @@ impl Message {
                     id,
                     status,
                     payload: frame.payload.clone(),
+                    open_transaction: text("open-transaction"),
                 })
             }
             "PREPARE" => Message::Prepare {
@@ -934,8 +941,15 @@ mod tests {
         ] {
             roundtrip(Message::Reply(Reply {
                 id: 17,
+                status: status.clone(),
+                payload: body("<r/>"),
+                open_transaction: None,
+            }));
+            roundtrip(Message::Reply(Reply {
+                id: 18,
                 status,
                 payload: body("<r/>"),
+                open_transaction: Some("3q2+7w8AAAA=".into()),
             }));
         }
         roundtrip(Message::Prepare {
@@ -1069,6 +1083,7 @@ mod tests {
         assert_eq!(&bytes[..head.len()], &head[..]);
         assert_eq!(bytes.len() - head.len(), 48);
         let fault = Message::Reply(Reply {
+            open_transaction: None,
             id: 2,
             status: ReplyStatus::Fault {
                 code: "Client".into(),
@@ -1110,6 +1125,7 @@ mod tests {
             ),
             (
                 Message::Reply(Reply {
+                    open_transaction: None,
                     id: 5,
                     status: ReplyStatus::Ok,
                     payload: body(r#"<PutResponse xmlns="urn:example"/>"#),
@@ -1172,6 +1188,7 @@ mod tests {
         assert_eq!(
             msg,
             Message::Reply(Reply {
+                open_transaction: None,
                 id: 9,
                 status: ReplyStatus::Ok,
                 payload: body("<EchoResponse/>"),

@@ -84,6 +84,7 @@ on_both_backends!(
     a_named_method_runs_its_statement_with_typed_parameters,
     a_pooled_connection_keeps_nothing_of_a_sessionless_batch,
     a_schema_change_in_a_session_is_seen_by_its_next_batch,
+    transaction_boundaries_name_the_open_transaction_in_the_header,
 );
 
 /// Protects the pool's hygiene: with one connection, so that the next batch surely runs on it, a
@@ -335,6 +336,105 @@ fn a_session_keeps_its_connection_from_one_request_to_the_next(db: &Db) {
         select_balance(&url, BOB, ""),
         vec![vec![Some("7.00".into())]],
         "committed for everyone"
+    );
+}
+
+/// Protects `environmentChangeNotifications transactionBoundary`: a session that asked for it at
+/// initiate gets `transactionDescriptor` (base64) in its reply header while a transaction is open
+/// on its connection (from the `BEGIN` in one request, through later requests and a failed
+/// statement, until `COMMIT` or `ROLLBACK`), none after, and a new one for the next transaction; a
+/// session that did not ask gets its header echoed as sent, transaction or not.
+fn transaction_boundaries_name_the_open_transaction_in_the_header(db: &Db) {
+    let b = start(db, "60s", 4);
+    let url = b.url("/sql");
+    let notify = format!(
+        "<o:environmentChangeNotifications xmlns:o=\"{OPTIONS_NS}\" transactionBoundary=\"true\"/>{}",
+        initiate(None)
+    );
+    let descriptor = |r: &Reply| {
+        assert_eq!(r.status, 200, "{}", r.describe());
+        session_header(r)
+            .attr("transactionDescriptor")
+            .map(str::to_string)
+    };
+
+    // Begun in the initiating request itself.
+    let r = call(&url, ANN, &notify, &batch("BEGIN", &[]));
+    let id = session_id(&r);
+    let first = descriptor(&r).unwrap_or_else(|| panic!("open after BEGIN: {}", r.describe()));
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(&first)
+            .map(|b| b.len()),
+        Ok(8),
+        "an 8-byte descriptor in base64"
+    );
+    let r = call(
+        &url,
+        ANN,
+        &use_session(&id),
+        &batch("UPDATE account SET balance = 3 WHERE id = 1", &[]),
+    );
+    assert_eq!(
+        descriptor(&r).as_deref(),
+        Some(first.as_str()),
+        "still the same transaction"
+    );
+    assert_eq!(session_header(&r).attr("sessionId"), Some(id.as_str()));
+    let r = call(
+        &url,
+        ANN,
+        &use_session(&id),
+        &batch("SELECT * FROM no_such_table", &[]),
+    );
+    assert!(!messages(&r).is_empty(), "{}", r.describe());
+    assert_eq!(
+        descriptor(&r).as_deref(),
+        Some(first.as_str()),
+        "a failed statement leaves it open"
+    );
+    let r = call(&url, ANN, &use_session(&id), &batch("ROLLBACK", &[]));
+    assert_eq!(descriptor(&r), None, "closed: {}", r.describe());
+    let r = call(&url, ANN, &use_session(&id), &batch("SELECT 1 AS one", &[]));
+    assert_eq!(descriptor(&r), None, "autocommit: {}", r.describe());
+
+    let r = call(
+        &url,
+        ANN,
+        &use_session(&id),
+        &batch("BEGIN; UPDATE account SET balance = 4 WHERE id = 1", &[]),
+    );
+    let second = descriptor(&r).unwrap_or_else(|| panic!("open again: {}", r.describe()));
+    assert_ne!(second, first, "each transaction its own descriptor");
+    let r = call(&url, ANN, &use_session(&id), &batch("COMMIT", &[]));
+    assert_eq!(descriptor(&r), None, "{}", r.describe());
+    assert_eq!(
+        select_balance(&url, BOB, ""),
+        vec![vec![Some("4.00".into())]]
+    );
+
+    // Without the notification: the header as sent, even with a transaction open.
+    let r = call(&url, ANN, &initiate(None), &batch("BEGIN", &[]));
+    let plain = session_id(&r);
+    assert_eq!(descriptor(&r), None, "{}", r.describe());
+    let r = call(
+        &url,
+        ANN,
+        &use_session(&plain),
+        &batch("SELECT 1 AS one", &[]),
+    );
+    assert_eq!(descriptor(&r), None, "{}", r.describe());
+    let echoed = session_header(&r);
+    assert_eq!(
+        echoed
+            .attrs
+            .iter()
+            .filter(|a| a.namespace.is_none())
+            .map(|a| a.local.as_str())
+            .collect::<Vec<_>>(),
+        vec!["sessionId"],
+        "echoed as sent: {}",
+        r.describe()
     );
 }
 

@@ -190,6 +190,7 @@ impl Pool {
 
     fn replies(&mut self, worker: WorkerNo, status: ReplyStatus) {
         let reply = BackendReply {
+            open_transaction: None,
             status,
             payload: Default::default(),
             worker: id(worker),

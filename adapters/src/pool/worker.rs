@@ -474,6 +474,7 @@ impl<C: Connector> Shared<C> {
                 status: reply.status,
                 payload: reply.payload,
                 worker: id.clone(),
+                open_transaction: reply.open_transaction,
             }),
             // A server that cannot do what a control message asks answers it with a REPLY
             // (PROTOCOL.md §6): it refused, it did not break.

@@ -453,6 +453,7 @@ impl SampleClass for Ledger {
         let failed = |id: u64, reason: String| {
             eprintln!("ledger: {reason}");
             Message::Reply(Reply {
+                open_transaction: None,
                 id,
                 status: ReplyStatus::Error(xml::one_line(&reason)),
                 payload: Bytes::new(),

@@ -83,6 +83,7 @@ pub fn not_transactional(server_name: &str, message: &Message) -> Message {
             transaction: None,
         },
         other => Message::Reply(Reply {
+            open_transaction: None,
             id: other.id(),
             status: ReplyStatus::Error(format!(
                 "{server_name} is not transactional (got {})",

@@ -41,6 +41,7 @@ pub fn serve(class: &mut dyn SampleClass) -> i32 {
                 // An answer we cannot encode (too large, a line break in a header) becomes an
                 // error reply, so the broker's caller hears about it instead of timing out.
                 Message::Reply(Reply {
+                    open_transaction: None,
                     id: message.id(),
                     status: ReplyStatus::Error(format!("cannot encode the answer: {e}")),
                     payload: Bytes::new(),
@@ -112,6 +113,7 @@ pub fn serve(class: &mut dyn SampleClass) -> i32 {
             Ok(Some(frame)) if !KNOWN_KINDS.contains(&frame.kind.as_str()) => {
                 // Well framed but from a newer protocol: say so and carry on (PROTOCOL.md §6).
                 let answer = Message::Reply(Reply {
+                    open_transaction: None,
                     id: frame.id,
                     status: ReplyStatus::Error(format!("unsupported message {}", frame.kind)),
                     payload: Bytes::new(),
@@ -136,6 +138,7 @@ pub fn serve(class: &mut dyn SampleClass) -> i32 {
                         std::thread::sleep(delay);
                     }
                     Message::Reply(Reply {
+                        open_transaction: None,
                         id: request.id,
                         status,
                         payload,

@@ -176,10 +176,10 @@ pub trait Connection {
     /// Run every statement of the batch in order, stopping at the first error, which becomes the
     /// stream's last [`Item::Message`]. SQL errors never fail the call.
     async fn run(&mut self, batch: &Batch) -> Vec<Item>;
-    /// Whether a transaction is open on the connection. `hint`: the batch just run, so that a
-    /// backend for which asking costs a round trip can skip asking when no statement could have
-    /// opened one.
-    async fn in_transaction(&mut self, hint: &Batch) -> bool;
+    /// Whether a transaction is open on the connection after `hint`, the batch just run;
+    /// `was_open`: whether one was open before it. A backend for which asking costs a round trip
+    /// skips asking when no statement of the batch could have changed the answer.
+    async fn in_transaction(&mut self, hint: &Batch, was_open: bool) -> bool;
     /// Roll back whatever is open.
     async fn rollback(&mut self) -> Result<(), String>;
 }

@@ -222,13 +222,18 @@ impl Connection for PgConnection {
         items
     }
 
-    async fn in_transaction(&mut self, hint: &Batch) -> bool {
-        let could_begin = hint
-            .sql
-            .split(|c: char| !c.is_ascii_alphabetic())
-            .any(|w| w.eq_ignore_ascii_case("BEGIN") || w.eq_ignore_ascii_case("START"));
-        if !could_begin {
-            return false;
+    async fn in_transaction(&mut self, hint: &Batch, was_open: bool) -> bool {
+        // Asking costs a round trip: only when a statement could have begun or ended one (a
+        // procedure's CALL may commit). A failed statement leaves a transaction open (aborted).
+        const BEGINS: &[&str] = &["BEGIN", "START"];
+        const ENDS: &[&str] = &["COMMIT", "ROLLBACK", "END", "ABORT", "CALL", "PREPARE"];
+        let mentions = |words: &[&str]| {
+            hint.sql
+                .split(|c: char| !c.is_ascii_alphabetic())
+                .any(|w| words.iter().any(|k| w.eq_ignore_ascii_case(k)))
+        };
+        if !mentions(if was_open { ENDS } else { BEGINS }) {
+            return was_open;
         }
         match self.client.batch_execute("SAVEPOINT broker_probe").await {
             Ok(()) => {

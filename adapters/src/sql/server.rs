@@ -5,7 +5,8 @@
 //! - `REQUEST` runs the batch in the payload (`sqlbatch`, or a named method's statement with the
 //!   payload's parameters, by the request's operation) and replies with the `SqlResultStream`. A payload that
 //!   is not a batch (unknown method, a parameter of the wrong type, SQL text over the limit) is an
-//!   application fault (`Client`) and runs nothing. Outside a dialog a transaction may not outlive
+//!   application fault (`Client`) and runs nothing. In a dialog the reply's `open-transaction`
+//!   names the transaction the session holds open on the connection, while one is. Outside a dialog a transaction may not outlive
 //!   the request: one left open is rolled back and the stream says so;
 //! - `DIALOG-ABORT` (the session ended or expired) rolls back, closes the connection and opens a
 //!   fresh one for the worker's next user, then acknowledges;
@@ -67,6 +68,9 @@ async fn serve(
     let (read, mut write) = tokio::io::split(pipe);
     let mut reader = FrameReader::new(read, max_frame);
     let server = db.source();
+    // The transaction the session holds open on this connection, by the token it is reported
+    // under (`open-transaction`) until it ends.
+    let mut open: Option<String> = None;
     loop {
         let frame = match reader.read_frame().await {
             Ok(Some(frame)) => frame,
@@ -111,7 +115,16 @@ async fn serve(
                     Ok((batch, ns)) => {
                         let mut items = conn.run(&batch).await;
                         let sessionless = req.dialog == Dialog::None;
-                        if sessionless && conn.in_transaction(&batch).await {
+                        if !sessionless {
+                            open = match (
+                                conn.in_transaction(&batch, open.is_some()).await,
+                                open.take(),
+                            ) {
+                                (false, _) => None,
+                                (true, Some(token)) => Some(token),
+                                (true, None) => Some(new_transaction_token()),
+                            };
+                        } else if conn.in_transaction(&batch, false).await {
                             let text = match conn.rollback().await {
                                 Ok(()) => "The transaction the batch left open was rolled back: outside a session a transaction ends with its request.".to_string(),
                                 Err(e) => format!("The transaction the batch left open could not be rolled back: {e}"),
@@ -149,9 +162,11 @@ async fn serve(
                     id: req.id,
                     status,
                     payload,
+                    open_transaction: open.clone(),
                 })
             }
             Ok(Message::DialogAbort { id, .. }) => {
+                open = None;
                 let _ = conn.rollback().await;
                 // A fresh connection: the session's temporary tables and settings go with the old.
                 drop(conn);
@@ -168,6 +183,7 @@ async fn serve(
                 }
             }
             Ok(other) => Message::Reply(Reply {
+                open_transaction: None,
                 id: other.id(),
                 status: ReplyStatus::Error(format!(
                     "{} is not supported: a sql class's transactions are the database's own",
@@ -183,6 +199,7 @@ async fn serve(
         let bytes = match answer.encode(max_frame) {
             Ok(b) => b,
             Err(e) => match (Message::Reply(Reply {
+                open_transaction: None,
                 id: answer.id(),
                 status: ReplyStatus::Error(format!("cannot encode the answer: {e}")),
                 payload: Bytes::new(),
@@ -197,6 +214,14 @@ async fn serve(
             return;
         }
     }
+}
+
+/// A token for a transaction that just began: 8 random bytes in base64, like SQL Server's 8-byte
+/// transaction descriptors. It only names the transaction to its session's client; nothing is
+/// looked up by it.
+fn new_transaction_token() -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(fastrand::u64(..).to_be_bytes())
 }
 
 /// Whether a batch may leave state on its connection beyond its transaction: temporary objects

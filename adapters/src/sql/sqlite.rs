@@ -121,7 +121,7 @@ impl Connection for SqliteConnection {
         items
     }
 
-    async fn in_transaction(&mut self, _hint: &Batch) -> bool {
+    async fn in_transaction(&mut self, _hint: &Batch, _was_open: bool) -> bool {
         !self.conn.is_autocommit()
     }
 
@@ -359,10 +359,10 @@ mod tests {
             matches!(&items[..], [Item::Message { number: 137, .. }]),
             "{items:?}"
         );
-        assert!(!c.in_transaction(&Batch::default()).await);
+        assert!(!c.in_transaction(&Batch::default(), false).await);
         c.run(&batch("BEGIN; CREATE TEMP TABLE x (a)", "")).await;
-        assert!(c.in_transaction(&Batch::default()).await);
+        assert!(c.in_transaction(&Batch::default(), false).await);
         c.rollback().await.unwrap();
-        assert!(!c.in_transaction(&Batch::default()).await);
+        assert!(!c.in_transaction(&Batch::default(), false).await);
     }
 }

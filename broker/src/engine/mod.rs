@@ -127,6 +127,8 @@ struct Held {
     durable: bool,
     /// Commits whose decisions may be forgotten once the record is written.
     committed: Vec<Committed>,
+    /// The transaction the server reported open on the session's dialog (for the reply only).
+    server_transaction: Option<String>,
     /// The gone broker whose transaction this request just aborted (named in its -1021).
     taken_over: Option<String>,
     /// The record's transaction and dialog as the store has them.
@@ -147,16 +149,14 @@ impl Held {
             record,
             durable: false,
             committed: Vec::new(),
+            server_transaction: None,
             taken_over: None,
             before,
         }
     }
 
     fn info(&self) -> SessionInfo {
-        SessionInfo {
-            id: self.record.id.clone(),
-            subsession_open: self.record.subsession.is_some(),
-        }
+        SessionInfo::of(&self.record)
     }
 
     /// Give the turn back without writing anything.
@@ -170,6 +170,22 @@ impl Held {
 enum Here {
     Done(Answer),
     HeldBy(BrokerInfo),
+}
+
+/// A call inside a session that got its reply.
+struct Called {
+    reply: Reply,
+    /// The transaction the server reported open on the session's dialog after it.
+    server_transaction: Option<String>,
+}
+
+impl From<Reply> for Called {
+    fn from(reply: Reply) -> Called {
+        Called {
+            reply,
+            server_transaction: None,
+        }
+    }
 }
 
 /// How a call inside a session failed, and whether the failure ends the session (a backend that
@@ -273,7 +289,7 @@ impl SessionEngine {
                 .as_millis() as u64,
             transaction: None,
             subsession: None,
-            dialect_state: Vec::new(),
+            dialect_state: request.dialect_state.clone(),
             expiry_indexed_ms: 0,
         };
         if request.transaction.begin_new {
@@ -285,7 +301,7 @@ impl SessionEngine {
         // The body runs first, inside the new session; the record is stored (durably) only when the
         // body succeeded, so a failed Begin leaves nothing behind and tells the client no ID.
         let body = match &request.call {
-            None => Ok(Reply::Empty),
+            None => Ok(Called::from(Reply::Empty)),
             Some(call) => match self.route_call(endpoint, call) {
                 Err(e) => Err(e),
                 Ok(route) => self
@@ -293,6 +309,13 @@ impl SessionEngine {
                     .await
                     .map_err(|f| f.error),
             },
+        };
+        let (body, server_transaction) = match body {
+            Ok(Called {
+                reply,
+                server_transaction,
+            }) => (Ok(reply), server_transaction),
+            Err(e) => (Err(e), None),
         };
         let body = match body {
             Ok(body) => body,
@@ -304,12 +327,11 @@ impl SessionEngine {
                 return Answer::sessionless(Err(e));
             }
         };
-        let subsession_open = record.subsession.is_some();
         match self.store.create(&record, Durability::Durable).await {
             Ok(()) => Answer {
                 session: Some(SessionInfo {
-                    id,
-                    subsession_open,
+                    server_transaction,
+                    ..SessionInfo::of(&record)
                 }),
                 result: Ok(body),
             },
@@ -505,7 +527,13 @@ impl SessionEngine {
                 // A transaction or dialog that began or ended is news for the client: durable.
                 held.durable |= boundaries(&held.record) != before;
                 match called {
-                    Ok(reply) => reply,
+                    Ok(Called {
+                        reply,
+                        server_transaction,
+                    }) => {
+                        held.server_transaction = server_transaction;
+                        reply
+                    }
                     Err(CallFailure {
                         error,
                         ends_session: true,
@@ -620,7 +648,7 @@ impl SessionEngine {
         record: &mut SessionRecord,
         route: &Route,
         call: &ServiceCall,
-    ) -> Result<Reply, CallFailure> {
+    ) -> Result<Called, CallFailure> {
         let class = route.class_name();
         let one_txn_per_dialog = route.class.config().one_txn_per_dialog;
 
@@ -761,7 +789,10 @@ impl SessionEngine {
             ReplyStatus::Ok
             | ReplyStatus::DialogContinue
             | ReplyStatus::DialogEnd
-            | ReplyStatus::DialogAbort => Ok(Reply::Body(reply.payload)),
+            | ReplyStatus::DialogAbort => Ok(Called {
+                reply: Reply::Body(reply.payload),
+                server_transaction: reply.open_transaction,
+            }),
             ReplyStatus::Fault { code, string } => {
                 if route.abort_transaction_on_fault && under_transaction {
                     if let Some(txn) = record.transaction.take() {
@@ -900,6 +931,7 @@ impl SessionEngine {
             durable,
             committed,
             before,
+            server_transaction,
             ..
         } = held;
         record.last_access_ms = record.last_access_ms.max(now_ms());
@@ -909,8 +941,8 @@ impl SessionEngine {
             Durability::Lazy
         };
         let live = SessionInfo {
-            id: record.id.clone(),
-            subsession_open: record.subsession.is_some(),
+            server_transaction,
+            ..SessionInfo::of(&record)
         };
         match turn.write_and_release(&record, durability).await {
             Ok(()) => {
@@ -929,8 +961,8 @@ impl SessionEngine {
                     .await;
                 return Answer {
                     session: Some(SessionInfo {
-                        id: record.id.clone(),
                         subsession_open: before.dialog.is_some(),
+                        ..SessionInfo::of(&record)
                     }),
                     result,
                 };

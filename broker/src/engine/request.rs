@@ -60,6 +60,10 @@ pub struct Request {
     #[serde(default)]
     pub idle_timeout: Option<std::time::Duration>,
     pub transaction: TransactionDirective,
+    /// A new session's small state of the dialect's own (sqlSession's notification options),
+    /// stored with the session and handed back in every [`SessionInfo`].
+    #[serde(default)]
+    pub dialect_state: Vec<u8>,
     pub abort_subsession: bool,
     pub call: Option<ServiceCall>,
     /// The authenticated principal (None: anonymous).
@@ -81,6 +85,7 @@ impl Request {
             end_regardless: false,
             idle_timeout: None,
             transaction: TransactionDirective::default(),
+            dialect_state: Vec::new(),
             abort_subsession: false,
             call: None,
             principal: None,
@@ -95,6 +100,14 @@ impl Request {
 pub struct SessionInfo {
     pub id: String,
     pub subsession_open: bool,
+    /// What the dialect asked to keep with the session when it began ([`Request::dialect_state`]).
+    #[serde(default)]
+    pub dialect_state: Vec<u8>,
+    /// The transaction the session's server holds open on its dialog, as the server's reply to
+    /// this request named it (a sql class's `BEGIN` not yet committed). `None`: none is open, or
+    /// the request did not reach the server.
+    #[serde(default)]
+    pub server_transaction: Option<String>,
 }
 
 impl SessionInfo {
@@ -102,6 +115,18 @@ impl SessionInfo {
         SessionInfo {
             id,
             subsession_open: false,
+            dialect_state: Vec::new(),
+            server_transaction: None,
+        }
+    }
+
+    /// The session as its record has it (no server transaction known).
+    pub(crate) fn of(record: &cookie_store::SessionRecord) -> SessionInfo {
+        SessionInfo {
+            id: record.id.clone(),
+            subsession_open: record.subsession.is_some(),
+            dialect_state: record.dialect_state.clone(),
+            server_transaction: None,
         }
     }
 }

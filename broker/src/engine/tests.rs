@@ -82,6 +82,7 @@ impl adapters::ServerClass for FakeClass {
         let payload = Bytes::from(format!("<{}Response/>", request.service));
         self.seen.lock().expect("lock").push(request);
         Ok(BackendReply {
+            open_transaction: None,
             status,
             payload,
             worker: format!("{}#1", self.config.name),
@@ -285,8 +286,8 @@ fn kind(response: &Response) -> &FailureKind {
 async fn a_call_of_a_dialog_another_live_broker_holds_is_forwarded_and_its_answer_returned() {
     let answer = Response {
         session: Some(SessionInfo {
-            id: "from-b2".into(),
             subsession_open: true,
+            ..SessionInfo::new("from-b2".into())
         }),
         result: Ok(Reply::Body(Bytes::from_static(b"<ByB2/>"))),
     };

@@ -177,7 +177,9 @@ pub fn render(
         out.push_str("<SOAP-ENV:Header><sqloptions:sqlSession xmlns:sqloptions=\"");
         out.push_str(cx.namespace);
         out.push_str("\" terminate=\"true\"/></SOAP-ENV:Header>");
-    } else if let (Some(id), SqlError::Engine(_)) = (&cx.terminate, error) {
+    } else if let (Some(id), SqlError::Engine(_)) =
+        (cx.session_id.as_ref().filter(|_| cx.terminate), error)
+    {
         // A terminate whose body failed: the session ended all the same, and the fault says so.
         out.push_str("<SOAP-ENV:Header>");
         out.push_str(&super::terminate_header(cx.namespace, id));

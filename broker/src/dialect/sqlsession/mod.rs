@@ -21,6 +21,9 @@
 //! - use → a Continue; the reply echoes the request's header exactly;
 //! - terminate → a Continue that ends the session after the body, whatever the body did, closing
 //!   its connection (its open transaction rolls back); the reply echoes `terminate` and the ID;
+//! - `environmentChangeNotifications transactionBoundary="true"` with initiate is kept with the
+//!   session (its `dialect_state`); its replies then name the transaction the connection holds
+//!   open (`transactionDescriptor`, as the sql worker reported it with the reply);
 //! - unknown, expired, malformed or another principal's IDs are answered with one fault
 //!   ([`faults`]), and nothing runs.
 //!
@@ -52,9 +55,15 @@ pub struct SqlContext {
     pub initiate_timeout: Option<u64>,
     /// Use and terminate: the request's header, echoed as received.
     pub echo: Option<Bytes>,
-    /// Terminate: the client's `sessionId`.
-    pub terminate: Option<String>,
+    /// The request terminates its session.
+    pub terminate: bool,
+    /// Use and terminate: the client's `sessionId`, for a reply header written afresh.
+    pub session_id: Option<String>,
 }
+
+/// The session's `dialect_state` byte when it began with `environmentChangeNotifications
+/// transactionBoundary="true"`: its replies name the open transaction.
+pub(crate) const NOTIFY_TRANSACTIONS: u8 = 1;
 
 impl Default for SqlContext {
     fn default() -> Self {
@@ -62,7 +71,8 @@ impl Default for SqlContext {
             namespace: NS,
             initiate_timeout: None,
             echo: None,
-            terminate: None,
+            terminate: false,
+            session_id: None,
         }
     }
 }
@@ -122,9 +132,17 @@ impl Dialect for SqlSession {
                 );
             }
         };
+        // With transactionBoundary notifications the header names the open transaction, so it
+        // is written afresh; otherwise a use is echoed as received.
+        let notify = response
+            .session
+            .as_ref()
+            .filter(|s| s.dialect_state.first() == Some(&NOTIFY_TRANSACTIONS));
+        let descriptor = notify.and_then(|s| s.server_transaction.as_deref());
+        let terminated = cx.session_id.as_ref().filter(|_| cx.terminate);
         let header = match (
             &cx.initiate_timeout,
-            &cx.terminate,
+            terminated,
             &cx.echo,
             &response.session,
         ) {
@@ -132,8 +150,13 @@ impl Dialect for SqlSession {
                 cx.namespace,
                 &client_id(&session.id),
                 *timeout,
+                descriptor,
             )),
             (_, Some(id), _, _) => Some(terminate_header(cx.namespace, id)),
+            (_, _, Some(_), Some(_)) if notify.is_some() => cx
+                .session_id
+                .as_deref()
+                .map(|id| use_header(cx.namespace, id, descriptor)),
             (_, _, Some(echo), _) => Some(String::from_utf8_lossy(echo).into_owned()),
             _ => None,
         };
@@ -156,7 +179,7 @@ impl Dialect for SqlSession {
     }
 }
 
-fn initiate_header(ns: &str, id: &str, timeout: u64) -> String {
+fn initiate_header(ns: &str, id: &str, timeout: u64, descriptor: Option<&str>) -> String {
     let mut h = String::with_capacity(160);
     h.push_str("<sqloptions:sqlSession xmlns:sqloptions=\"");
     h.push_str(ns);
@@ -164,8 +187,32 @@ fn initiate_header(ns: &str, id: &str, timeout: u64) -> String {
     soap::escape_attr(id, &mut h);
     h.push_str("\" timeout=\"");
     h.push_str(&timeout.to_string());
-    h.push_str("\"/>");
+    h.push('"');
+    push_descriptor(descriptor, &mut h);
+    h.push_str("/>");
     h
+}
+
+/// A use's reply header in a session that reports transaction boundaries: its ID and, while a
+/// transaction is open, `transactionDescriptor`.
+fn use_header(ns: &str, id: &str, descriptor: Option<&str>) -> String {
+    let mut h = String::with_capacity(160);
+    h.push_str("<sqloptions:sqlSession xmlns:sqloptions=\"");
+    h.push_str(ns);
+    h.push_str("\" sessionId=\"");
+    soap::escape_attr(id, &mut h);
+    h.push('"');
+    push_descriptor(descriptor, &mut h);
+    h.push_str("/>");
+    h
+}
+
+fn push_descriptor(descriptor: Option<&str>, h: &mut String) {
+    if let Some(d) = descriptor {
+        h.push_str(" transactionDescriptor=\"");
+        soap::escape_attr(d, h);
+        h.push('"');
+    }
 }
 
 pub(crate) fn terminate_header(ns: &str, id: &str) -> String {

@@ -149,7 +149,8 @@ pub(super) fn read(
             request.end_session = terminate;
             request.end_regardless = terminate;
             cx.echo = Some(block.xml.clone());
-            cx.terminate = terminate.then_some(id);
+            cx.terminate = terminate;
+            cx.session_id = Some(id);
         }
     }
     if let Some(block) = notifications {
@@ -178,6 +179,10 @@ pub(super) fn read(
                     cx,
                 ));
             }
+        }
+        // Kept with the session: every later reply of it reports its transaction boundaries.
+        if boolean(block, "transactionBoundary").map_err(|e| (e, cx.clone()))? {
+            request.dialect_state = vec![super::NOTIFY_TRANSACTIONS];
         }
     }
 
