@@ -1,6 +1,7 @@
 //! `soapbench sql`: a `SELECT` of one row inside a sqlSession, through the broker to PostgreSQL,
 //! against the same statement sent straight to PostgreSQL by a plain client (tokio-postgres, one
-//! connection per virtual client, the statement prepared once): the floor. Side by side in one run,
+//! connection per virtual client, the statement prepared once): the floor. With `--sqlite`, the
+//! same on a SQLite file, the floor being rusqlite on one connection (and thread) per client. Side by side in one run,
 //! the targets alternating round by round, with the same number of virtual clients.
 //!
 //! Each broker client initiates one session (its first batch pins a connection), then sends the
@@ -24,6 +25,9 @@ pub struct SqlArgs {
     /// postgres://postgres@127.0.0.1:5432/postgres. Default: $COOKIE_STORE_TEST_PG.
     #[arg(long)]
     pub postgres: Option<String>,
+    /// A SQLite file in a temporary directory instead of PostgreSQL.
+    #[arg(long, conflicts_with = "postgres")]
+    pub sqlite: bool,
     /// Virtual clients: sessions through the broker, connections for the floor.
     #[arg(long, default_value_t = 8)]
     pub connections: usize,
@@ -55,11 +59,6 @@ struct Figures {
 }
 
 pub fn run(args: SqlArgs) -> Result<(), String> {
-    let base = args
-        .postgres
-        .clone()
-        .or_else(|| std::env::var("COOKIE_STORE_TEST_PG").ok())
-        .ok_or("soapbench sql needs --postgres URL (or COOKIE_STORE_TEST_PG)")?;
     let bin_dir = match &args.bin_dir {
         Some(d) => d.clone(),
         None => std::env::current_exe()
@@ -72,14 +71,28 @@ pub fn run(args: SqlArgs) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let db_name = format!("soapbench_sql_{}", std::process::id());
-    let db_url = with_database(&base, &db_name);
-    rt.block_on(prepare_database(&base, &db_name, &db_url))?;
-
     let dir = tempfile::Builder::new()
         .prefix("soapbench-sql-")
         .tempdir()
         .map_err(|e| e.to_string())?;
+    // The broker's `database`, and what the floor connects to.
+    let (base, db_name, db_url, floor) = if args.sqlite {
+        let path = dir.path().join("bench.db");
+        prepare_sqlite(&path)?;
+        let url = format!("sqlite:{}", path.display());
+        (String::new(), String::new(), url, "sqlite-direct")
+    } else {
+        let base = args
+            .postgres
+            .clone()
+            .or_else(|| std::env::var("COOKIE_STORE_TEST_PG").ok())
+            .ok_or("soapbench sql needs --postgres URL (or COOKIE_STORE_TEST_PG), or --sqlite")?;
+        let db_name = format!("soapbench_sql_{}", std::process::id());
+        let db_url = with_database(&base, &db_name);
+        rt.block_on(prepare_database(&base, &db_name, &db_url))?;
+        (base, db_name, db_url, "postgres-direct")
+    };
+
     let hash = Command::new(bin_dir.join("broker"))
         .args(["hash-password", "--user", USER])
         .stdin(std::process::Stdio::piped())
@@ -144,21 +157,26 @@ server_class = "db"
     let broker = super::procs::start_server(&launch, cmd, addr.clone())?;
 
     println!(
-        "sql: SELECT of one row, {} virtual clients, {} rounds of {:?} (+{:?} warm-up)",
-        args.connections, args.rounds, args.duration, args.warmup
+        "sql ({}): SELECT of one row, {} virtual clients, {} rounds of {:?} (+{:?} warm-up)",
+        if args.sqlite { "SQLite" } else { "PostgreSQL" },
+        args.connections,
+        args.rounds,
+        args.duration,
+        args.warmup
     );
     let mut results: Vec<(&str, Figures)> = Vec::new();
     for round in 1..=args.rounds {
         let order: [&str; 2] = if round % 2 == 1 {
-            ["postgres-direct", "broker-session"]
+            [floor, "broker-session"]
         } else {
-            ["broker-session", "postgres-direct"]
+            ["broker-session", floor]
         };
         for target in order {
             let f = rt.block_on(async {
                 match target {
-                    "postgres-direct" => direct(&db_url, &args).await,
-                    _ => through_broker(&addr, &args).await,
+                    "broker-session" => through_broker(&addr, &args).await,
+                    _ if args.sqlite => sqlite_direct(&db_url, &args),
+                    _ => direct(&db_url, &args).await,
                 }
             })?;
             println!(
@@ -179,21 +197,18 @@ server_class = "db"
             .collect();
         v.iter().sum::<f64>() / v.len().max(1) as f64
     };
-    let (bo, po) = (
-        mean("broker-session", &|f| f.ops),
-        mean("postgres-direct", &|f| f.ops),
-    );
+    let (bo, po) = (mean("broker-session", &|f| f.ops), mean(floor, &|f| f.ops));
     let (b99, p99) = (
         mean("broker-session", &|f| f.p99 as f64),
-        mean("postgres-direct", &|f| f.p99 as f64),
+        mean(floor, &|f| f.p99 as f64),
     );
     let (b50, p50) = (
         mean("broker-session", &|f| f.p50 as f64),
-        mean("postgres-direct", &|f| f.p50 as f64),
+        mean(floor, &|f| f.p50 as f64),
     );
     println!("| target | ops/s | p50 | p99 |\n| --- | --- | --- | --- |");
     println!(
-        "| postgres-direct (floor) | {po:.0} | {:.3} ms | {:.3} ms |",
+        "| {floor} (floor) | {po:.0} | {:.3} ms | {:.3} ms |",
         p50 / 1e6,
         p99 / 1e6
     );
@@ -209,7 +224,9 @@ server_class = "db"
         b99 / p99.max(1.0)
     );
     drop(broker);
-    rt.block_on(drop_database(&base, &db_name));
+    if !args.sqlite {
+        rt.block_on(drop_database(&base, &db_name));
+    }
     Ok(())
 }
 
@@ -315,6 +332,58 @@ where
             }
         }
     }
+}
+
+fn prepare_sqlite(path: &std::path::Path) -> Result<(), String> {
+    let db = rusqlite::Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    db.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL;
+         CREATE TABLE bench_account (id INTEGER PRIMARY KEY, owner TEXT NOT NULL, balance NUMERIC(12,2) NOT NULL);
+         WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < {ROWS})
+         INSERT INTO bench_account SELECT n, 'owner ' || n, n * 1.25 FROM g;"
+    ))
+    .map_err(|e| format!("creating bench_account: {e}"))
+}
+
+/// The SQLite floor: each client a thread with its own connection and the statement prepared
+/// once (SQLite's calls block, so one thread each, as the broker's sql adapter has).
+fn sqlite_direct(url: &str, args: &SqlArgs) -> Result<Figures, String> {
+    let path = url.trim_start_matches("sqlite:").to_string();
+    let threads: Vec<_> = (0..args.connections)
+        .map(|i| {
+            let (path, warmup, duration) = (path.clone(), args.warmup, args.duration);
+            std::thread::spawn(move || -> Result<(Histogram, u64), String> {
+                let db = rusqlite::Connection::open(&path).map_err(|e| e.to_string())?;
+                let mut stmt = db
+                    .prepare(&QUERY_PG.replace("$1", "?1"))
+                    .map_err(|e| e.to_string())?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                Ok(rt.block_on(measure(warmup, duration, i, |n| {
+                    let ok = stmt
+                        .query_row([n], |row| {
+                            Ok((row.get::<_, String>(0)?, row.get::<_, f64>(1)?))
+                        })
+                        .is_ok();
+                    std::future::ready(ok)
+                })))
+            })
+        })
+        .collect();
+    let mut hist = Histogram::new();
+    let mut errors = 0;
+    for t in threads {
+        let (h, e) = t.join().map_err(|_| "a sqlite client panicked")??;
+        hist.merge(&h);
+        errors += e;
+    }
+    Ok(Figures {
+        ops: hist.total as f64 / args.duration.as_secs_f64(),
+        p50: hist.quantile(0.50),
+        p99: hist.quantile(0.99),
+        errors,
+    })
 }
 
 async fn direct(url: &str, args: &SqlArgs) -> Result<Figures, String> {
