@@ -11,6 +11,9 @@
 #    `postgresql` is installed with apt-get first when no initdb is found. Its URL is exported as
 #    COOKIE_STORE_TEST_PG, and it is stopped and removed when this script exits, however the tests
 #    went. With COOKIE_STORE_TEST_PG already set, that server is used instead and nothing is started.
+#    Likewise a private OpenLDAP directory for the ldap adapter's tests (scripts/slapd.sh, the
+#    Debian packages `slapd` and `ldap-utils` installed when missing, a small seeded tree):
+#    BROKER_TEST_LDAP, stopped and removed on exit; an already set BROKER_TEST_LDAP is used as is.
 # 3. Builds every binary of the workspace (the tests start the real `broker` binary).
 # 4. Runs the whole workspace's tests, passing extra arguments through to `cargo test`.
 #
@@ -20,6 +23,8 @@ cd "$(dirname "$0")/.."
 
 # shellcheck source=scripts/postgres.sh
 . scripts/postgres.sh
+# shellcheck source=scripts/slapd.sh
+. scripts/slapd.sh
 
 log() { printf 'scripts/test.sh: %s\n' "$*" >&2; }
 
@@ -56,11 +61,14 @@ install_zeep() {
 
 install_zeep
 # Whatever happens from here on (failed tests, Ctrl-C), the private cluster goes with us.
-trap pg_private_stop EXIT
+trap 'pg_private_stop; slapd_private_stop' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 if ! pg_private_start; then
     log "no PostgreSQL for the tests; the PostgreSQL store's tests will fail and say so"
+fi
+if ! slapd_private_start; then
+    log "no slapd for the tests; the LDAP adapter's tests will fail and say so"
 fi
 cargo build --workspace --bins
 cargo test --workspace "$@"

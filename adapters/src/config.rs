@@ -72,6 +72,8 @@ pub enum AdapterKind {
         /// Named web methods, each a parameterised statement (`methods`).
         methods: Vec<SqlMethod>,
     },
+    /// An LDAP directory behind a DSML endpoint: each worker is one connection (`ldap/`).
+    Ldap(crate::ldap::Binding),
 }
 
 /// A named web method of a sql class: the Body element `<name>` with one child per parameter runs
@@ -102,6 +104,7 @@ impl AdapterKind {
             AdapterKind::Tcp { .. } => "tcp",
             AdapterKind::Http { .. } => "http",
             AdapterKind::Sql { .. } => "sql",
+            AdapterKind::Ldap(_) => "ldap",
         }
     }
 }
@@ -139,7 +142,8 @@ impl ServerClassConfig {
     /// dialog's state in its worker and so needs a session, except a sql class: a batch outside a
     /// session runs on any connection no dialog holds, and may not leave a transaction open.
     pub fn serves_sessionless(&self) -> bool {
-        self.context == Context::Free || matches!(self.adapter, AdapterKind::Sql { .. })
+        self.context == Context::Free
+            || matches!(self.adapter, AdapterKind::Sql { .. } | AdapterKind::Ldap(_))
     }
 
     /// A configuration with the documented defaults, for the given name and adapter.
@@ -281,6 +285,7 @@ pub enum AdapterName {
     Tcp,
     Http,
     Sql,
+    Ldap,
 }
 
 impl AdapterName {
@@ -290,6 +295,7 @@ impl AdapterName {
             AdapterName::Tcp => "tcp",
             AdapterName::Http => "http",
             AdapterName::Sql => "sql",
+            AdapterName::Ldap => "ldap",
         }
     }
 }
@@ -319,6 +325,14 @@ pub struct ServerClassSection {
     pub init_sql: Option<String>,
     #[serde(default)]
     pub methods: Option<Vec<SqlMethodSection>>,
+    #[serde(default)]
+    pub directory: Option<String>,
+    #[serde(default)]
+    pub bind_dn: Option<String>,
+    #[serde(default)]
+    pub bind_password: Option<String>,
+    #[serde(default, deserialize_with = "duration::option")]
+    pub connect_timeout: Option<Duration>,
     #[serde(default = "defaults::context")]
     pub context: Context,
     #[serde(default)]
@@ -377,6 +391,18 @@ impl ServerClassSection {
             ("database", s.database.is_some(), AdapterName::Sql),
             ("init_sql", s.init_sql.is_some(), AdapterName::Sql),
             ("methods", s.methods.is_some(), AdapterName::Sql),
+            ("directory", s.directory.is_some(), AdapterName::Ldap),
+            ("bind_dn", s.bind_dn.is_some(), AdapterName::Ldap),
+            (
+                "bind_password",
+                s.bind_password.is_some(),
+                AdapterName::Ldap,
+            ),
+            (
+                "connect_timeout",
+                s.connect_timeout.is_some(),
+                AdapterName::Ldap,
+            ),
         ];
         if s.adapter == AdapterName::Http && s.worker_io.is_some() {
             return Err(FieldError::new(
@@ -385,11 +411,11 @@ impl ServerClassSection {
                  the request's thread)",
             ));
         }
-        if s.adapter == AdapterName::Sql && s.worker_io.is_some() {
+        if matches!(s.adapter, AdapterName::Sql | AdapterName::Ldap) && s.worker_io.is_some() {
             return Err(FieldError::new(
                 "worker_io",
-                "only applies to the process and tcp adapters (a sql connection is driven by \
-                 its own thread or task)",
+                "only applies to the process and tcp adapters (a sql or ldap connection is \
+                 driven by its own thread or task)",
             ));
         }
         let kind = match s.adapter {
@@ -508,6 +534,36 @@ impl ServerClassSection {
                     methods,
                 }
             }
+            AdapterName::Ldap => {
+                let url = expand(s.directory.as_deref().unwrap_or_default().trim());
+                if !url.starts_with("ldap://") {
+                    return Err(FieldError::new(
+                        "directory",
+                        if url.is_empty() {
+                            "is required for adapter = \"ldap\" (an ldap://host:port URL)"
+                                .to_string()
+                        } else {
+                            format!("{url:?} is not an ldap:// URL (ldaps:// and StartTLS are not offered yet)")
+                        },
+                    ));
+                }
+                if s.bind_password.is_some() && s.bind_dn.is_none() {
+                    return Err(FieldError::new(
+                        "bind_password",
+                        "is given without bind_dn (whose password is it?)",
+                    ));
+                }
+                let connect_timeout = s.connect_timeout.unwrap_or(Duration::from_secs(5));
+                if connect_timeout.is_zero() {
+                    return Err(FieldError::new("connect_timeout", "must be more than 0"));
+                }
+                AdapterKind::Ldap(crate::ldap::Binding {
+                    url,
+                    bind_dn: s.bind_dn.clone(),
+                    bind_password: s.bind_password.clone(),
+                    connect_timeout,
+                })
+            }
         };
         // A key of another adapter is most likely a mistake about which adapter this is.
         if let Some((key, _, owner)) = present
@@ -535,6 +591,12 @@ impl ServerClassSection {
                     "the http adapter is context-free only",
                 ));
             }
+        }
+        if s.adapter == AdapterName::Ldap && s.transactional {
+            return Err(FieldError::new(
+                "transactional",
+                "a directory class has no transactions",
+            ));
         }
         if s.adapter == AdapterName::Sql && s.transactional {
             return Err(FieldError::new(
@@ -599,6 +661,41 @@ mod tests {
     fn build(text: &str) -> Result<ServerClassConfig, FieldError> {
         let s = section(text).expect("a well-formed table");
         s.build(&|v| v.replace("{data_dir}", "/d"))
+    }
+
+    /// Protects the ldap adapter's section: an ldap:// directory, no password without a DN, no
+    /// password in the configuration's Debug (which the broker logs and snapshots).
+    #[test]
+    fn ldap_sections_are_checked_and_hide_their_password() {
+        let c = build("name = \"d\"\nadapter = \"ldap\"\ndirectory = \"ldap://127.0.0.1:389\"\nbind_dn = \"cn=svc\"\nbind_password = \"hunter2\"\n")
+            .expect("valid");
+        let shown = format!("{c:?}");
+        assert!(
+            shown.contains("cn=svc") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert!(c.serves_sessionless());
+        for (text, key) in [
+            ("directory = \"ldaps://h\"\n", "directory"),
+            ("", "directory"),
+            (
+                "directory = \"ldap://h\"\nbind_password = \"x\"\n",
+                "bind_password",
+            ),
+            (
+                "directory = \"ldap://h\"\nconnect_timeout = \"0s\"\n",
+                "connect_timeout",
+            ),
+            (
+                "directory = \"ldap://h\"\ntransactional = true\n",
+                "transactional",
+            ),
+        ] {
+            let e = build(&format!("name = \"d\"\nadapter = \"ldap\"\n{text}")).unwrap_err();
+            assert_eq!(e.key, key, "{text}: {}", e.problem);
+        }
+        let e = build("name = \"d\"\ncommand = [\"a\"]\nbind_dn = \"cn=x\"\n").unwrap_err();
+        assert_eq!(e.key, "bind_dn");
     }
 
     /// Protects the sql adapter's section: a database it knows, methods with known types, no

@@ -19,6 +19,7 @@
 
 pub mod config;
 pub mod http;
+pub mod ldap;
 pub mod process;
 pub mod protocol;
 pub mod sample;
@@ -263,5 +264,6 @@ pub async fn build(
         AdapterKind::Tcp { .. } => Ok(tcp::TcpClass::start(config, runtime).await?),
         AdapterKind::Http { .. } => Ok(http::HttpClass::start(config, runtime).await?),
         AdapterKind::Sql { .. } => Ok(sql::SqlClass::start(config, runtime).await?),
+        AdapterKind::Ldap(_) => Ok(ldap::LdapClass::start(config, runtime).await?),
     }
 }

@@ -53,6 +53,9 @@ pub struct DsmlEndpoint {
     pub auth: Option<String>,
     /// The `[auth]` table's `credentials_file`, when the endpoint authenticates.
     pub credentials_file: Option<String>,
+    /// An ldap class before a real directory instead of the sample stand-in: its TOML keys
+    /// (`directory = …`, `bind_dn = …`, …), one per line.
+    pub ldap: Option<String>,
 }
 
 impl DsmlEndpoint {
@@ -82,6 +85,12 @@ impl DsmlEndpoint {
 
     pub fn auth_match(mut self, on: bool) -> Self {
         self.auth_match = Some(on);
+        self
+    }
+
+    /// An ldap class with these keys (`directory = "ldap://…"` at least) behind the endpoint.
+    pub fn ldap(mut self, keys: &str) -> Self {
+        self.ldap = Some(keys.to_string());
         self
     }
 
@@ -125,11 +134,19 @@ impl DsmlEndpoint {
         if let Some(a) = &self.auth {
             t.push_str(&format!("auth = {a:?}\n"));
         }
+        match &self.ldap {
+            None => t.push_str(
+                "\n[[server_class]]\nname = \"directory\"\nadapter = \"process\"\n\
+                 command = [\"{broker_exe}\", \"sample-server\", \"directory\"]\n\
+                 context = \"free\"\nmin_workers = 1\nmax_workers = 2\n",
+            ),
+            Some(keys) => t.push_str(&format!(
+                "\n[[server_class]]\nname = \"directory\"\nadapter = \"ldap\"\n{keys}\n\
+                 context = \"sensitive\"\nmin_workers = 1\nmax_workers = 6\n"
+            )),
+        }
         t.push_str(
-            "\n[[server_class]]\nname = \"directory\"\nadapter = \"process\"\n\
-             command = [\"{broker_exe}\", \"sample-server\", \"directory\"]\n\
-             context = \"free\"\nmin_workers = 1\nmax_workers = 2\n\n\
-             [[service]]\nname = \"batchRequest\"\nendpoint = \"/dsml\"\nserver_class = \"directory\"\n",
+            "\n[[service]]\nname = \"batchRequest\"\nendpoint = \"/dsml\"\nserver_class = \"directory\"\n",
         );
         t
     }

@@ -6,7 +6,8 @@
 //!
 //! **This is not a directory.** There is no LDAP server and no data behind it: it exists so that
 //! the `/dsml` endpoint (its session headers, its faults, the `batchRequest`/`batchResponse`
-//! envelope) can run end to end before the LDAP adapter is written. It answers every DSML
+//! envelope) can run end to end in the embedded default, which has no directory to talk to (the `ldap`
+//! adapter, `adapters/src/ldap/`, is the real backend). It answers every DSML
 //! operation with LDAP result code 53, `unwillingToPerform`, and an `errorMessage` that says so,
 //! never with a success that would pretend an entry was found, added or changed.
 //!
@@ -54,7 +55,7 @@ pub const DSML_NS: &str = "urn:oasis:names:tc:DSML:2:0:core";
 
 /// What every operation is told.
 pub const STAND_IN_MESSAGE: &str = "sample-server directory is a stand-in with no directory \
-     behind it: nothing was searched, read or changed (the LDAP adapter does not exist yet)";
+     behind it: nothing was searched, read or changed (an ldap class reaches a real directory: docs/dsml.md)";
 
 /// Each DSML operation and the response element that answers it (`None`: no response).
 const OPERATIONS: &[(&str, Option<&str>)] = &[

@@ -193,7 +193,12 @@ fn minimal_file(key: &str, dialect: Option<&str>) -> String {
         ""
     };
     let endpoint = format!("{users}[[endpoint]]\npath = \"/e\"\ndialect = \"{dialect}\"\n");
-    let class = "[[server_class]]\nname = \"c\"\ncommand = [\"a\"]\n";
+    // An ldap-only key's default is checked on an ldap class.
+    let class = if key == "server_class[].connect_timeout" {
+        "[[server_class]]\nname = \"c\"\nadapter = \"ldap\"\ndirectory = \"ldap://127.0.0.1:1\"\n"
+    } else {
+        "[[server_class]]\nname = \"c\"\ncommand = [\"a\"]\n"
+    };
     match section {
         "endpoint" => endpoint,
         "server_class" => class.to_string(),
