@@ -54,6 +54,9 @@ pub struct Envelope {
     pub headers: Vec<HeaderBlock>,
     /// The Body's first child element; `None` when the Body has no element child.
     pub body: Option<BodyElement>,
+    /// The Body has more element children after the first (SOAP allows it; a dialect whose Body
+    /// holds exactly one element refuses it).
+    pub more_body_elements: bool,
 }
 
 impl Envelope {
@@ -258,6 +261,8 @@ struct Parser<'i, 'c> {
     header_seen: bool,
     body_seen: bool,
     body_child_seen: bool,
+    /// A second element child of the Body was seen.
+    more_body_elements: bool,
     headers: Vec<HeaderBlock>,
     body: Option<BodyElement>,
     capture: Option<Capture>,
@@ -285,6 +290,7 @@ impl<'i, 'c> Parser<'i, 'c> {
             header_seen: false,
             body_seen: false,
             body_child_seen: false,
+            more_body_elements: false,
             headers: Vec::new(),
             body: None,
             capture: None,
@@ -366,6 +372,7 @@ impl<'i, 'c> Parser<'i, 'c> {
             version,
             headers: self.headers,
             body: self.body,
+            more_body_elements: self.more_body_elements,
         })
     }
 
@@ -473,6 +480,10 @@ impl<'i, 'c> Parser<'i, 'c> {
                     has_content: false,
                 };
                 self.begin_capture(e, pos, empty, kind)?;
+            }
+            (3, Container::Body) => {
+                self.more_body_elements = true;
+                check_attributes(resolver, limits, e)?;
             }
             _ => {
                 check_attributes(resolver, limits, e)?;

@@ -76,6 +76,13 @@ pub(super) fn read(envelope: Envelope, max_ops: usize) -> Result<(Request, DsmlC
             cx,
         ));
     }
+    // [MS-DSML]: the Body holds one batchRequest; anything after it is a malformed request.
+    if envelope.more_body_elements {
+        return Err((
+            DsmlError::Unreadable("an element after the batchRequest in the Body".to_string()),
+            cx,
+        ));
+    }
     if let Err(e) = check_operations(&body, max_ops) {
         return Err((e, cx));
     }
@@ -187,6 +194,10 @@ mod tests {
         assert!(matches!(
             read(envelope(&two, BATCH), 10),
             Err((DsmlError::SeveralSessionHeaders, _))
+        ));
+        assert!(matches!(
+            read(envelope("", &format!("{BATCH}<extra/>")), 10),
+            Err((DsmlError::Unreadable(_), _))
         ));
         assert!(matches!(
             read(envelope("", ""), 10),
