@@ -11,7 +11,7 @@
 
 use base64::Engine as _;
 use broker_tests::dsml::{begin, call, end, expect_ad_session, expect_batch_response, session};
-use broker_tests::dsml::{DsmlEndpoint, DSML_NS};
+use broker_tests::dsml::{expect_fault, DsmlEndpoint, DsmlFault, DSML_NS};
 use broker_tests::soap::SoapReply;
 use broker_tests::xml::Element;
 use broker_tests::BrokerProcess;
@@ -392,6 +392,7 @@ fn paged_cookie(done: &Element) -> Vec<u8> {
 /// Protects the point of a DSML session: one LDAP connection for all its requests. A paged
 /// search of the 25 entries under ou=paged, in pages of 10 across three requests of one session,
 /// gets 10, 10 and 5 entries and an empty cookie at the end; the pages are the whole set, once.
+/// EndSession then ends the session although its connection is held (a dialog).
 #[test]
 fn a_paged_search_goes_on_across_the_requests_of_one_session() {
     let b = start();
@@ -425,7 +426,14 @@ fn a_paged_search_goes_on_across_the_requests_of_one_session() {
     seen.sort();
     seen.dedup();
     assert_eq!(seen.len(), 25, "every entry once");
-    call(&url, &end(&id), &batch(&[]));
+    // EndSession ends it, its connection (a dialog) with it; the ID is unknown after.
+    let r = call(&url, &end(&id), &batch(&[]));
+    expect_batch_response(&r);
+    assert_eq!(expect_ad_session(&r), id, "{}", r.describe());
+    expect_fault(
+        &call(&url, &session(&id), &batch(&[])),
+        DsmlFault::BadSessionRequest,
+    );
 }
 
 /// Protects a large result: a search of the 10 000 entries under ou=bulk comes back whole, in

@@ -3,6 +3,7 @@
 
 pub mod compare;
 pub mod hist;
+pub mod ldap;
 pub mod load;
 pub mod preload;
 pub mod procs;

@@ -47,6 +47,9 @@ enum Command {
     /// A SELECT of one row in a sqlSession through the broker to PostgreSQL, against the same
     /// statement sent straight to PostgreSQL over one connection per client (the floor).
     Sql(bench::sql::SqlArgs),
+    /// A one-entry base search in a DSML session through the broker to an LDAP directory, against
+    /// the same search sent straight to the directory over one connection per client (the floor).
+    Ldap(bench::ldap::LdapArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -151,6 +154,7 @@ fn main() -> ExitCode {
         Some(Command::Sessions(a)) => bench::sessions::sessions(a),
         Some(Command::Preload(a)) => bench::preload::main(a),
         Some(Command::Sql(a)) => bench::sql::run(a),
+        Some(Command::Ldap(a)) => bench::ldap::run(a),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

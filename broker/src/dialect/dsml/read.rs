@@ -60,6 +60,9 @@ pub(super) fn read(envelope: Envelope, max_ops: usize) -> Result<(Request, DsmlC
             cx.session_id = Some(id.to_string());
             request.session = SessionDirective::Continue(id.to_string());
             request.end_session = command == Command::End;
+            // EndSession ends the session whatever its batch did, closing its directory
+            // connection (an open dialog) rather than refusing to end.
+            request.end_regardless = command == Command::End;
         }
     }
 
