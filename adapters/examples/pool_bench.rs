@@ -107,6 +107,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                                 let mut latencies = Vec::new();
                                 while next.fetch_add(1, Ordering::Relaxed) < total {
                                     let request = BackendRequest {
+                                        credential: None,
                                         service: "Echo".into(),
                                         operation: "Echo".into(),
                                         session_id: None,

@@ -138,9 +138,18 @@ pub struct ServerClassConfig {
 }
 
 impl ServerClassConfig {
+    /// Whether the class binds as the client and so is given its credentials (an ldap class with
+    /// `bind = "principal"`); no other class ever sees a client's password.
+    pub fn binds_as_client(&self) -> bool {
+        matches!(
+            &self.adapter,
+            AdapterKind::Ldap(b) if matches!(b.mode, crate::ldap::BindMode::Principal(_))
+        )
+    }
+
     /// Whether the class serves calls outside any session. A context-sensitive class keeps a
-    /// dialog's state in its worker and so needs a session, except a sql class: a batch outside a
-    /// session runs on any connection no dialog holds, and may not leave a transaction open.
+    /// dialog's state in its worker and so needs a session, except a sql or ldap class: a batch
+    /// outside a session runs on any connection no dialog holds.
     pub fn serves_sessionless(&self) -> bool {
         self.context == Context::Free
             || matches!(self.adapter, AdapterKind::Sql { .. } | AdapterKind::Ldap(_))
@@ -333,6 +342,14 @@ pub struct ServerClassSection {
     pub bind_password: Option<String>,
     #[serde(default, deserialize_with = "duration::option")]
     pub connect_timeout: Option<Duration>,
+    #[serde(default)]
+    pub bind: Option<String>,
+    #[serde(default)]
+    pub bind_dn_template: Option<String>,
+    #[serde(default)]
+    pub bind_search_base: Option<String>,
+    #[serde(default)]
+    pub bind_search_filter: Option<String>,
     #[serde(default = "defaults::context")]
     pub context: Context,
     #[serde(default)]
@@ -401,6 +418,22 @@ impl ServerClassSection {
             (
                 "connect_timeout",
                 s.connect_timeout.is_some(),
+                AdapterName::Ldap,
+            ),
+            ("bind", s.bind.is_some(), AdapterName::Ldap),
+            (
+                "bind_dn_template",
+                s.bind_dn_template.is_some(),
+                AdapterName::Ldap,
+            ),
+            (
+                "bind_search_base",
+                s.bind_search_base.is_some(),
+                AdapterName::Ldap,
+            ),
+            (
+                "bind_search_filter",
+                s.bind_search_filter.is_some(),
                 AdapterName::Ldap,
             ),
         ];
@@ -557,11 +590,83 @@ impl ServerClassSection {
                 if connect_timeout.is_zero() {
                     return Err(FieldError::new("connect_timeout", "must be more than 0"));
                 }
+                use crate::ldap::{BindMode, PrincipalDn};
+                let default_bind = if s.bind_dn.is_some() {
+                    "service"
+                } else {
+                    "anonymous"
+                };
+                let mode = match s.bind.as_deref().unwrap_or(default_bind) {
+                    "anonymous" => BindMode::Anonymous,
+                    "service" if s.bind_dn.is_none() => {
+                        return Err(FieldError::new(
+                            "bind",
+                            "\"service\" needs bind_dn (and bind_password): the account to bind as",
+                        ))
+                    }
+                    "service" => BindMode::Service,
+                    "principal" => {
+                        let with_user = |key: &'static str, v: &str| {
+                            if v.contains("{user}") {
+                                Ok(())
+                            } else {
+                                Err(FieldError::new(
+                                    key,
+                                    "must contain {user}, the client's user name",
+                                ))
+                            }
+                        };
+                        match (&s.bind_dn_template, &s.bind_search_base, &s.bind_search_filter) {
+                            (Some(t), None, None) => {
+                                with_user("bind_dn_template", t)?;
+                                BindMode::Principal(PrincipalDn::Template(t.clone()))
+                            }
+                            (None, Some(base), Some(filter)) => {
+                                with_user("bind_search_filter", filter)?;
+                                BindMode::Principal(PrincipalDn::Search {
+                                    base: base.clone(),
+                                    filter: filter.clone(),
+                                })
+                            }
+                            _ => {
+                                return Err(FieldError::new(
+                                    "bind",
+                                    "\"principal\" needs either bind_dn_template (e.g. \"uid={user},ou=people,dc=example,dc=com\") \
+                                     or bind_search_base and bind_search_filter (e.g. \"(uid={user})\"), not both",
+                                ))
+                            }
+                        }
+                    }
+                    other => {
+                        return Err(FieldError::new(
+                            "bind",
+                            format!("{other:?} is not one of anonymous, service, principal"),
+                        ))
+                    }
+                };
+                if !matches!(mode, BindMode::Principal(_))
+                    && (s.bind_dn_template.is_some()
+                        || s.bind_search_base.is_some()
+                        || s.bind_search_filter.is_some())
+                {
+                    let key = if s.bind_dn_template.is_some() {
+                        "bind_dn_template"
+                    } else if s.bind_search_base.is_some() {
+                        "bind_search_base"
+                    } else {
+                        "bind_search_filter"
+                    };
+                    return Err(FieldError::new(
+                        key,
+                        "only applies with bind = \"principal\"",
+                    ));
+                }
                 AdapterKind::Ldap(crate::ldap::Binding {
                     url,
                     bind_dn: s.bind_dn.clone(),
                     bind_password: s.bind_password.clone(),
                     connect_timeout,
+                    mode,
                 })
             }
         };

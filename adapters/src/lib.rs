@@ -58,6 +58,23 @@ pub enum DialogMarker {
     Continue,
 }
 
+/// A client's user name and password, passed to a class that authenticates with them (an ldap
+/// class with `bind = "principal"` binds as the user). Its `Debug` shows no password.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Credential {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credential")
+            .field("user", &self.user)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
 /// One request for a server class.
 #[derive(Debug, Clone)]
 pub struct BackendRequest {
@@ -85,6 +102,9 @@ pub struct BackendRequest {
     pub worker: Option<WorkerId>,
     /// The body element as XML bytes (self-contained: the namespaces it uses are declared on it).
     pub payload: Bytes,
+    /// The client's credentials, for a class that binds with them (`bind = "principal"`); the
+    /// engine passes them to no other kind of class.
+    pub credential: Option<Credential>,
 }
 
 /// How the backend answered.

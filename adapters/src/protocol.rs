@@ -81,6 +81,21 @@ pub enum ProtocolError {
     Io(#[from] std::io::Error),
 }
 
+/// A header value that may hold any text: base64.
+fn b64(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+fn unb64(value: &str, key: &str) -> Result<String, ProtocolError> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(value.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| malformed(format!("{key} is not base64 of UTF-8 text")))
+}
+
 fn malformed(reason: impl Into<String>) -> ProtocolError {
     ProtocolError::Malformed(reason.into())
 }
@@ -534,6 +549,9 @@ pub struct Request {
     pub timeout_ms: Option<u64>,
     /// The body element as XML bytes.
     pub payload: Bytes,
+    /// `principal` and `credential` (each base64, so that any byte may be in them): the client's
+    /// user name and password, for a class that binds with them. Never logged.
+    pub credential: Option<crate::Credential>,
 }
 
 /// `REPLY <id>`: the answer to a request.
@@ -661,6 +679,11 @@ impl Message {
                 .header_opt("transaction", r.transaction.clone())
                 .header("dialog", r.dialog.as_str())
                 .header_opt("timeout-ms", r.timeout_ms.map(|t| t.to_string()))
+                .header_opt("principal", r.credential.as_ref().map(|c| b64(&c.user)))
+                .header_opt(
+                    "credential",
+                    r.credential.as_ref().map(|c| b64(&c.password)),
+                )
                 .with_payload(r.payload.clone()),
             Message::Reply(r) => {
                 let frame = match &r.status {
@@ -764,8 +787,21 @@ impl Message {
                     None => None,
                     Some(v) => Some(parse_number(v, "timeout-ms")?),
                 };
+                let credential = match (frame.get("principal"), frame.get("credential")) {
+                    (None, None) => None,
+                    (Some(user), Some(password)) => Some(crate::Credential {
+                        user: unb64(user, "principal")?,
+                        password: unb64(password, "credential")?,
+                    }),
+                    _ => {
+                        return Err(malformed(format!(
+                            "REQUEST {id}: principal and credential go together"
+                        )))
+                    }
+                };
                 Message::Request(Request {
                     id,
+                    credential,
                     service: frame.require("service")?.to_string(),
                     operation: frame.require("operation")?.to_string(),
                     session: text("session"),
@@ -919,6 +955,7 @@ mod tests {
             ..Default::default()
         }));
         roundtrip(Message::Request(Request {
+            credential: None,
             id: 17,
             service: "Echo".into(),
             operation: "Echo".into(),
@@ -993,6 +1030,7 @@ mod tests {
     fn an_open_head_closed_with_timeout_ms_is_the_requests_encoded_head() {
         let request = |timeout_ms| {
             Message::Request(Request {
+                credential: None,
                 id: 41,
                 service: "Echo".into(),
                 operation: "Echo".into(),
@@ -1036,6 +1074,7 @@ mod tests {
     #[test]
     fn exact_bytes_of_a_request() {
         let msg = Message::Request(Request {
+            credential: None,
             id: 1,
             service: "Echo".into(),
             operation: "Echo".into(),
@@ -1064,6 +1103,7 @@ mod tests {
         });
         assert_eq!(&hello.encode(MAX).unwrap()[..4], &[0, 0, 0, 0x50]);
         let request = Message::Request(Request {
+            credential: None,
             id: 1,
             service: "Echo".into(),
             operation: "Echo".into(),
@@ -1101,6 +1141,7 @@ mod tests {
         let t = "7f3a9c-1".to_string();
         let request = |id, service: &str, session: Option<&str>, txn: Option<&str>, payload| {
             Message::Request(Request {
+                credential: None,
                 id,
                 service: service.into(),
                 operation: service.into(),

@@ -4,6 +4,8 @@
 //! `broker hash-password`; `#` starts a comment). An endpoint's `auth` setting decides what a request
 //! needs: `none` (credentials are ignored, every request is anonymous), `optional` (no credentials:
 //! anonymous; wrong ones: 401) or `required` (missing or wrong: 401 with `WWW-Authenticate`).
+//! `directory` (DSML endpoints before an ldap class with `bind = "principal"`) requires Basic
+//! credentials and leaves checking them to the directory, which the class binds to as the user.
 //!
 //! argon2 is slow on purpose (tens of milliseconds), so a verified `Authorization` value is
 //! remembered in a small bounded cache: only the first request with given credentials pays, and a
@@ -20,6 +22,23 @@ pub enum AuthMode {
     None,
     Optional,
     Required,
+    /// HTTP Basic credentials required but not checked here: the directory the endpoint's ldap
+    /// class binds to checks them (`bind = "principal"`); the broker keeps no password for them.
+    Directory,
+}
+
+/// The user name and password of an HTTP Basic `Authorization` value; `None` for any other.
+pub fn basic_credentials(value: &str) -> Option<(String, String)> {
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    Some((user.to_string(), password.to_string()))
 }
 
 /// The result of checking a request's credentials.

@@ -305,13 +305,14 @@ async fn serve<D: Dialect>(
             .and_then(|v| v.to_str().ok())
             .map(|v| v.trim().trim_matches('"').to_string()),
     };
-    let principal = match authenticate(&req, &shared, endpoint.config.auth).await {
+    let (principal, credential) = match authenticate(&req, &shared, endpoint.config.auth).await {
         Ok(p) => p,
         Err(challenge) => return challenge,
     };
     let http = HttpInfo {
         client_ip: req.peer_addr().map(|a| a.ip()),
         principal,
+        credential,
         soap_action,
     };
     let path = endpoint.config.path.clone();
@@ -342,20 +343,44 @@ async fn serve<D: Dialect>(
         .body(reply.body)
 }
 
-/// The principal of a request (None: anonymous), or the 401 to answer. Cached credentials are
-/// answered inline; the first check of new ones runs argon2 on the blocking pool, never on the
-/// worker's event loop.
+/// The principal of a request (None: anonymous) and, with `auth = "directory"`, the credentials
+/// the class binds with; or the 401 to answer. Cached credentials are answered inline; the first
+/// check of new ones runs argon2 on the blocking pool, never on the worker's event loop.
 async fn authenticate(
     req: &HttpRequest,
     shared: &web::Data<Shared>,
     mode: AuthMode,
-) -> Result<Option<String>, HttpResponse> {
+) -> Result<(Option<String>, Option<adapters::Credential>), HttpResponse> {
+    let challenge = |realm: &str| {
+        HttpResponse::Unauthorized()
+            .insert_header((header::WWW_AUTHENTICATE, format!("Basic realm=\"{realm}\"")))
+            .content_type("text/plain")
+            .body("Authentication required.\n")
+    };
     if mode == AuthMode::None {
-        return Ok(None);
+        return Ok((None, None));
+    }
+    if mode == AuthMode::Directory {
+        let realm = shared
+            .authenticator
+            .as_ref()
+            .map_or("soap-broker", |a| a.realm());
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(crate::auth::basic_credentials);
+        return match given {
+            Some((user, password)) => Ok((
+                Some(user.clone()),
+                Some(adapters::Credential { user, password }),
+            )),
+            None => Err(challenge(realm)),
+        };
     }
     let Some(auth) = shared.authenticator.clone() else {
         // The configuration refuses an authenticating endpoint without credentials.
-        return Ok(None);
+        return Ok((None, None));
     };
     let header = req
         .headers()
@@ -371,12 +396,9 @@ async fn authenticate(
             .unwrap_or(AuthOutcome::Challenge),
     };
     match outcome {
-        AuthOutcome::User(user) => Ok(Some(user)),
-        AuthOutcome::Anonymous => Ok(None),
-        AuthOutcome::Challenge => Err(HttpResponse::Unauthorized()
-            .insert_header((header::WWW_AUTHENTICATE, format!("Basic realm=\"{realm}\"")))
-            .content_type("text/plain")
-            .body("Authentication required.\n")),
+        AuthOutcome::User(user) => Ok((Some(user), None)),
+        AuthOutcome::Anonymous => Ok((None, None)),
+        AuthOutcome::Challenge => Err(challenge(&realm)),
     }
 }
 

@@ -576,3 +576,148 @@ fn the_directory_going_down_and_coming_back() {
         r.describe()
     );
 }
+
+/// A broker whose `/dsml` endpoint takes the client's Basic credentials (`auth = "directory"`)
+/// and whose ldap class binds as the client (`bind = "principal"`) with these keys.
+fn start_binding_as_client(keys: &str) -> BrokerProcess {
+    let mut endpoint = DsmlEndpoint::new().ldap(&format!(
+        "directory = {:?}\nbind = \"principal\"\n{keys}",
+        directory_url()
+    ));
+    endpoint.auth = Some("directory".to_string());
+    BrokerProcess::start(&endpoint.config().render())
+}
+
+/// POST as `user:password` (None: no credentials).
+fn call_as(url: &str, login: Option<(&str, &str)>, header: &str, body: &str) -> SoapReply {
+    let auth = login.map(|(u, p)| broker_tests::dsml::basic(u, p));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    broker_tests::dsml::post_with(
+        &broker_tests::http::Client::new(),
+        url,
+        Some("text/xml; charset=utf-8"),
+        &headers,
+        &broker_tests::dsml::envelope(header, body),
+    )
+}
+
+/// WhoAmI's answer in a reply (`dn:…`), or the errorResponse type when there is one instead.
+fn whoami(r: &SoapReply) -> String {
+    let got = responses(r);
+    let first = got
+        .first()
+        .unwrap_or_else(|| panic!("no response: {}", r.describe()));
+    if first.local == "errorResponse" {
+        return format!("error:{}", first.attr("type").unwrap_or_default());
+    }
+    first
+        .child_local("response")
+        .map(|v| v.text())
+        .and_then(|b| {
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
+        })
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_else(|| format!("no WhoAmI answer: {}", r.describe()))
+}
+
+fn whoami_batch() -> String {
+    batch(&["<extendedRequest requestID=\"w\"><requestName>1.3.6.1.4.1.4203.1.11.3</requestName></extendedRequest>".to_string()])
+}
+
+/// Protects binding as the client with a DN template: each request outside a session is bound as
+/// its own client (two users one after the other on the pooled connections); a wrong password is
+/// `authenticationFailed` and runs nothing; no credentials at all get HTTP 401. In a session the
+/// bind holds across requests: the session's later requests run as its client, a later request
+/// with a wrong password is refused without running, another user cannot use the session.
+#[test]
+fn a_session_binds_as_its_client_and_the_bind_holds_across_requests() {
+    let b = start_binding_as_client(&format!(
+        "bind_dn_template = \"uid={{user}},ou=people,{SUFFIX}\""
+    ));
+    let url = b.url("/dsml");
+    let ann = format!("dn:uid=ann,ou=people,{SUFFIX}");
+    let bob = format!("dn:uid=bob,ou=people,{SUFFIX}");
+    assert_eq!(
+        whoami(&call_as(&url, Some(("ann", "ann-pw")), "", &whoami_batch())),
+        ann
+    );
+    assert_eq!(
+        whoami(&call_as(&url, Some(("bob", "bob-pw")), "", &whoami_batch())),
+        bob
+    );
+    assert_eq!(
+        whoami(&call_as(&url, Some(("ann", "ann-pw")), "", &whoami_batch())),
+        ann
+    );
+    assert_eq!(
+        whoami(&call_as(&url, Some(("ann", "wrong")), "", &whoami_batch())),
+        "error:authenticationFailed"
+    );
+    assert_eq!(
+        whoami(&call_as(&url, Some(("ann", "")), "", &whoami_batch())),
+        "error:authenticationFailed",
+        "an empty password is no anonymous way in"
+    );
+    let r = call_as(&url, None, "", &whoami_batch());
+    assert_eq!(r.status(), 401, "{}", r.describe());
+
+    let r = call_as(&url, Some(("ann", "ann-pw")), &begin(), &whoami_batch());
+    assert_eq!(whoami(&r), ann);
+    let id = expect_ad_session(&r);
+    for _ in 0..2 {
+        let r = call_as(
+            &url,
+            Some(("ann", "ann-pw")),
+            &session(&id),
+            &whoami_batch(),
+        );
+        assert_eq!(whoami(&r), ann, "the session's bind holds");
+    }
+    let r = call_as(
+        &url,
+        Some(("ann", "not-hers")),
+        &session(&id),
+        &whoami_batch(),
+    );
+    assert_eq!(whoami(&r), "error:authenticationFailed", "{}", r.describe());
+    let r = call_as(
+        &url,
+        Some(("bob", "bob-pw")),
+        &session(&id),
+        &whoami_batch(),
+    );
+    expect_fault(&r, DsmlFault::BadSessionRequest);
+    let r = call_as(
+        &url,
+        Some(("ann", "ann-pw")),
+        &session(&id),
+        &whoami_batch(),
+    );
+    assert_eq!(whoami(&r), ann, "the session carries on as ann");
+}
+
+/// Protects binding as the client with a lookup: the manager finds the client's entry by
+/// `(uid={user})` and the connection binds as it; a user name with filter characters is a value,
+/// not syntax (`*` matches no one rather than everyone).
+#[test]
+fn a_client_s_dn_can_be_looked_up() {
+    let b = start_binding_as_client(&format!(
+        "bind_search_base = \"ou=people,{SUFFIX}\"\nbind_search_filter = \"(uid={{user}})\"\nbind_dn = \"cn=admin,{SUFFIX}\"\nbind_password = \"secret\""
+    ));
+    let url = b.url("/dsml");
+    assert_eq!(
+        whoami(&call_as(
+            &url,
+            Some(("carol", "carol-pw")),
+            "",
+            &whoami_batch()
+        )),
+        format!("dn:uid=carol,ou=people,{SUFFIX}")
+    );
+    assert_eq!(
+        whoami(&call_as(&url, Some(("*", "carol-pw")), "", &whoami_batch())),
+        "error:authenticationFailed"
+    );
+}

@@ -430,7 +430,7 @@ fn write_filter(e: &Element, out: &mut String, depth: usize) -> Result<(), Strin
 }
 
 /// RFC 4515 value escaping, every byte outside plain printable ASCII as `\xx`.
-fn escape(value: &[u8], out: &mut String) {
+pub(crate) fn escape(value: &[u8], out: &mut String) {
     for &b in value {
         match b {
             b'*' | b'(' | b')' | b'\\' | 0 => out.push_str(&format!("\\{b:02x}")),

@@ -45,6 +45,30 @@ pub struct Binding {
     pub bind_password: Option<String>,
     /// How long connecting may take.
     pub connect_timeout: Duration,
+    /// Whose identity a connection binds with.
+    pub mode: BindMode,
+}
+
+/// Whose identity a connection binds with (`bind`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BindMode {
+    /// No bind: the directory's anonymous access.
+    Anonymous,
+    /// `bind_dn` with `bind_password`, for every connection.
+    Service,
+    /// As the client: its HTTP Basic user name mapped to a DN, with its password (the endpoint's
+    /// `auth = "directory"`). A session's connection stays bound as its client.
+    Principal(PrincipalDn),
+}
+
+/// How a client's user name becomes the DN it binds as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PrincipalDn {
+    /// `bind_dn_template`, `{user}` replaced by the user name (DN-escaped, RFC 4514).
+    Template(String),
+    /// A search under `bind_search_base` with `bind_search_filter` (`{user}` replaced, escaped as a
+    /// filter value), bound as `bind_dn` (or anonymously); exactly one entry must match.
+    Search { base: String, filter: String },
 }
 
 impl std::fmt::Debug for Binding {
@@ -54,6 +78,7 @@ impl std::fmt::Debug for Binding {
             .field("bind_dn", &self.bind_dn)
             .field("bind_password", &self.bind_password.as_ref().map(|_| "***"))
             .field("connect_timeout", &self.connect_timeout)
+            .field("mode", &self.mode)
             .finish()
     }
 }

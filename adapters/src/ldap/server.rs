@@ -13,8 +13,9 @@
 //!
 //! The task ends when the broker's side of the pipe closes, unbinding the connection.
 
-use super::{dsml, run, Binding};
+use super::{dsml, run, BindMode, Binding, PrincipalDn};
 use crate::protocol::{self, Dialog, FrameReader, Hello, Message, Reply};
+use crate::Credential;
 use crate::ReplyStatus;
 use bytes::Bytes;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings};
@@ -32,6 +33,8 @@ pub struct Conn {
     binding: Arc<Binding>,
     class: String,
     ldap: Option<Ldap>,
+    /// With `bind = "principal"`: the client the connection is bound as now.
+    bound_as: Option<Credential>,
 }
 
 impl Conn {
@@ -40,6 +43,7 @@ impl Conn {
             binding,
             class,
             ldap: None,
+            bound_as: None,
         }
     }
 
@@ -69,7 +73,7 @@ impl Conn {
                 tracing::debug!(class = %class, error = %e, "ldap connection ended");
             }
         });
-        if let Some(dn) = &b.bind_dn {
+        if let (BindMode::Service, Some(dn)) = (&b.mode, &b.bind_dn) {
             let password = b.bind_password.as_deref().unwrap_or("");
             let bound = ldap.simple_bind(dn, password).await.map_err(|e| Unusable {
                 kind: "couldNotConnect",
@@ -97,10 +101,136 @@ impl Conn {
 
     /// Close the connection (the next batch opens a fresh one).
     pub async fn close(&mut self) {
+        self.bound_as = None;
         if let Some(mut ldap) = self.ldap.take() {
             let _ = ldap.unbind().await;
         }
     }
+
+    /// With `bind = "principal"`: make sure the connection is bound as the request's client,
+    /// binding it (again) when it is bound as nobody or someone else. A session's connection is
+    /// bound once, at its first request; its later requests must bring the same password, or
+    /// they are refused without touching the bind. Other modes: nothing to do.
+    pub async fn authorize(&mut self, credential: Option<&Credential>) -> Result<(), Unusable> {
+        let BindMode::Principal(dn_of) = &self.binding.mode else {
+            return Ok(());
+        };
+        let dn_of = dn_of.clone();
+        let refused = |message: String| Unusable {
+            kind: "authenticationFailed",
+            message,
+        };
+        let Some(credential) = credential else {
+            return Err(refused(
+                "this endpoint binds to the directory as its client: send HTTP Basic credentials"
+                    .to_string(),
+            ));
+        };
+        if credential.password.is_empty() {
+            // An empty password is an unauthenticated bind (RFC 4513 §5.1.2), which many
+            // directories accept as anonymous: never a way in.
+            return Err(refused("an empty password is not accepted".to_string()));
+        }
+        if let Some(bound) = &self.bound_as {
+            if bound.user == credential.user && same_secret(&bound.password, &credential.password) {
+                return Ok(());
+            }
+        }
+        self.bound_as = None;
+        let (service_dn, service_pw) = (
+            self.binding.bind_dn.clone(),
+            self.binding.bind_password.clone(),
+        );
+        let ldap = self.ensure().await?;
+        let dn = match &dn_of {
+            PrincipalDn::Template(t) => t.replace("{user}", &escape_dn_value(&credential.user)),
+            PrincipalDn::Search { base, filter } => {
+                // Look the DN up as the service account (or anonymously).
+                let (who, pw) = (
+                    service_dn.unwrap_or_default(),
+                    service_pw.unwrap_or_default(),
+                );
+                let bound = ldap.simple_bind(&who, &pw).await.map_err(|e| Unusable {
+                    kind: "couldNotConnect",
+                    message: format!("the directory did not answer the lookup bind: {e}"),
+                })?;
+                if bound.rc != 0 {
+                    return Err(refused(format!(
+                        "the directory refused the lookup account {who:?}: {} ({})",
+                        run::descr(bound.rc),
+                        bound.rc
+                    )));
+                }
+                let mut value = String::new();
+                dsml::escape(credential.user.as_bytes(), &mut value);
+                let filter = filter.replace("{user}", &value);
+                let found = ldap
+                    .search(base, ldap3::Scope::Subtree, &filter, vec!["1.1"])
+                    .await
+                    .map_err(|e| Unusable {
+                        kind: "couldNotConnect",
+                        message: format!("the directory did not answer the lookup: {e}"),
+                    })?;
+                let mut dns: Vec<String> = found
+                    .0
+                    .into_iter()
+                    .filter(|e| !e.is_ref())
+                    .map(|e| ldap3::SearchEntry::construct(e).dn)
+                    .collect();
+                if dns.len() != 1 {
+                    return Err(refused(format!(
+                        "the user name matches {} directory entries (exactly one is needed)",
+                        dns.len()
+                    )));
+                }
+                dns.remove(0)
+            }
+        };
+        let bound = ldap
+            .simple_bind(&dn, &credential.password)
+            .await
+            .map_err(|e| Unusable {
+                kind: "couldNotConnect",
+                message: format!("the directory did not answer the bind: {e}"),
+            })?;
+        if bound.rc != 0 {
+            return Err(refused(format!(
+                "the directory refused the bind as {dn}: {} ({})",
+                run::descr(bound.rc),
+                bound.rc
+            )));
+        }
+        self.bound_as = Some(credential.clone());
+        Ok(())
+    }
+}
+
+/// Compare two secrets in time independent of where they differ.
+fn same_secret(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// An RDN value escaped for a DN string (RFC 4514 §2.4).
+fn escape_dn_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let last = value.chars().count().saturating_sub(1);
+    for (i, c) in value.chars().enumerate() {
+        match c {
+            '\\' | ',' | '+' | '"' | '<' | '>' | ';' | '=' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '#' if i == 0 => out.push_str("\\#"),
+            ' ' if i == 0 || i == last => out.push_str("\\ "),
+            '\0' => out.push_str("\\00"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Every operation of the batch answered with the same `errorResponse`.
@@ -139,6 +269,16 @@ fn unusable_response(batch: &dsml::BatchRequest, why: &Unusable) -> String {
     out
 }
 
+/// The connection, once open and bound as the request's client where the class binds so.
+async fn authorized<'a>(
+    conn: &'a mut Conn,
+    credential: Option<&Credential>,
+) -> Result<&'a mut Ldap, Unusable> {
+    conn.ensure().await?;
+    conn.authorize(credential).await?;
+    conn.ensure().await
+}
+
 pub(super) async fn serve(mut conn: Conn, pipe: DuplexStream, mut max_frame: usize) {
     let (read, mut write) = tokio::io::split(pipe);
     let mut reader = FrameReader::new(read, max_frame);
@@ -173,7 +313,7 @@ pub(super) async fn serve(mut conn: Conn, pipe: DuplexStream, mut max_frame: usi
                         },
                         Bytes::new(),
                     ),
-                    Ok(batch) => match conn.ensure().await {
+                    Ok(batch) => match authorized(&mut conn, req.credential.as_ref()).await {
                         Err(why) => {
                             let status = if in_dialog {
                                 ReplyStatus::DialogEnd

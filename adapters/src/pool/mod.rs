@@ -385,6 +385,7 @@ impl<C: Connector> ServerClass for PoolClass<C> {
             dialog: request.dialog,
         };
         let message = Message::Request(protocol::Request {
+            credential: request.credential,
             id,
             service: request.service,
             operation: request.operation,

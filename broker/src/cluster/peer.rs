@@ -101,6 +101,7 @@ mod tests {
         request.client_ip = Some("127.0.0.9".parse().expect("ip"));
         request.forwarded = true;
         request.call = Some(ServiceCall {
+            credential: None,
             service: "Deposit".into(),
             payload: Bytes::from_static(b"<Deposit><amount>5</amount></Deposit>"),
         });

@@ -368,6 +368,7 @@ pub(super) enum AuthName {
     None,
     Optional,
     Required,
+    Directory,
 }
 
 /// The defaults of the endpoint keys whose default depends on the dialect.
@@ -491,6 +492,15 @@ impl EndpointSection {
             }
             (None | Some(AuthName::None), false) => crate::auth::AuthMode::None,
             (Some(AuthName::Optional), false) => crate::auth::AuthMode::Optional,
+            (Some(AuthName::Directory), false) if dialect.name() == "dsml" => {
+                crate::auth::AuthMode::Directory
+            }
+            (Some(AuthName::Directory), false) => {
+                return Err(cx.err(
+                    k("auth"),
+                    "\"directory\" (credentials checked by an ldap class's directory) only applies to dialect = \"dsml\"",
+                ))
+            }
         };
         if sql && e.auth_match == Some(false) {
             return Err(cx.err(
@@ -603,10 +613,12 @@ impl AuthSection {
             Some(std::sync::Arc::new(auth))
         };
         if authenticator.is_none() {
-            if let Some(i) = endpoints
-                .iter()
-                .position(|e| e.auth != crate::auth::AuthMode::None)
-            {
+            if let Some(i) = endpoints.iter().position(|e| {
+                !matches!(
+                    e.auth,
+                    crate::auth::AuthMode::None | crate::auth::AuthMode::Directory
+                )
+            }) {
                 return Err(cx.err(
                     format!("endpoint[{i}].auth"),
                     "needs credentials: set auth.credentials_file or auth.users (users made with `broker hash-password`)",
@@ -675,6 +687,24 @@ pub(super) fn services(
                     "{:?} is configured twice for endpoint {:?}",
                     s.name, s.endpoint
                 ),
+            ));
+        }
+        // A class that binds as the client needs the client's password, which only an endpoint
+        // with auth = "directory" takes (and such an endpoint checks nothing itself).
+        let directory_auth = endpoints
+            .iter()
+            .any(|e| e.path == s.endpoint && e.auth == crate::auth::AuthMode::Directory);
+        let binds_as_client = classes
+            .iter()
+            .any(|c| c.name == s.server_class && c.binds_as_client());
+        if directory_auth != binds_as_client {
+            return Err(cx.err(
+                k("server_class"),
+                if directory_auth {
+                    format!("endpoint {:?} has auth = \"directory\": its classes must check the credentials (an ldap class with bind = \"principal\"), and {:?} does not", s.endpoint, s.server_class)
+                } else {
+                    format!("{:?} binds as the client (bind = \"principal\"): its endpoint {:?} needs auth = \"directory\" to take the client's password", s.server_class, s.endpoint)
+                },
             ));
         }
         if let Some(enc) = &s.response_encoding {

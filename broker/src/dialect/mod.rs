@@ -32,6 +32,8 @@ use std::net::IpAddr;
 pub struct HttpInfo {
     pub client_ip: Option<IpAddr>,
     pub principal: Option<String>,
+    /// With `auth = "directory"`: the client's Basic credentials, for the class to bind with.
+    pub credential: Option<adapters::Credential>,
     /// The SOAPAction header (1.1) or `action` media-type parameter (1.2), unquoted.
     pub soap_action: Option<String>,
 }

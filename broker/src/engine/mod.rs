@@ -692,6 +692,12 @@ impl SessionEngine {
             }
         }
         let request = BackendRequest {
+            credential: route
+                .class
+                .config()
+                .binds_as_client()
+                .then(|| call.credential.clone())
+                .flatten(),
             service: call.service.clone(),
             operation: route.operation.to_string(),
             session_id: Some(record.id.clone()),
@@ -1015,6 +1021,12 @@ impl SessionEngine {
         call: &ServiceCall,
     ) -> Result<Reply, EngineError> {
         let request = BackendRequest {
+            credential: route
+                .class
+                .config()
+                .binds_as_client()
+                .then(|| call.credential.clone())
+                .flatten(),
             service: call.service.clone(),
             operation: route.operation.to_string(),
             session_id: None,

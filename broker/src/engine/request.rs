@@ -39,6 +39,10 @@ pub struct ServiceCall {
     pub service: String,
     /// The element, self-contained XML.
     pub payload: Bytes,
+    /// The client's credentials, on an endpoint whose classes bind as the client
+    /// (`auth = "directory"`); given only to such classes.
+    #[serde(default)]
+    pub credential: Option<adapters::Credential>,
 }
 
 /// One request, dialect-neutral. It is also what one broker sends another that holds the

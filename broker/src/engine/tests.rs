@@ -261,6 +261,7 @@ fn request(session: SessionDirective, service: Option<&str>) -> Request {
     r.principal = Some("alice".into());
     r.client_ip = Some("127.0.0.9".parse().expect("ip"));
     r.call = service.map(|s| ServiceCall {
+        credential: None,
         service: s.to_string(),
         payload: Bytes::from(format!("<{s}/>")),
     });

@@ -81,6 +81,9 @@ impl Dialect for Dsml {
             .map_err(|(error, context)| Rejection { error, context })?;
         request.principal = http.principal.clone();
         request.client_ip = http.client_ip;
+        if let Some(call) = &mut request.call {
+            call.credential = http.credential.clone();
+        }
         Ok((request, cx))
     }
 

@@ -90,6 +90,7 @@ pub(super) fn read(envelope: Envelope, max_ops: usize) -> Result<(Request, DsmlC
         return Err((e, cx));
     }
     request.call = Some(ServiceCall {
+        credential: None,
         service: SERVICE.to_string(),
         payload: body.xml,
     });

@@ -60,6 +60,7 @@ pub(super) fn read(envelope: Envelope) -> Result<(Request, NonStopContext), Refu
 
     let mut request = Request::new("nonstop");
     request.call = envelope.body.map(|b| ServiceCall {
+        credential: None,
         service: b.local_name,
         payload: b.xml,
     });

@@ -188,6 +188,7 @@ pub(super) fn read(
 
     if let Some(body) = envelope.body {
         request.call = Some(ServiceCall {
+            credential: None,
             service: body.local_name,
             payload: body.xml,
         });
