@@ -721,3 +721,103 @@ fn a_client_s_dn_can_be_looked_up() {
         "error:authenticationFailed"
     );
 }
+
+/// Protects DSML sessions across brokers: the session's connection is a dialog held by the broker
+/// that began it, so a request arriving at another broker is forwarded there (a paged search
+/// begun on b1 goes on through b2). When b1 dies (`kill -9`), the session's next request gets
+/// `errorResponse type="connectionClosed"` in a batchResponse (HTTP 200, the session header
+/// still there); the session's next request after that, and a new BeginSession, work on b2.
+#[test]
+fn a_session_s_connection_lives_on_one_broker_and_its_loss_is_reported() {
+    let daemon = broker_tests::daemon::Daemon::start();
+    let keys = format!(
+        "directory = {:?}\nbind_dn = \"cn=admin,{SUFFIX}\"\nbind_password = \"secret\"\nconnect_timeout = \"2s\"\nrequest_timeout = \"20s\"",
+        directory_url()
+    );
+    let mut brokers: Vec<BrokerProcess> = (1..=2)
+        .map(|i| {
+            let config = DsmlEndpoint::new()
+                .ldap(&keys)
+                .config()
+                .broker_id(&format!("b{i}"))
+                .store_url(&daemon.url())
+                .store_extra("turn_lease = \"40s\"")
+                .sweep_interval("500ms")
+                .cluster("secret = \"dsml-cluster-secret-0123456789abcdef\"\nheartbeat = \"200ms\"\nlease = \"1s\"\nrecovery_interval = \"2s\"\nconnect_timeout = \"500ms\"\nforward_timeout = \"20s\"");
+            BrokerProcess::start(&config.render())
+        })
+        .collect();
+    let (b1, b2) = (brokers[0].url("/dsml"), brokers[1].url("/dsml"));
+    let page = |cookie: &[u8]| {
+        batch(&[format!(
+            "<searchRequest requestID=\"pg\" dn=\"ou=paged,{SUFFIX}\" scope=\"singleLevel\" derefAliases=\"neverDerefAliases\"><control type=\"1.2.840.113556.1.4.319\" criticality=\"true\"><controlValue xsi:type=\"xsd:base64Binary\">{}</controlValue></control><filter><present name=\"cn\"/></filter><attributes><attribute name=\"cn\"/></attributes></searchRequest>",
+            paged_value(10, cookie)
+        )])
+    };
+    let r = call(&b1, &begin(), &page(b""));
+    let id = expect_ad_session(&r);
+    let got = responses(&r);
+    let cookie = paged_cookie(got[0].child_local("searchResultDone").expect("done"));
+    let r = call(&b2, &session(&id), &page(&cookie));
+    let got = responses(&r);
+    assert_eq!(
+        code(&got[0]).0,
+        0,
+        "forwarded to b1's connection: {}",
+        r.describe()
+    );
+    assert_eq!(
+        entries(&got[0]).len(),
+        10,
+        "the second page: {}",
+        r.describe()
+    );
+
+    brokers[0].kill9();
+    let base = || {
+        batch(&[search(
+            "x",
+            SUFFIX,
+            "baseObject",
+            "<present name=\"objectClass\"/>",
+            &["dc"],
+            "",
+        )])
+    };
+    let lost = broker_tests::wait::until(
+        std::time::Duration::from_secs(20),
+        "b2 reporting the lost connection",
+        || {
+            let r = call(&b2, &session(&id), &base());
+            if r.http.text().contains("connectionClosed") {
+                Some(r)
+            } else {
+                // Until b2 sees b1 gone, the request may wait for b1 or be refused.
+                None
+            }
+        },
+    );
+    assert_eq!(lost.status(), 200, "{}", lost.describe());
+    let got = responses(&lost);
+    assert_eq!(
+        (got[0].local.as_str(), got[0].attr("type")),
+        ("errorResponse", Some("connectionClosed")),
+        "{}",
+        lost.describe()
+    );
+    assert_eq!(expect_ad_session(&lost), id, "the session lives on");
+    let r = call(&b2, &session(&id), &base());
+    assert_eq!(
+        code(&responses(&r)[0]).0,
+        0,
+        "a fresh connection: {}",
+        r.describe()
+    );
+    let r = call(&b2, &begin(), &base());
+    assert_eq!(
+        code(&responses(&r)[0]).0,
+        0,
+        "a new session: {}",
+        r.describe()
+    );
+}

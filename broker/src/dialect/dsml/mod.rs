@@ -29,13 +29,16 @@ pub use faults::DsmlError;
 pub use read::{DSML_CORE_NS, NS};
 
 use super::{Dialect, HttpInfo, HttpReply, ReadResult, Rejection};
-use crate::engine::{Reply, Response};
+use crate::engine::{Failure, FailureKind, Reply, Response};
 use crate::soap::{self, Envelope, SoapError, SoapVersion};
 use actix_web::http::StatusCode;
 
 /// The envelope prefix of every DSML reply: [MS-DSML] §3.1.4.4 writes its faults as `SOAP:Client`,
 /// and the success replies use the same prefix for consistency.
 pub const ENVELOPE_PREFIX: &str = "SOAP";
+
+/// The reply to a request whose session lost its directory connection (see `write_reply`).
+pub const CONNECTION_LOST: &str = "<batchResponse xmlns=\"urn:oasis:names:tc:DSML:2:0:core\"><errorResponse type=\"connectionClosed\"><message>this session's directory connection was lost with the broker or worker that held it; this batch did not complete; the session's next request gets a fresh connection (paged searches begin again)</message></errorResponse></batchResponse>";
 
 /// The service a `batchRequest` is routed to on a DSML endpoint.
 pub const SERVICE: &str = "batchRequest";
@@ -92,14 +95,27 @@ impl Dialect for Dsml {
     }
 
     fn write_reply(&self, _version: SoapVersion, cx: DsmlContext, response: Response) -> HttpReply {
+        // The live session (Begin, Session), else the one EndSession just removed.
+        let id = response
+            .session
+            .as_ref()
+            .map(|s| s.id.clone())
+            .or(cx.session_id);
         let reply = match response.result {
             Ok(reply) => reply,
+            // The session's directory connection went with the broker (or worker) that held it:
+            // DSML's connectionClosed, in a batchResponse, and the session lives on (its next
+            // request gets a fresh connection).
+            Err(Failure {
+                kind: FailureKind::DialogLost { .. },
+                ..
+            }) if id.is_some() => {
+                Reply::Body(bytes::Bytes::from_static(CONNECTION_LOST.as_bytes()))
+            }
             Err(e) => {
                 return faults::render(&faults::to_fault(&DsmlError::Engine(Box::new(e))));
             }
         };
-        // The live session (Begin, Session), else the one EndSession just removed.
-        let id = response.session.map(|s| s.id).or(cx.session_id);
         let header = id.as_deref().map(session_header);
         let headers: Vec<&str> = header.iter().map(String::as_str).collect();
         let body: &[u8] = match &reply {
