@@ -821,3 +821,66 @@ fn a_session_s_connection_lives_on_one_broker_and_its_loss_is_reported() {
         r.describe()
     );
 }
+
+/// Protects the search's own limits and options: sizeLimit stops at that many entries with
+/// sizeLimitExceeded (4); typesOnly returns the attribute names without values; an attribute
+/// selection of `1.1` returns no attributes.
+#[test]
+fn size_limit_and_types_only_reach_the_directory() {
+    let b = start();
+    let url = b.url("/dsml");
+    let r = call(
+        &url,
+        "",
+        &batch_with(
+            "onError=\"resume\"",
+            &[
+                search(
+                    "size",
+                    &format!("ou=paged,{SUFFIX}"),
+                    "singleLevel",
+                    "<present name=\"cn\"/>",
+                    &["cn"],
+                    "sizeLimit=\"5\"",
+                ),
+                search(
+                    "types",
+                    &format!("uid=bob,ou=people,{SUFFIX}"),
+                    "baseObject",
+                    "<present name=\"objectClass\"/>",
+                    &["mail", "sn"],
+                    "typesOnly=\"true\"",
+                ),
+                search(
+                    "none",
+                    &format!("uid=bob,ou=people,{SUFFIX}"),
+                    "baseObject",
+                    "<present name=\"objectClass\"/>",
+                    &["1.1"],
+                    "",
+                ),
+            ],
+        ),
+    );
+    let got = responses(&r);
+    assert_eq!(
+        code(&got[0]),
+        (4, "sizeLimitExceeded".to_string()),
+        "{}",
+        r.describe()
+    );
+    assert_eq!(entries(&got[0]).len(), 5);
+    assert_eq!(
+        entries(&got[1]),
+        vec![(
+            format!("uid=bob,ou=people,{SUFFIX}"),
+            vec![("mail".to_string(), vec![]), ("sn".to_string(), vec![])]
+        )],
+        "{}",
+        r.describe()
+    );
+    assert_eq!(
+        entries(&got[2]),
+        vec![(format!("uid=bob,ou=people,{SUFFIX}"), vec![])]
+    );
+}
