@@ -630,7 +630,8 @@ fn whoami_batch() -> String {
 /// its own client (two users one after the other on the pooled connections); a wrong password is
 /// `authenticationFailed` and runs nothing; no credentials at all get HTTP 401. In a session the
 /// bind holds across requests: the session's later requests run as its client, a later request
-/// with a wrong password is refused without running, another user cannot use the session.
+/// with a wrong password is refused without running (and without costing the session its
+/// connection: its paged search goes on), another user cannot use the session.
 #[test]
 fn a_session_binds_as_its_client_and_the_bind_holds_across_requests() {
     let b = start_binding_as_client(&format!(
@@ -663,9 +664,25 @@ fn a_session_binds_as_its_client_and_the_bind_holds_across_requests() {
     let r = call_as(&url, None, "", &whoami_batch());
     assert_eq!(r.status(), 401, "{}", r.describe());
 
-    let r = call_as(&url, Some(("ann", "ann-pw")), &begin(), &whoami_batch());
+    // The session's first request: WhoAmI and the first page of a paged search.
+    let paged = |cookie: &[u8]| {
+        format!(
+            "<searchRequest requestID=\"pg\" dn=\"ou=paged,{SUFFIX}\" scope=\"singleLevel\" derefAliases=\"neverDerefAliases\"><control type=\"1.2.840.113556.1.4.319\" criticality=\"true\"><controlValue xsi:type=\"xsd:base64Binary\">{}</controlValue></control><filter><present name=\"cn\"/></filter><attributes><attribute name=\"cn\"/></attributes></searchRequest>",
+            paged_value(10, cookie)
+        )
+    };
+    let first = batch(&[
+        "<extendedRequest requestID=\"w\"><requestName>1.3.6.1.4.1.4203.1.11.3</requestName></extendedRequest>".to_string(),
+        paged(b""),
+    ]);
+    let r = call_as(&url, Some(("ann", "ann-pw")), &begin(), &first);
     assert_eq!(whoami(&r), ann);
     let id = expect_ad_session(&r);
+    let cookie = paged_cookie(
+        responses(&r)[1]
+            .child_local("searchResultDone")
+            .expect("done"),
+    );
     for _ in 0..2 {
         let r = call_as(
             &url,
@@ -696,6 +713,20 @@ fn a_session_binds_as_its_client_and_the_bind_holds_across_requests() {
         &whoami_batch(),
     );
     assert_eq!(whoami(&r), ann, "the session carries on as ann");
+    // Its connection is still the one it began with: the paged search goes on.
+    let r = call_as(
+        &url,
+        Some(("ann", "ann-pw")),
+        &session(&id),
+        &batch(&[paged(&cookie)]),
+    );
+    let got = responses(&r);
+    assert_eq!(code(&got[0]).0, 0, "{}", r.describe());
+    assert_eq!(
+        entries(&got[0]).len(),
+        10,
+        "the second page, on the same connection"
+    );
 }
 
 /// Protects binding as the client with a lookup: the manager finds the client's entry by

@@ -315,10 +315,15 @@ pub(super) async fn serve(mut conn: Conn, pipe: DuplexStream, mut max_frame: usi
                     ),
                     Ok(batch) => match authorized(&mut conn, req.credential.as_ref()).await {
                         Err(why) => {
-                            let status = if in_dialog {
-                                ReplyStatus::DialogEnd
-                            } else {
-                                ReplyStatus::Ok
+                            // A later request of a session with the wrong password leaves the
+                            // session's connection (still bound as its client) to the session;
+                            // otherwise a session without a usable connection gives it up.
+                            let status = match req.dialog {
+                                Dialog::None => ReplyStatus::Ok,
+                                Dialog::Continue if why.kind == "authenticationFailed" => {
+                                    ReplyStatus::DialogContinue
+                                }
+                                _ => ReplyStatus::DialogEnd,
                             };
                             (status, Bytes::from(unusable_response(&batch, &why)))
                         }
