@@ -169,21 +169,32 @@ access to * by users write by * read
 EOF
 }
 
-# Start slapd for DIR on PORT and wait until it answers.
+# Start slapd for DIR on its port and wait until it answers. slapd stays in the foreground (`-d 0`:
+# no fork, fatal errors on stderr) as a background job of its own session, its output in
+# DIR/slapd.log, so that a failure to start says why there.
 slapd_up() {
-    local dir="$1" port
+    local dir="$1" port pid
     port="$(cat "$dir/port")"
-    "$(slapd_bin)" -f "$dir/slapd.conf" -h "ldap://127.0.0.1:$port/" -s 0 >>"$dir/slapd.log" 2>&1 ||
-        { slapd_log "slapd did not start (see $dir/slapd.log)"; return 1; }
+    setsid "$(slapd_bin)" -f "$dir/slapd.conf" -h "ldap://127.0.0.1:$port/" -d 0 \
+        </dev/null >>"$dir/slapd.log" 2>&1 &
+    pid=$!
     local tries=0
     until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
         tries=$((tries + 1))
-        if ((tries > 100)); then
-            slapd_log "slapd does not answer on 127.0.0.1:$port (see $dir/slapd.log)"
+        if ! kill -0 "$pid" 2>/dev/null || ((tries > 150)); then
+            slapd_log "slapd did not start on 127.0.0.1:$port: $(tail -n 3 "$dir/slapd.log" | tr '\n' ' ')"
+            kill "$pid" 2>/dev/null || true
             return 1
         fi
         sleep 0.1
     done
+    # slapd writes its pid file itself; wait for it so that slapd_down finds it.
+    tries=0
+    until [[ -s "$dir/slapd.pid" ]] || ((tries > 50)); do
+        sleep 0.05
+        tries=$((tries + 1))
+    done
+    [[ -s "$dir/slapd.pid" ]] || printf '%s\n' "$pid" >"$dir/slapd.pid"
 }
 
 # Stop DIR's slapd (its data stays) and wait until it is gone.
@@ -215,9 +226,18 @@ slapd_private_start() {
         slapd_log "slapadd failed (see $dir/slapd.log)"
         return 1
     fi
-    port="$(slapd_free_port)" || { slapd_log "no free port found"; rm -rf "$dir"; return 1; }
-    printf '%s\n' "$port" >"$dir/port"
-    slapd_up "$dir" || return 1
+    # A free port can be taken between the check and slapd's bind: a few tries, each on a new one.
+    local attempt=0
+    while :; do
+        port="$(slapd_free_port)" || { slapd_log "no free port found"; rm -rf "$dir"; return 1; }
+        printf '%s\n' "$port" >"$dir/port"
+        slapd_up "$dir" && break
+        attempt=$((attempt + 1))
+        if ((attempt >= 3)); then
+            slapd_log "giving up after $attempt attempts (see $dir/slapd.log)"
+            return 1
+        fi
+    done
     SLAPD_PRIVATE_DIR="$dir"
     export BROKER_TEST_LDAP="ldap://127.0.0.1:$port"
     export BROKER_TEST_LDAP_DIR="$dir"
