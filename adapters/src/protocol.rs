@@ -651,6 +651,38 @@ impl Message {
         self.to_frame()?.encode(max_frame)
     }
 
+    /// Write this answer of an in-process server (the sql and ldap adapters' connection
+    /// threads and tasks) to the broker: the header block, then the payload it already holds, in
+    /// one vectored write and without copying it. An answer that cannot be encoded (over the
+    /// frame limit) is replaced by an `error` reply saying so.
+    pub async fn write_answer<W>(&self, out: &mut W, max_frame: usize) -> std::io::Result<()>
+    where
+        W: tokio::io::AsyncWrite + Unpin,
+    {
+        use tokio::io::AsyncWriteExt;
+        let encoded = self
+            .to_frame()
+            .and_then(|f| f.encode_head(max_frame).map(|head| (head, f.payload)));
+        let (head, payload) = match encoded {
+            Ok(parts) => parts,
+            Err(e) => {
+                let refusal = Message::Reply(Reply {
+                    id: self.id(),
+                    status: ReplyStatus::Error(format!("cannot encode the answer: {e}")),
+                    payload: Bytes::new(),
+                    open_transaction: None,
+                });
+                let bytes = refusal
+                    .encode(max_frame)
+                    .map_err(|e| std::io::Error::other(e.to_string()))?;
+                (bytes, Bytes::new())
+            }
+        };
+        let mut both = head.chain(payload);
+        out.write_all_buf(&mut both).await?;
+        out.flush().await
+    }
+
     /// The generic frame for this message. Fails only for values the format cannot carry.
     pub fn to_frame(&self) -> Result<Frame, ProtocolError> {
         let frame = Frame::new(self.kind(), self.id());
@@ -1320,6 +1352,28 @@ mod tests {
         }
         assert_eq!(out.len(), 2);
         assert_eq!(out[1].kind(), "ACK");
+    }
+
+    /// Protects the in-process servers' writer: the same bytes as `encode`, and an answer over
+    /// the frame limit replaced by an error reply rather than sent.
+    #[tokio::test]
+    async fn write_answer_writes_what_encode_would_and_refuses_oversize() {
+        let reply = Message::Reply(Reply {
+            id: 9,
+            status: ReplyStatus::DialogContinue,
+            payload: Bytes::from(format!("<r>{}</r>", "x".repeat(1000))),
+            open_transaction: Some("AAAAAAAAAAA=".into()),
+        });
+        let mut out: Vec<u8> = Vec::new();
+        reply
+            .write_answer(&mut out, 1 << 20)
+            .await
+            .expect("written");
+        assert_eq!(out, reply.encode(1 << 20).expect("encoded").to_vec());
+        let mut small: Vec<u8> = Vec::new();
+        reply.write_answer(&mut small, 200).await.expect("written");
+        let text = String::from_utf8_lossy(&small[4..]).into_owned();
+        assert!(text.starts_with("REPLY 9\nstatus: error\n"), "{text}");
     }
 
     #[test]

@@ -198,10 +198,27 @@ pub async fn run(ldap: &mut Ldap, batch: BatchRequest) -> Outcome {
                 }
                 continue;
             }
-            let a = answer(ldap, op, prefix.clone()).await;
-            lost |= a.lost;
-            out.xml.push_str(&a.xml);
-            if a.error && !resume {
+            let (error, op_lost) = match op.kind {
+                // A search's entries go straight into the reply.
+                Ok(Kind::Search(search)) => {
+                    search_into(
+                        ldap,
+                        search,
+                        op.controls,
+                        &mut out,
+                        op.request_id.as_deref(),
+                    )
+                    .await
+                }
+                kind => {
+                    let op = Operation { kind, ..op };
+                    let a = answer(ldap, op, prefix.clone()).await;
+                    out.xml.push_str(&a.xml);
+                    (a.error, a.lost)
+                }
+            };
+            lost |= op_lost;
+            if error && !resume {
                 break;
             }
         }
@@ -338,7 +355,18 @@ async fn answer(ldap: &mut Ldap, op: Operation, prefix: Option<String>) -> Answe
         Err(e) => failed(&prefix, id, &e),
     };
     match kind {
-        Kind::Search(search) => search_answer(ldap, search, controls, &prefix, id).await,
+        Kind::Search(search) => {
+            let mut out = Out {
+                xml: String::with_capacity(512),
+                prefix: prefix.clone(),
+            };
+            let (error, lost) = search_into(ldap, search, controls, &mut out, id).await;
+            Answer {
+                xml: out.xml,
+                error,
+                lost,
+            }
+        }
         Kind::Add { dn, attributes } => {
             let attrs: Vec<(Vec<u8>, HashSet<Vec<u8>>)> = attributes
                 .into_iter()
@@ -450,13 +478,23 @@ async fn answer(ldap: &mut Ldap, op: Operation, prefix: Option<String>) -> Answe
     }
 }
 
-async fn search_answer(
+/// A search, its response written straight into `out` (the batch's own reply, so that a large
+/// result is not built once here and copied into the batch after). On failure what was written
+/// is taken back and the errorResponse written instead. Returns (error, connection lost).
+async fn search_into(
     ldap: &mut Ldap,
     s: Search,
     controls: Vec<RawControl>,
-    prefix: &Option<String>,
+    out: &mut Out,
     id: Option<&str>,
-) -> Answer {
+) -> (bool, bool) {
+    let prefix = &out.prefix.clone();
+    let fail = |out: &mut Out, mark: usize, a: Answer| {
+        out.xml.truncate(mark);
+        out.xml.push_str(&a.xml);
+        (a.error, a.lost)
+    };
+    let mark = out.xml.len();
     let opts = ldap3::SearchOptions::new()
         .deref(s.deref)
         .typesonly(s.types_only)
@@ -470,11 +508,7 @@ async fn search_answer(
         .await
     {
         Ok(stream) => stream,
-        Err(e) => return failed(prefix, id, &e),
-    };
-    let mut out = Out {
-        xml: String::with_capacity(512),
-        prefix: prefix.clone(),
+        Err(e) => return fail(out, mark, failed(prefix, id, &e)),
     };
     let id_attr: Vec<(&str, &str)> = id.map(|i| vec![("requestID", i)]).unwrap_or_default();
     out.open("searchResponse", &id_attr, false);
@@ -495,7 +529,7 @@ async fn search_answer(
                 attrs.push(("dn", e.dn.as_str()));
                 out.open("searchResultEntry", &attrs, false);
                 for c in &entry_controls {
-                    write_control(&mut out, &c.1);
+                    write_control(out, &c.1);
                 }
                 let mut names: Vec<&String> = e.attrs.keys().chain(e.bin_attrs.keys()).collect();
                 names.sort();
@@ -518,7 +552,7 @@ async fn search_answer(
                 let _ = stream.finish().await;
                 let mut a = failed(prefix, id, &e);
                 a.lost = lost;
-                return a;
+                return fail(out, mark, a);
             }
         }
     }
@@ -526,9 +560,5 @@ async fn search_answer(
     let done = result_element(prefix, "searchResultDone", id, &r);
     out.xml.push_str(&done);
     out.close("searchResponse");
-    Answer {
-        error: !not_an_error(r.rc),
-        xml: out.xml,
-        lost: false,
-    }
+    (!not_an_error(r.rc), false)
 }

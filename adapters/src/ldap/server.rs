@@ -20,7 +20,7 @@ use crate::ReplyStatus;
 use bytes::Bytes;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings};
 use std::sync::Arc;
-use tokio::io::{AsyncWriteExt, DuplexStream};
+use tokio::io::DuplexStream;
 
 /// Why there is no usable connection: the DSML `errorResponse` type and its message.
 pub struct Unusable {
@@ -371,21 +371,7 @@ pub(super) async fn serve(mut conn: Conn, pipe: DuplexStream, mut max_frame: usi
                 break;
             }
         };
-        let bytes = match answer.encode(max_frame) {
-            Ok(b) => b,
-            Err(e) => match (Message::Reply(Reply {
-                id: answer.id(),
-                status: ReplyStatus::Error(format!("cannot encode the answer: {e}")),
-                payload: Bytes::new(),
-                open_transaction: None,
-            }))
-            .encode(max_frame)
-            {
-                Ok(b) => b,
-                Err(_) => break,
-            },
-        };
-        if write.write_all(&bytes).await.is_err() || write.flush().await.is_err() {
+        if answer.write_answer(&mut write, max_frame).await.is_err() {
             break;
         }
     }

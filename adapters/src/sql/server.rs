@@ -20,7 +20,7 @@ use crate::protocol::{self, Dialog, FrameReader, Hello, Message, Reply};
 use crate::ReplyStatus;
 use bytes::Bytes;
 use std::sync::Arc;
-use tokio::io::{AsyncWriteExt, DuplexStream};
+use tokio::io::DuplexStream;
 use tokio::sync::oneshot;
 
 /// The most bytes of SQL text one batch may hold (SQL Server's own limit is 65 536 × the network
@@ -196,21 +196,7 @@ async fn serve(
                 return;
             }
         };
-        let bytes = match answer.encode(max_frame) {
-            Ok(b) => b,
-            Err(e) => match (Message::Reply(Reply {
-                open_transaction: None,
-                id: answer.id(),
-                status: ReplyStatus::Error(format!("cannot encode the answer: {e}")),
-                payload: Bytes::new(),
-            }))
-            .encode(max_frame)
-            {
-                Ok(b) => b,
-                Err(_) => return,
-            },
-        };
-        if write.write_all(&bytes).await.is_err() || write.flush().await.is_err() {
+        if answer.write_answer(&mut write, max_frame).await.is_err() {
             return;
         }
     }
