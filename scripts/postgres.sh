@@ -25,6 +25,9 @@
 # to run as root, so as root the cluster belongs to the `postgres` user (created by that package) and
 # every pg_ctl call goes through runuser.
 
+# shellcheck source=scripts/ports.sh
+. "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
+
 pg_log() { printf 'scripts/postgres.sh: %s\n' "$*" >&2; }
 
 # The directory holding initdb and pg_ctl, newest version first; empty when there is none.
@@ -78,21 +81,6 @@ pg_install() {
     pg_log "PostgreSQL installed in $(pg_bindir || echo '?')"
 }
 
-# A TCP port on 127.0.0.1 that nothing listens on now (pg_ctl start is retried should someone take
-# it in between).
-pg_free_port() {
-    local port tries=0
-    while ((tries < 100)); do
-        port=$((20000 + RANDOM % 30000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            printf '%s\n' "$port"
-            return 0
-        fi
-        tries=$((tries + 1))
-    done
-    return 1
-}
-
 # Start the private cluster and export its URL. A no-op when COOKIE_STORE_TEST_PG is already set
 # (a cluster of the caller's, e.g. a CI service): that one is used as it is.
 pg_private_start() {
@@ -128,7 +116,7 @@ pg_private_start() {
     local port attempt=0
     while :; do
         attempt=$((attempt + 1))
-        port="$(pg_free_port)" || { pg_log "no free port found"; rm -rf "$dir"; return 1; }
+        port="$(free_port)" || { pg_log "no free port found"; rm -rf "$dir"; return 1; }
         # The wrapper the crash tests use: this cluster's pg_ctl, as its owner, with its settings.
         cat >"$dir/pg_ctl.sh" <<EOF
 #!/usr/bin/env bash

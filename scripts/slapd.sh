@@ -31,6 +31,9 @@
 # slapd comes from the Debian package `slapd` (and the clients from `ldap-utils`), installed with
 # apt-get (root only) when missing, its own service neither configured nor started.
 
+# shellcheck source=scripts/ports.sh
+. "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
+
 slapd_log() { printf 'scripts/slapd.sh: %s\n' "$*" >&2; }
 
 SLAPD_SUFFIX="dc=example,dc=com"
@@ -54,19 +57,6 @@ slapd_install() {
 
 slapd_bin() { command -v slapd 2>/dev/null || printf '/usr/sbin/slapd\n'; }
 slapadd_bin() { command -v slapadd 2>/dev/null || printf '/usr/sbin/slapadd\n'; }
-
-slapd_free_port() {
-    local port tries=0
-    while ((tries < 50)); do
-        port=$((20000 + RANDOM % 30000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            printf '%s\n' "$port"
-            return 0
-        fi
-        tries=$((tries + 1))
-    done
-    return 1
-}
 
 # The seed tree as LDIF on stdout.
 slapd_seed_ldif() {
@@ -229,7 +219,7 @@ slapd_private_start() {
     # A free port can be taken between the check and slapd's bind: a few tries, each on a new one.
     local attempt=0
     while :; do
-        port="$(slapd_free_port)" || { slapd_log "no free port found"; rm -rf "$dir"; return 1; }
+        port="$(free_port)" || { slapd_log "no free port found"; rm -rf "$dir"; return 1; }
         printf '%s\n' "$port" >"$dir/port"
         slapd_up "$dir" && break
         attempt=$((attempt + 1))

@@ -19,6 +19,7 @@
 
 pub mod config;
 pub mod http;
+mod inproc;
 pub mod ldap;
 pub mod process;
 pub mod protocol;

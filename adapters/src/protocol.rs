@@ -1354,6 +1354,35 @@ mod tests {
         assert_eq!(out[1].kind(), "ACK");
     }
 
+    /// Protects the client's credentials on the wire: any text survives (base64 headers), the
+    /// password never shows in Debug, and a principal without its credential is refused.
+    #[test]
+    fn credentials_round_trip_hidden_and_paired() {
+        let request = Message::Request(Request {
+            credential: Some(crate::Credential {
+                user: "ann\nx: y".into(),
+                password: "p:ä\n\0".into(),
+            }),
+            id: 3,
+            service: "batchRequest".into(),
+            operation: "batchRequest".into(),
+            session: None,
+            transaction: None,
+            dialog: Dialog::None,
+            timeout_ms: None,
+            payload: body("<b/>"),
+        });
+        assert!(!format!("{request:?}").contains("p:ä"));
+        let encoded = request.encode(1 << 20).expect("encoded");
+        let frame = Frame::decode(encoded.slice(4..)).expect("a frame");
+        assert_eq!(Message::from_frame(frame).expect("a message"), request);
+        let half = Frame::decode(Bytes::from_static(
+            b"REQUEST 4\nservice: S\noperation: S\nprincipal: YW5u\n\n",
+        ))
+        .expect("a frame");
+        assert!(Message::from_frame(half).is_err());
+    }
+
     /// Protects the in-process servers' writer: the same bytes as `encode`, and an answer over
     /// the frame limit replaced by an error reply rather than sent.
     #[tokio::test]

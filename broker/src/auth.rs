@@ -160,22 +160,14 @@ impl Authenticator {
     }
 
     fn verify(&self, value: &str) -> Option<String> {
-        let (scheme, encoded) = value.trim().split_once(' ')?;
-        if !scheme.eq_ignore_ascii_case("basic") {
-            return None;
-        }
-        let decoded = base64::engine::general_purpose::STANDARD
-            .decode(encoded.trim())
-            .ok()?;
-        let decoded = String::from_utf8(decoded).ok()?;
-        let (user, password) = decoded.split_once(':')?;
-        let hash = self.users.get(user)?;
+        let (user, password) = basic_credentials(value)?;
+        let hash = self.users.get(&user)?;
         let parsed = argon2::PasswordHash::new(hash).ok()?;
         use argon2::PasswordVerifier;
         argon2::Argon2::default()
             .verify_password(password.as_bytes(), &parsed)
             .ok()?;
-        Some(user.to_string())
+        Some(user)
     }
 }
 

@@ -389,6 +389,15 @@ fn paged_cookie(done: &Element) -> Vec<u8> {
     v[at + 2..at + 2 + len].to_vec()
 }
 
+/// A page of 10 of the singleLevel search of ou=paged (its 25 entries), after `cookie` (empty:
+/// the first page).
+fn paged_page(cookie: &[u8]) -> String {
+    format!(
+        "<searchRequest requestID=\"pg\" dn=\"ou=paged,{SUFFIX}\" scope=\"singleLevel\" derefAliases=\"neverDerefAliases\"><control type=\"1.2.840.113556.1.4.319\" criticality=\"true\"><controlValue xsi:type=\"xsd:base64Binary\">{}</controlValue></control><filter><present name=\"cn\"/></filter><attributes><attribute name=\"cn\"/></attributes></searchRequest>",
+            paged_value(10, cookie)
+    )
+}
+
 /// Protects the point of a DSML session: one LDAP connection for all its requests. A paged
 /// search of the 25 entries under ou=paged, in pages of 10 across three requests of one session,
 /// gets 10, 10 and 5 entries and an empty cookie at the end; the pages are the whole set, once.
@@ -397,13 +406,7 @@ fn paged_cookie(done: &Element) -> Vec<u8> {
 fn a_paged_search_goes_on_across_the_requests_of_one_session() {
     let b = start();
     let url = b.url("/dsml");
-    let page = |cookie: &[u8]| {
-        format!(
-            "<searchRequest requestID=\"pg\" dn=\"ou=paged,{SUFFIX}\" scope=\"singleLevel\" derefAliases=\"neverDerefAliases\"><control type=\"1.2.840.113556.1.4.319\" criticality=\"true\"><controlValue xsi:type=\"xsd:base64Binary\">{}</controlValue></control><filter><present name=\"cn\"/></filter><attributes><attribute name=\"cn\"/></attributes></searchRequest>",
-            paged_value(10, cookie)
-        )
-    };
-    let r = call(&url, &begin(), &batch(&[page(b"")]));
+    let r = call(&url, &begin(), &batch(&[paged_page(b"")]));
     let id = expect_ad_session(&r);
     let mut seen: Vec<String> = Vec::new();
     let mut sizes = Vec::new();
@@ -420,7 +423,7 @@ fn a_paged_search_goes_on_across_the_requests_of_one_session() {
             break;
         }
         assert!(!cookie.is_empty(), "page {n} has a cookie");
-        reply = call(&url, &session(&id), &batch(&[page(&cookie)]));
+        reply = call(&url, &session(&id), &batch(&[paged_page(&cookie)]));
     }
     assert_eq!(sizes, vec![10, 10, 5]);
     seen.sort();
@@ -665,15 +668,9 @@ fn a_session_binds_as_its_client_and_the_bind_holds_across_requests() {
     assert_eq!(r.status(), 401, "{}", r.describe());
 
     // The session's first request: WhoAmI and the first page of a paged search.
-    let paged = |cookie: &[u8]| {
-        format!(
-            "<searchRequest requestID=\"pg\" dn=\"ou=paged,{SUFFIX}\" scope=\"singleLevel\" derefAliases=\"neverDerefAliases\"><control type=\"1.2.840.113556.1.4.319\" criticality=\"true\"><controlValue xsi:type=\"xsd:base64Binary\">{}</controlValue></control><filter><present name=\"cn\"/></filter><attributes><attribute name=\"cn\"/></attributes></searchRequest>",
-            paged_value(10, cookie)
-        )
-    };
     let first = batch(&[
         "<extendedRequest requestID=\"w\"><requestName>1.3.6.1.4.1.4203.1.11.3</requestName></extendedRequest>".to_string(),
-        paged(b""),
+        paged_page(b""),
     ]);
     let r = call_as(&url, Some(("ann", "ann-pw")), &begin(), &first);
     assert_eq!(whoami(&r), ann);
@@ -718,7 +715,7 @@ fn a_session_binds_as_its_client_and_the_bind_holds_across_requests() {
         &url,
         Some(("ann", "ann-pw")),
         &session(&id),
-        &batch(&[paged(&cookie)]),
+        &batch(&[paged_page(&cookie)]),
     );
     let got = responses(&r);
     assert_eq!(code(&got[0]).0, 0, "{}", r.describe());
@@ -779,17 +776,11 @@ fn a_session_s_connection_lives_on_one_broker_and_its_loss_is_reported() {
         })
         .collect();
     let (b1, b2) = (brokers[0].url("/dsml"), brokers[1].url("/dsml"));
-    let page = |cookie: &[u8]| {
-        batch(&[format!(
-            "<searchRequest requestID=\"pg\" dn=\"ou=paged,{SUFFIX}\" scope=\"singleLevel\" derefAliases=\"neverDerefAliases\"><control type=\"1.2.840.113556.1.4.319\" criticality=\"true\"><controlValue xsi:type=\"xsd:base64Binary\">{}</controlValue></control><filter><present name=\"cn\"/></filter><attributes><attribute name=\"cn\"/></attributes></searchRequest>",
-            paged_value(10, cookie)
-        )])
-    };
-    let r = call(&b1, &begin(), &page(b""));
+    let r = call(&b1, &begin(), &batch(&[paged_page(b"")]));
     let id = expect_ad_session(&r);
     let got = responses(&r);
     let cookie = paged_cookie(got[0].child_local("searchResultDone").expect("done"));
-    let r = call(&b2, &session(&id), &page(&cookie));
+    let r = call(&b2, &session(&id), &batch(&[paged_page(&cookie)]));
     let got = responses(&r);
     assert_eq!(
         code(&got[0]).0,

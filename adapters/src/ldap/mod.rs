@@ -115,26 +115,21 @@ pub struct LdapConnector {
     class: String,
 }
 
-/// The in-memory pipe's buffer in each direction (see the sql adapter's).
-const PIPE_BUFFER: usize = 256 * 1024;
-
 #[async_trait]
 impl Connector for LdapConnector {
     async fn connect(&self, worker: &WorkerId) -> Result<Link, String> {
-        let (broker_side, server_side) = tokio::io::duplex(PIPE_BUFFER);
+        let (link, server_side) = crate::inproc::pipe(&self.binding.url, worker);
         let mut conn = server::Conn::new(self.binding.clone(), self.class.clone());
         // Connect now so that the first batch need not wait; failing is not fatal (see above).
         if let Err(e) = conn.ensure().await {
             tracing::warn!(class = %self.class, worker = %worker, error = %e.message, "ldap: the directory cannot be reached yet; batches get couldNotConnect until it can");
         }
-        tokio::spawn(server::serve(conn, server_side, self.max_frame));
-        let (reader, writer) = tokio::io::split(broker_side);
-        Ok(Link {
-            reader: Box::new(reader),
-            writer: Box::new(writer),
-            child: None,
-            pid: None,
-            peer: format!("{} ({worker})", self.binding.url),
-        })
+        tokio::spawn(crate::inproc::serve(
+            conn,
+            server_side,
+            self.max_frame,
+            "ldap connection",
+        ));
+        Ok(link)
     }
 }

@@ -1,7 +1,5 @@
-//! One LDAP connection's task: the wire protocol (`adapters/PROTOCOL.md`) served over the in-memory
-//! pipe.
+//! One LDAP connection's task: a [`crate::inproc::Server`] over the in-memory pipe.
 //!
-//! - `HELLO` is answered with protocol 1;
 //! - `REQUEST` runs the `batchRequest` in the payload and replies with the `batchResponse`
 //!   (`dialog-continue` in a dialog, `ok` outside one; `dialog-end` when the connection dropped
 //!   during a session's batch, so that its next request gets a fresh one). A payload that is not a
@@ -14,13 +12,13 @@
 //! The task ends when the broker's side of the pipe closes, unbinding the connection.
 
 use super::{dsml, run, BindMode, Binding, PrincipalDn};
-use crate::protocol::{self, Dialog, FrameReader, Hello, Message, Reply};
+use crate::inproc::GiveUp;
+use crate::protocol::{Dialog, Reply, Request};
 use crate::Credential;
 use crate::ReplyStatus;
 use bytes::Bytes;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings};
 use std::sync::Arc;
-use tokio::io::DuplexStream;
 
 /// Why there is no usable connection: the DSML `errorResponse` type and its message.
 pub struct Unusable {
@@ -279,101 +277,71 @@ async fn authorized<'a>(
     conn.ensure().await
 }
 
-pub(super) async fn serve(mut conn: Conn, pipe: DuplexStream, mut max_frame: usize) {
-    let (read, mut write) = tokio::io::split(pipe);
-    let mut reader = FrameReader::new(read, max_frame);
-    loop {
-        let frame = match reader.read_frame().await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => break,
-            Err(e) => {
-                tracing::warn!(error = %e, "ldap connection: bad frame from the broker; closing");
-                break;
-            }
-        };
-        let answer = match Message::from_frame(frame) {
-            Ok(Message::Hello(hello)) => {
-                if let Some(m) = hello.max_frame {
-                    max_frame = max_frame.min(m);
-                }
-                Message::Hello(Hello {
-                    protocol: protocol::PROTOCOL_VERSION,
-                    server: Some("broker ldap adapter".to_string()),
-                    max_frame: Some(max_frame),
-                    ..Hello::default()
-                })
-            }
-            Ok(Message::Request(req)) => {
-                let in_dialog = req.dialog != Dialog::None;
-                let (status, payload) = match dsml::read(&req.payload) {
-                    Err(reason) => (
-                        ReplyStatus::Fault {
-                            code: "Client".to_string(),
-                            string: reason,
-                        },
-                        Bytes::new(),
-                    ),
-                    Ok(batch) => match authorized(&mut conn, req.credential.as_ref()).await {
-                        Err(why) => {
-                            // A later request of a session with the wrong password leaves the
-                            // session's connection (still bound as its client) to the session;
-                            // otherwise a session without a usable connection gives it up.
-                            let status = match req.dialog {
-                                Dialog::None => ReplyStatus::Ok,
-                                Dialog::Continue if why.kind == "authenticationFailed" => {
-                                    ReplyStatus::DialogContinue
-                                }
-                                _ => ReplyStatus::DialogEnd,
-                            };
-                            (status, Bytes::from(unusable_response(&batch, &why)))
-                        }
-                        Ok(ldap) => {
-                            let outcome = run::run(ldap, batch).await;
-                            let status = match (in_dialog, outcome.connection_lost) {
-                                (false, _) => ReplyStatus::Ok,
-                                (true, false) => ReplyStatus::DialogContinue,
-                                // The session's connection is gone: its dialog ends with this
-                                // reply, and its next request gets a fresh connection.
-                                (true, true) => ReplyStatus::DialogEnd,
-                            };
-                            if outcome.connection_lost {
-                                conn.close().await;
-                            }
-                            (status, Bytes::from(outcome.xml))
-                        }
-                    },
-                };
-                Message::Reply(Reply {
-                    id: req.id,
-                    status,
-                    payload,
-                    open_transaction: None,
-                })
-            }
-            Ok(Message::DialogAbort { id, .. }) => {
-                conn.close().await;
-                Message::Ack {
-                    id,
-                    transaction: None,
-                }
-            }
-            Ok(other) => Message::Reply(Reply {
-                id: other.id(),
-                status: ReplyStatus::Error(format!(
-                    "{} is not supported: a directory class has no transactions",
-                    other.kind()
-                )),
-                payload: Bytes::new(),
-                open_transaction: None,
-            }),
-            Err(e) => {
-                tracing::warn!(error = %e, "ldap connection: bad message from the broker; closing");
-                break;
-            }
-        };
-        if answer.write_answer(&mut write, max_frame).await.is_err() {
-            break;
-        }
+impl crate::inproc::Server for Conn {
+    fn name(&self) -> String {
+        "broker ldap adapter".to_string()
     }
-    conn.close().await;
+
+    fn no_transactions(&self) -> &'static str {
+        "a directory class has no transactions"
+    }
+
+    async fn request(&mut self, req: Request) -> Result<Reply, GiveUp> {
+        let in_dialog = req.dialog != Dialog::None;
+        let (status, payload) = match dsml::read(&req.payload) {
+            Err(reason) => (
+                ReplyStatus::Fault {
+                    code: "Client".to_string(),
+                    string: reason,
+                },
+                Bytes::new(),
+            ),
+            Ok(batch) => match authorized(self, req.credential.as_ref()).await {
+                Err(why) => {
+                    // A later request of a session with the wrong password leaves the session's
+                    // connection (still bound as its client) to the session; otherwise a session
+                    // without a usable connection gives it up.
+                    let status = match req.dialog {
+                        Dialog::None => ReplyStatus::Ok,
+                        Dialog::Continue if why.kind == "authenticationFailed" => {
+                            ReplyStatus::DialogContinue
+                        }
+                        _ => ReplyStatus::DialogEnd,
+                    };
+                    (status, Bytes::from(unusable_response(&batch, &why)))
+                }
+                Ok(ldap) => {
+                    let outcome = run::run(ldap, batch).await;
+                    let status = match (in_dialog, outcome.connection_lost) {
+                        (false, _) => ReplyStatus::Ok,
+                        (true, false) => ReplyStatus::DialogContinue,
+                        // The session's connection is gone: its dialog ends with this reply, and
+                        // its next request gets a fresh connection.
+                        (true, true) => ReplyStatus::DialogEnd,
+                    };
+                    if outcome.connection_lost {
+                        Conn::close(self).await;
+                    }
+                    (status, Bytes::from(outcome.xml))
+                }
+            },
+        };
+        Ok(Reply {
+            id: req.id,
+            status,
+            payload,
+            open_transaction: None,
+        })
+    }
+
+    /// The session ended or expired: close its connection, so that its paged searches and
+    /// whatever else it held go with it; the next batch connects and binds anew.
+    async fn dialog_abort(&mut self) -> Result<(), GiveUp> {
+        Conn::close(self).await;
+        Ok(())
+    }
+
+    async fn close(&mut self) {
+        Conn::close(self).await;
+    }
 }

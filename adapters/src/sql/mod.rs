@@ -247,14 +247,10 @@ pub struct SqlConnector {
     threads: Mutex<u64>,
 }
 
-/// The in-memory pipe's buffer in each direction: a frame larger than this simply waits for the
-/// other side to read (tokio's duplex applies backpressure).
-const PIPE_BUFFER: usize = 256 * 1024;
-
 #[async_trait]
 impl Connector for SqlConnector {
     async fn connect(&self, worker: &WorkerId) -> Result<Link, String> {
-        let (broker_side, server_side) = tokio::io::duplex(PIPE_BUFFER);
+        let (link, server_side) = crate::inproc::pipe(&self.db.describe(), worker);
         let db = self.db.clone();
         let methods = self.methods.clone();
         let max_frame = self.max_frame;
@@ -271,13 +267,6 @@ impl Connector for SqlConnector {
         opened_rx
             .await
             .map_err(|_| "the connection thread ended before opening".to_string())??;
-        let (reader, writer) = tokio::io::split(broker_side);
-        Ok(Link {
-            reader: Box::new(reader),
-            writer: Box::new(writer),
-            child: None,
-            pid: None,
-            peer: format!("{} ({worker})", self.db.describe()),
-        })
+        Ok(link)
     }
 }

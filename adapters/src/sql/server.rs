@@ -1,7 +1,6 @@
-//! One connection's thread: the wire protocol (`adapters/PROTOCOL.md`) served over the in-memory
-//! pipe, the way a process worker serves it over its stdin and stdout.
+//! One connection's thread: a [`crate::inproc::Server`] over the in-memory pipe, the way a
+//! process worker serves the wire protocol over its stdin and stdout.
 //!
-//! - `HELLO` is answered with protocol 1;
 //! - `REQUEST` runs the batch in the payload (`sqlbatch`, or a named method's statement with the
 //!   payload's parameters, by the request's operation) and replies with the `SqlResultStream`. A payload that
 //!   is not a batch (unknown method, a parameter of the wrong type, SQL text over the limit) is an
@@ -16,7 +15,8 @@
 //! the database rolls back whatever was open).
 
 use super::{batch, stream, Connection, Database, Item};
-use crate::protocol::{self, Dialog, FrameReader, Hello, Message, Reply};
+use crate::inproc::{self, GiveUp};
+use crate::protocol::{Dialog, Reply, Request};
 use crate::ReplyStatus;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -54,150 +54,124 @@ pub(super) fn run(
             }
         };
         let _ = opened.send(Ok(()));
-        serve(db, conn, pipe, max_frame, &methods).await;
+        let server = SqlServer {
+            db,
+            conn,
+            methods,
+            open: None,
+        };
+        inproc::serve(server, pipe, max_frame, "sql connection").await;
     });
 }
 
-async fn serve(
+/// One connection and what its session holds on it.
+struct SqlServer {
     db: Arc<dyn Database>,
-    mut conn: Box<dyn Connection>,
-    pipe: DuplexStream,
-    mut max_frame: usize,
-    methods: &[crate::SqlMethod],
-) {
-    let (read, mut write) = tokio::io::split(pipe);
-    let mut reader = FrameReader::new(read, max_frame);
-    let server = db.source();
-    // The transaction the session holds open on this connection, by the token it is reported
-    // under (`open-transaction`) until it ends.
-    let mut open: Option<String> = None;
-    loop {
-        let frame = match reader.read_frame().await {
-            Ok(Some(frame)) => frame,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, "sql connection: bad frame from the broker; closing");
-                return;
+    conn: Box<dyn Connection>,
+    /// The class's named web methods.
+    methods: Arc<[crate::SqlMethod]>,
+    /// The transaction the session holds open on this connection, by the token it is reported
+    /// under (`open-transaction`) until it ends.
+    open: Option<String>,
+}
+
+impl inproc::Server for SqlServer {
+    fn name(&self) -> String {
+        format!("broker sql adapter ({})", self.db.source())
+    }
+
+    fn no_transactions(&self) -> &'static str {
+        "a sql class's transactions are the database's own"
+    }
+
+    async fn request(&mut self, req: Request) -> Result<Reply, GiveUp> {
+        // sqlbatch, or one of the class's named methods (the service's operation).
+        let read = if req.operation == "sqlbatch" {
+            batch::read(&req.payload, MAX_SQL_BYTES).map(|b| (b, stream::SQL_NS.to_string()))
+        } else {
+            match self.methods.iter().find(|m| m.name == req.operation) {
+                Some(m) => batch::read_method(&req.payload, m)
+                    .map(|(b, ns)| (b, ns.unwrap_or_else(|| stream::SQL_NS.to_string()))),
+                None => Err(batch::BatchError::UnknownMethod(req.operation.clone())),
             }
         };
-        let answer = match Message::from_frame(frame) {
-            Ok(Message::Hello(hello)) => {
-                if let Some(m) = hello.max_frame {
-                    max_frame = max_frame.min(m);
+        let (status, payload) = match read {
+            Err(e) => (
+                ReplyStatus::Fault {
+                    code: "Client".to_string(),
+                    string: e.to_string(),
+                },
+                Bytes::new(),
+            ),
+            Ok((batch, ns)) => {
+                let conn = &mut self.conn;
+                let mut items = conn.run(&batch).await;
+                let sessionless = req.dialog == Dialog::None;
+                if !sessionless {
+                    self.open = match (
+                        conn.in_transaction(&batch, self.open.is_some()).await,
+                        self.open.take(),
+                    ) {
+                        (false, _) => None,
+                        (true, Some(token)) => Some(token),
+                        (true, None) => Some(new_transaction_token()),
+                    };
+                } else if conn.in_transaction(&batch, false).await {
+                    let text = match conn.rollback().await {
+                        Ok(()) => "The transaction the batch left open was rolled back: outside a session a transaction ends with its request.".to_string(),
+                        Err(e) => format!("The transaction the batch left open could not be rolled back: {e}"),
+                    };
+                    items.push(Item::Message {
+                        class: 16,
+                        number: 266,
+                        state: 2,
+                        line: 0,
+                        text,
+                    });
                 }
-                Message::Hello(Hello {
-                    protocol: protocol::PROTOCOL_VERSION,
-                    server: Some(format!("broker sql adapter ({server})")),
-                    max_frame: Some(max_frame),
-                    ..Hello::default()
-                })
-            }
-            Ok(Message::Request(req)) => {
-                // sqlbatch, or one of the class's named methods (the service's operation).
-                let read = if req.operation == "sqlbatch" {
-                    batch::read(&req.payload, MAX_SQL_BYTES)
-                        .map(|b| (b, stream::SQL_NS.to_string()))
+                // A pooled connection serves many principals: what a batch outside a session
+                // may have left on it (temporary tables, settings) goes with a fresh one.
+                if sessionless && leaves_state(&batch.sql) {
+                    match self.db.connect().await {
+                        Ok(fresh) => self.conn = fresh,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "sql connection: cannot reopen after a batch outside a session; the worker stops");
+                            return Err(GiveUp);
+                        }
+                    }
+                }
+                let mut out = String::with_capacity(1024);
+                let server = self.db.source();
+                stream::write_result_stream(&req.operation, &ns, &items, server, &mut out);
+                let status = if sessionless {
+                    ReplyStatus::Ok
                 } else {
-                    match methods.iter().find(|m| m.name == req.operation) {
-                        Some(m) => batch::read_method(&req.payload, m)
-                            .map(|(b, ns)| (b, ns.unwrap_or_else(|| stream::SQL_NS.to_string()))),
-                        None => Err(batch::BatchError::UnknownMethod(req.operation.clone())),
-                    }
+                    ReplyStatus::DialogContinue
                 };
-                let (status, payload) = match read {
-                    Err(e) => (
-                        ReplyStatus::Fault {
-                            code: "Client".to_string(),
-                            string: e.to_string(),
-                        },
-                        Bytes::new(),
-                    ),
-                    Ok((batch, ns)) => {
-                        let mut items = conn.run(&batch).await;
-                        let sessionless = req.dialog == Dialog::None;
-                        if !sessionless {
-                            open = match (
-                                conn.in_transaction(&batch, open.is_some()).await,
-                                open.take(),
-                            ) {
-                                (false, _) => None,
-                                (true, Some(token)) => Some(token),
-                                (true, None) => Some(new_transaction_token()),
-                            };
-                        } else if conn.in_transaction(&batch, false).await {
-                            let text = match conn.rollback().await {
-                                Ok(()) => "The transaction the batch left open was rolled back: outside a session a transaction ends with its request.".to_string(),
-                                Err(e) => format!("The transaction the batch left open could not be rolled back: {e}"),
-                            };
-                            items.push(Item::Message {
-                                class: 16,
-                                number: 266,
-                                state: 2,
-                                line: 0,
-                                text,
-                            });
-                        }
-                        // A pooled connection serves many principals: what a batch outside a session
-                        // may have left on it (temporary tables, settings) goes with a fresh one.
-                        if sessionless && leaves_state(&batch.sql) {
-                            match db.connect().await {
-                                Ok(fresh) => conn = fresh,
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "sql connection: cannot reopen after a batch outside a session; the worker stops");
-                                    return;
-                                }
-                            }
-                        }
-                        let mut out = String::with_capacity(1024);
-                        stream::write_result_stream(&req.operation, &ns, &items, server, &mut out);
-                        let status = if req.dialog == Dialog::None {
-                            ReplyStatus::Ok
-                        } else {
-                            ReplyStatus::DialogContinue
-                        };
-                        (status, Bytes::from(out))
-                    }
-                };
-                Message::Reply(Reply {
-                    id: req.id,
-                    status,
-                    payload,
-                    open_transaction: open.clone(),
-                })
-            }
-            Ok(Message::DialogAbort { id, .. }) => {
-                open = None;
-                let _ = conn.rollback().await;
-                // A fresh connection: the session's temporary tables and settings go with the old.
-                drop(conn);
-                conn = match db.connect().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "sql connection: cannot reopen after a session ended; the worker stops");
-                        return;
-                    }
-                };
-                Message::Ack {
-                    id,
-                    transaction: None,
-                }
-            }
-            Ok(other) => Message::Reply(Reply {
-                open_transaction: None,
-                id: other.id(),
-                status: ReplyStatus::Error(format!(
-                    "{} is not supported: a sql class's transactions are the database's own",
-                    other.kind()
-                )),
-                payload: Bytes::new(),
-            }),
-            Err(e) => {
-                tracing::warn!(error = %e, "sql connection: bad message from the broker; closing");
-                return;
+                (status, Bytes::from(out))
             }
         };
-        if answer.write_answer(&mut write, max_frame).await.is_err() {
-            return;
+        Ok(Reply {
+            id: req.id,
+            status,
+            payload,
+            open_transaction: self.open.clone(),
+        })
+    }
+
+    async fn dialog_abort(&mut self) -> Result<(), GiveUp> {
+        self.open = None;
+        let _ = self.conn.rollback().await;
+        // A fresh connection: the session's temporary tables and settings go with the old.
+        match self.db.connect().await {
+            Ok(c) => {
+                self.conn = c;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "sql connection: cannot reopen after a session ended; the worker stops");
+                Err(GiveUp)
+            }
         }
     }
 }

@@ -172,6 +172,15 @@ enum Here {
     HeldBy(BrokerInfo),
 }
 
+/// The client's credentials for a class that binds as the client, and for no other.
+fn credential_for(route: &Route, call: &ServiceCall) -> Option<adapters::Credential> {
+    if route.class.config().binds_as_client() {
+        call.credential.clone()
+    } else {
+        None
+    }
+}
+
 /// A call inside a session that got its reply.
 struct Called {
     reply: Reply,
@@ -692,12 +701,7 @@ impl SessionEngine {
             }
         }
         let request = BackendRequest {
-            credential: route
-                .class
-                .config()
-                .binds_as_client()
-                .then(|| call.credential.clone())
-                .flatten(),
+            credential: credential_for(route, call),
             service: call.service.clone(),
             operation: route.operation.to_string(),
             session_id: Some(record.id.clone()),
@@ -1021,12 +1025,7 @@ impl SessionEngine {
         call: &ServiceCall,
     ) -> Result<Reply, EngineError> {
         let request = BackendRequest {
-            credential: route
-                .class
-                .config()
-                .binds_as_client()
-                .then(|| call.credential.clone())
-                .flatten(),
+            credential: credential_for(route, call),
             service: call.service.clone(),
             operation: route.operation.to_string(),
             session_id: None,

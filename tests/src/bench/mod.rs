@@ -2,6 +2,7 @@
 //! orchestrated measurements (`compare`, `sessions`, `preload`, `sql`).
 
 pub mod compare;
+pub mod floor;
 pub mod hist;
 pub mod ldap;
 pub mod load;

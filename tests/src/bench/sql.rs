@@ -9,15 +9,10 @@
 //! closed loop. The floor client runs the same query with `$1`. Reported: operations per second,
 //! p50 and p99, and the broker/floor ratios.
 
+use super::floor::{self, Figures, LoopArgs, SoapConnection};
 use super::hist::Histogram;
-use super::procs::{free_port, Launch};
 use base64::Engine as _;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct SqlArgs {
@@ -28,21 +23,8 @@ pub struct SqlArgs {
     /// A SQLite file in a temporary directory instead of PostgreSQL.
     #[arg(long, conflicts_with = "postgres")]
     pub sqlite: bool,
-    /// Virtual clients: sessions through the broker, connections for the floor.
-    #[arg(long, default_value_t = 8)]
-    pub connections: usize,
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    pub duration: Duration,
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
-    pub warmup: Duration,
-    #[arg(long, default_value_t = 3)]
-    pub rounds: usize,
-    /// Where `broker` is (default: the directory of this executable).
-    #[arg(long)]
-    pub bin_dir: Option<PathBuf>,
-    /// HTTP worker threads of the broker (`broker.workers`).
-    #[arg(long, default_value_t = 1)]
-    pub broker_workers: usize,
+    #[command(flatten)]
+    pub loops: LoopArgs,
 }
 
 const USER: &str = "bench";
@@ -50,23 +32,11 @@ const PASSWORD: &str = "bench";
 const QUERY_PG: &str = "SELECT owner, balance FROM bench_account WHERE id = $1";
 const QUERY_SQL: &str = "SELECT owner, balance FROM bench_account WHERE id = @id";
 const ROWS: i32 = 1000;
-
-struct Figures {
-    ops: f64,
-    p50: u64,
-    p99: u64,
-    errors: u64,
-}
+const OPTIONS: &str = "http://schemas.microsoft.com/sqlserver/2004/SOAP/Options";
 
 pub fn run(args: SqlArgs) -> Result<(), String> {
-    let bin_dir = match &args.bin_dir {
-        Some(d) => d.clone(),
-        None => std::env::current_exe()
-            .map_err(|e| e.to_string())?
-            .parent()
-            .map(PathBuf::from)
-            .ok_or("no directory for this executable")?,
-    };
+    let loops = &args.loops;
+    let bin_dir = floor::bin_dir(loops)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -76,7 +46,7 @@ pub fn run(args: SqlArgs) -> Result<(), String> {
         .tempdir()
         .map_err(|e| e.to_string())?;
     // The broker's `database`, and what the floor connects to.
-    let (base, db_name, db_url, floor) = if args.sqlite {
+    let (base, db_name, db_url, floor_name) = if args.sqlite {
         let path = dir.path().join("bench.db");
         prepare_sqlite(&path)?;
         let url = format!("sqlite:{}", path.display());
@@ -107,9 +77,10 @@ pub fn run(args: SqlArgs) -> Result<(), String> {
         })
         .map_err(|e| format!("broker hash-password: {e}"))?;
     let user_line = String::from_utf8_lossy(&hash.stdout).trim().to_string();
-    let addr = format!("127.0.0.1:{}", free_port()?);
-    let config = format!(
-        r#"[broker]
+    let data = dir.path().join("data").display().to_string();
+    let (addr, broker) = floor::start_broker("broker-sql", dir.path(), &bin_dir, |addr| {
+        format!(
+            r#"[broker]
 listen = "{addr}"
 data_dir = {data:?}
 workers = {workers}
@@ -140,94 +111,33 @@ name = "sqlbatch"
 endpoint = "/sql"
 server_class = "db"
 "#,
-        data = dir.path().join("data").display().to_string(),
-        workers = args.broker_workers,
-        max = args.connections + 2,
-    );
-    let config_path = dir.path().join("broker.toml");
-    std::fs::write(&config_path, config).map_err(|e| e.to_string())?;
-    let launch = Launch {
-        name: "broker-sql",
-        dir: dir.path(),
-        cpus: None,
-        marker: None,
-    };
-    let mut cmd = Command::new(bin_dir.join("broker"));
-    cmd.arg("--config").arg(&config_path);
-    let broker = super::procs::start_server(&launch, cmd, addr.clone())?;
+            workers = loops.broker_workers,
+            max = loops.connections + 2,
+        )
+    })?;
 
     println!(
         "sql ({}): SELECT of one row, {} virtual clients, {} rounds of {:?} (+{:?} warm-up)",
         if args.sqlite { "SQLite" } else { "PostgreSQL" },
-        args.connections,
-        args.rounds,
-        args.duration,
-        args.warmup
+        loops.connections,
+        loops.rounds,
+        loops.duration,
+        loops.warmup
     );
-    let mut results: Vec<(&str, Figures)> = Vec::new();
-    for round in 1..=args.rounds {
-        let order: [&str; 2] = if round % 2 == 1 {
-            [floor, "broker-session"]
-        } else {
-            ["broker-session", floor]
-        };
-        for target in order {
-            let f = rt.block_on(async {
-                match target {
-                    "broker-session" => through_broker(&addr, &args).await,
-                    _ if args.sqlite => sqlite_direct(&db_url, &args),
-                    _ => direct(&db_url, &args).await,
-                }
-            })?;
-            println!(
-                "round {round}  {target:<16} {:>8.0} ops/s  p50 {:>7.3} ms  p99 {:>7.3} ms  errors {}",
-                f.ops,
-                f.p50 as f64 / 1e6,
-                f.p99 as f64 / 1e6,
-                f.errors
-            );
-            results.push((target, f));
-        }
-    }
-    let mean = |t: &str, get: &dyn Fn(&Figures) -> f64| {
-        let v: Vec<f64> = results
-            .iter()
-            .filter(|(n, _)| *n == t)
-            .map(|(_, f)| get(f))
-            .collect();
-        v.iter().sum::<f64>() / v.len().max(1) as f64
-    };
-    let (bo, po) = (mean("broker-session", &|f| f.ops), mean(floor, &|f| f.ops));
-    let (b99, p99) = (
-        mean("broker-session", &|f| f.p99 as f64),
-        mean(floor, &|f| f.p99 as f64),
-    );
-    let (b50, p50) = (
-        mean("broker-session", &|f| f.p50 as f64),
-        mean(floor, &|f| f.p50 as f64),
-    );
-    println!("| target | ops/s | p50 | p99 |\n| --- | --- | --- | --- |");
-    println!(
-        "| {floor} (floor) | {po:.0} | {:.3} ms | {:.3} ms |",
-        p50 / 1e6,
-        p99 / 1e6
-    );
-    println!(
-        "| broker-session | {bo:.0} | {:.3} ms | {:.3} ms |",
-        b50 / 1e6,
-        b99 / 1e6
-    );
-    println!(
-        "ratios broker/floor: throughput {:.2}x, p50 {:.2}x, p99 {:.2}x",
-        bo / po.max(1.0),
-        b50 / p50.max(1.0),
-        b99 / p99.max(1.0)
-    );
+    let outcome = floor::rounds(loops, floor_name, |target| {
+        rt.block_on(async {
+            match target {
+                floor::BROKER => through_broker(&addr, loops).await,
+                _ if args.sqlite => sqlite_direct(&db_url, loops),
+                _ => direct(&db_url, loops).await,
+            }
+        })
+    });
     drop(broker);
     if !args.sqlite {
         rt.block_on(drop_database(&base, &db_name));
     }
-    Ok(())
+    outcome
 }
 
 fn with_database(url: &str, name: &str) -> String {
@@ -275,65 +185,6 @@ async fn drop_database(base: &str, name: &str) {
     }
 }
 
-/// Run `clients` closed loops for warm-up + duration; each loop's `op` returns its success.
-async fn closed_loop<F, Fut>(clients: usize, args: &SqlArgs, make: F) -> Result<Figures, String>
-where
-    F: Fn(usize) -> Fut,
-    Fut: std::future::Future<Output = Result<(Histogram, u64), String>> + 'static,
-{
-    let mut tasks = Vec::new();
-    for i in 0..clients {
-        tasks.push(tokio::task::spawn_local(make(i)));
-    }
-    let mut hist = Histogram::new();
-    let mut errors = 0;
-    for t in tasks {
-        let (h, e) = t.await.map_err(|e| e.to_string())??;
-        hist.merge(&h);
-        errors += e;
-    }
-    Ok(Figures {
-        ops: hist.total as f64 / args.duration.as_secs_f64(),
-        p50: hist.quantile(0.50),
-        p99: hist.quantile(0.99),
-        errors,
-    })
-}
-
-/// One virtual client's closed loop: `op(row id)` until warm-up plus duration have passed; the
-/// operations that start after the warm-up are timed (successes) or counted (failures).
-async fn measure<F, Fut>(
-    warmup: Duration,
-    duration: Duration,
-    first: usize,
-    mut op: F,
-) -> (Histogram, u64)
-where
-    F: FnMut(i32) -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    let (measure_from, end) = (start + warmup, start + warmup + duration);
-    let mut hist = Histogram::new();
-    let mut errors = 0;
-    let mut n = first as i32;
-    loop {
-        let t = Instant::now();
-        if t >= end {
-            return (hist, errors);
-        }
-        n = n % ROWS + 1;
-        let ok = op(n).await;
-        if t >= measure_from {
-            if ok {
-                hist.record(t.elapsed().as_nanos() as u64);
-            } else {
-                errors += 1;
-            }
-        }
-    }
-}
-
 fn prepare_sqlite(path: &std::path::Path) -> Result<(), String> {
     let db = rusqlite::Connection::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     db.execute_batch(&format!(
@@ -347,11 +198,11 @@ fn prepare_sqlite(path: &std::path::Path) -> Result<(), String> {
 
 /// The SQLite floor: each client a thread with its own connection and the statement prepared
 /// once (SQLite's calls block, so one thread each, as the broker's sql adapter has).
-fn sqlite_direct(url: &str, args: &SqlArgs) -> Result<Figures, String> {
+fn sqlite_direct(url: &str, loops: &LoopArgs) -> Result<Figures, String> {
     let path = url.trim_start_matches("sqlite:").to_string();
-    let threads: Vec<_> = (0..args.connections)
+    let threads: Vec<_> = (0..loops.connections)
         .map(|i| {
-            let (path, warmup, duration) = (path.clone(), args.warmup, args.duration);
+            let (path, loops) = (path.clone(), loops.clone());
             std::thread::spawn(move || -> Result<(Histogram, u64), String> {
                 let db = rusqlite::Connection::open(&path).map_err(|e| e.to_string())?;
                 let mut stmt = db
@@ -360,7 +211,7 @@ fn sqlite_direct(url: &str, args: &SqlArgs) -> Result<Figures, String> {
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .build()
                     .map_err(|e| e.to_string())?;
-                Ok(rt.block_on(measure(warmup, duration, i, |n| {
+                Ok(rt.block_on(floor::measure(&loops, i, ROWS, |n| {
                     let ok = stmt
                         .query_row([n], |row| {
                             Ok((row.get::<_, String>(0)?, row.get::<_, f64>(1)?))
@@ -378,39 +229,24 @@ fn sqlite_direct(url: &str, args: &SqlArgs) -> Result<Figures, String> {
         hist.merge(&h);
         errors += e;
     }
-    Ok(Figures {
-        ops: hist.total as f64 / args.duration.as_secs_f64(),
-        p50: hist.quantile(0.50),
-        p99: hist.quantile(0.99),
-        errors,
+    Ok(Figures::of(&hist, errors, loops.duration))
+}
+
+async fn direct(url: &str, loops: &LoopArgs) -> Result<Figures, String> {
+    floor::closed_loop(loops, |i| {
+        let (url, loops) = (url.to_string(), loops.clone());
+        async move {
+            let client = pg(&url).await?;
+            let stmt = client.prepare(QUERY_PG).await.map_err(|e| e.to_string())?;
+            let client = std::rc::Rc::new(client);
+            Ok(floor::measure(&loops, i, ROWS, |n| {
+                let (client, stmt) = (client.clone(), stmt.clone());
+                async move { client.query_one(&stmt, &[&n]).await.is_ok() }
+            })
+            .await)
+        }
     })
-}
-
-async fn direct(url: &str, args: &SqlArgs) -> Result<Figures, String> {
-    let local = tokio::task::LocalSet::new();
-    let (warmup, duration) = (args.warmup, args.duration);
-    local
-        .run_until(closed_loop(args.connections, args, |i| {
-            let url = url.to_string();
-            async move {
-                let client = pg(&url).await?;
-                let stmt = client.prepare(QUERY_PG).await.map_err(|e| e.to_string())?;
-                let client = std::rc::Rc::new(client);
-                let (hist, errors) = measure(warmup, duration, i, |n| {
-                    let (client, stmt) = (client.clone(), stmt.clone());
-                    async move { client.query_one(&stmt, &[&n]).await.is_ok() }
-                })
-                .await;
-                Ok((hist, errors))
-            }
-        }))
-        .await
-}
-
-fn envelope(header: &str, body: &str) -> Bytes {
-    Bytes::from(format!(
-        "<soapenv:Envelope xmlns:soapenv=\"http://schemas.xmlsoap.org/soap/envelope/\"><soapenv:Header>{header}</soapenv:Header><soapenv:Body>{body}</soapenv:Body></soapenv:Envelope>"
-    ))
+    .await
 }
 
 fn select(id: i32) -> String {
@@ -419,63 +255,30 @@ fn select(id: i32) -> String {
     )
 }
 
-const OPTIONS: &str = "http://schemas.microsoft.com/sqlserver/2004/SOAP/Options";
-
-async fn through_broker(addr: &str, args: &SqlArgs) -> Result<Figures, String> {
-    let local = tokio::task::LocalSet::new();
-    let (warmup, duration) = (args.warmup, args.duration);
+async fn through_broker(addr: &str, loops: &LoopArgs) -> Result<Figures, String> {
     let auth = format!(
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
     );
-    local
-        .run_until(closed_loop(args.connections, args, |i| {
-            let addr = addr.to_string();
-            let auth = auth.clone();
-            async move {
-                let stream = tokio::net::TcpStream::connect(&addr)
-                    .await
-                    .map_err(|e| format!("{addr}: {e}"))?;
-                let _ = stream.set_nodelay(true);
-                let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                tokio::task::spawn_local(conn);
-                let mut post = |body: Bytes| {
-                    let req = hyper::Request::post("/sql")
-                        .header(hyper::header::HOST, addr.as_str())
-                        .header(hyper::header::CONTENT_TYPE, "text/xml; charset=utf-8")
-                        .header("SOAPAction", "\"sqlbatch\"")
-                        .header(hyper::header::AUTHORIZATION, auth.as_str())
-                        .body(Full::new(body));
-                    let fut = req.map(|r| sender.send_request(r));
-                    async move {
-                        let resp = fut.map_err(|e| e.to_string())?.await.map_err(|e| e.to_string())?;
-                        let ok = resp.status().is_success();
-                        let body = resp.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
-                        Ok::<_, String>((ok, body))
-                    }
-                };
-                let (ok, body) = post(envelope(&format!("<o:sqlSession xmlns:o=\"{OPTIONS}\" initiate=\"true\"/>"), &select(1))).await?;
-                let text = String::from_utf8_lossy(&body);
-                let id = text
-                    .split("sessionId=\"")
-                    .nth(1)
-                    .and_then(|s| s.split('"').next())
-                    .filter(|_| ok)
-                    .ok_or_else(|| format!("initiate failed: {text}"))?
-                    .to_string();
-                let header = format!("<o:sqlSession xmlns:o=\"{OPTIONS}\" sessionId=\"{id}\"/>");
-                let (hist, errors) = measure(warmup, duration, i, |n| {
-                    let reply = post(envelope(&header, &select(n)));
-                    async move {
-                        matches!(reply.await, Ok((true, body)) if !body.windows(11).any(|w| w == b"SqlMessage "))
-                    }
-                })
-                .await;
-                let _ = post(envelope(&format!("<o:sqlSession xmlns:o=\"{OPTIONS}\" sessionId=\"{id}\" terminate=\"true\"/>"), "")).await;
-                Ok((hist, errors))
-            }
-        }))
-        .await
+    floor::closed_loop(loops, |i| {
+        let (addr, auth, loops) = (addr.to_string(), auth.clone(), loops.clone());
+        async move {
+            let mut conn = SoapConnection::open(&addr, "/sql", "\"sqlbatch\"", Some(auth)).await?;
+            let initiate = format!("<o:sqlSession xmlns:o=\"{OPTIONS}\" initiate=\"true\"/>");
+            let (ok, body) = conn.post(&initiate, &select(1)).await?;
+            let id = floor::attribute_of(ok, &body, "sessionId")?;
+            let header = format!("<o:sqlSession xmlns:o=\"{OPTIONS}\" sessionId=\"{id}\"/>");
+            let result = floor::measure(&loops, i, ROWS, |n| {
+                let reply = conn.post(&header, &select(n));
+                async move {
+                    matches!(reply.await, Ok((true, body)) if !body.windows(11).any(|w| w == b"SqlMessage "))
+                }
+            })
+            .await;
+            let terminate = format!("<o:sqlSession xmlns:o=\"{OPTIONS}\" sessionId=\"{id}\" terminate=\"true\"/>");
+            let _ = conn.post(&terminate, "").await;
+            Ok(result)
+        }
+    })
+    .await
 }
