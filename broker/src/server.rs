@@ -340,7 +340,7 @@ async fn serve<D: Dialect>(
     );
     HttpResponse::build(reply.status)
         .content_type(reply.content_type)
-        .body(reply.body)
+        .body(reply.body.into_http())
 }
 
 /// The principal of a request (None: anonymous) and, with `auth = "directory"`, the credentials

@@ -6,9 +6,9 @@
 //! `directory` server class.
 
 use broker_tests::dsml::{
-    self, batch, begin, begin_session, call, default_ns_header, empty_batch, end, envelope,
-    expect_ad_session, expect_batch_response, expect_fault, post, post_from, post_with, search,
-    session, DsmlEndpoint, DsmlFault, AD_NS, DSML_NS,
+    self, ad_sessions, batch, begin, begin_session, call, default_ns_header, empty_batch, end,
+    envelope, expect_ad_session, expect_batch_response, expect_fault, post, post_from, post_with,
+    search, session, DsmlEndpoint, DsmlFault, AD_NS, DSML_NS,
 };
 use broker_tests::http::Client;
 use broker_tests::soap::{SoapReply, SOAP11_NS, SOAP12_NS};
@@ -209,6 +209,46 @@ fn empty_body_is_bad_request_but_an_empty_batch_request_is_valid() {
     expect_fault(&call(&url, &session(&id), ""), DsmlFault::BadRequest);
     // The session survived the bad request.
     expect_batch_response(&call(&url, &session(&id), &empty_batch()));
+}
+
+/// Protects "one batchRequest per message": an element after the batchRequest in the Body is bad
+/// DSML, answered (HTTP 200) with a batchResponse holding `errorResponse type="malformedRequest"`;
+/// nothing of the batch runs, a BeginSession creates no session, a session's ID is echoed and the
+/// session lives on.
+#[test]
+fn an_element_after_the_batch_request_is_a_malformed_request_error_response() {
+    let b = start(&DsmlEndpoint::new().sessions_max(1));
+    let url = b.url("/dsml");
+    let two = format!("{}<extra xmlns=\"urn:example\"/>", empty_batch());
+    let malformed = |r: &SoapReply| {
+        assert_eq!(r.http.status, 200, "{}", r.describe());
+        let resp = expect_batch_response(r);
+        let errors: Vec<_> = resp.elements().collect();
+        assert_eq!(errors.len(), 1, "{}", r.describe());
+        assert_eq!(errors[0].local, "errorResponse", "{}", r.describe());
+        assert_eq!(
+            errors[0].attr("type"),
+            Some("malformedRequest"),
+            "{}",
+            r.describe()
+        );
+    };
+    let r = call(&url, &begin(), &two);
+    malformed(&r);
+    assert!(
+        ad_sessions(&r).is_empty(),
+        "no session begun: {}",
+        r.describe()
+    );
+    // sessions_max = 1 and the refused BeginSession took nothing: this one gets the place.
+    let id = begin_session(&url);
+    let r = call(&url, &session(&id), &two);
+    malformed(&r);
+    assert_eq!(expect_ad_session(&r), id);
+    // The session lives on.
+    let r = call(&url, &session(&id), &empty_batch());
+    expect_batch_response(&r);
+    assert_eq!(expect_ad_session(&r), id);
 }
 
 /// Protects "one session header per message": any two of BeginSession, Session and EndSession

@@ -18,6 +18,7 @@
 //! Generic SOAP errors found before the dialect is involved (malformed XML, limits, mustUnderstand)
 //! are rendered by [`Dialect::write_soap_error`]; its default renders the plain SOAP fault.
 
+pub mod body;
 pub mod dsml;
 pub mod nonstop;
 pub mod sqlsession;
@@ -43,7 +44,7 @@ pub struct HttpInfo {
 pub struct HttpReply {
     pub status: StatusCode,
     pub content_type: String,
-    pub body: Vec<u8>,
+    pub body: body::ReplyBody,
 }
 
 /// A request the dialect refused while reading it: the error and what the reply needs to know.
@@ -117,7 +118,7 @@ pub fn render_fault(version: SoapVersion, fault: &Fault) -> HttpReply {
     HttpReply {
         status: fault.status(version),
         content_type: version.content_type().to_string(),
-        body,
+        body: body.into(),
     }
 }
 

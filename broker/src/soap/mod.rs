@@ -40,6 +40,6 @@ pub use version::{
     SOAP12_ROLE_NONE, SOAP12_ROLE_ULTIMATE_RECEIVER,
 };
 pub use write::{
-    escape_attr, escape_text, write_fault, write_fault_with_prefix, write_response,
-    write_response_with_prefix,
+    escape_attr, escape_text, response_around, write_fault, write_fault_with_prefix,
+    write_response, write_response_with_prefix,
 };

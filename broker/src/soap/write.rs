@@ -215,8 +215,28 @@ pub fn write_response_with_prefix(
         is_ncname(prefix) && !starts_with_xml(prefix),
         "bad envelope prefix {prefix:?}"
     );
-    let p = prefix.as_bytes();
     out.reserve(body.len() + headers.iter().map(|h| h.len()).sum::<usize>() + 160);
+    response_head(version, prefix, headers, out);
+    out.extend_from_slice(body);
+    response_tail(prefix, out);
+}
+
+/// The envelope of [`write_response_with_prefix`] without its Body's content: everything before
+/// it and everything after, for a body sent as it is (`dialect::body`).
+pub fn response_around(version: SoapVersion, prefix: &str, headers: &[&str]) -> (Vec<u8>, Vec<u8>) {
+    debug_assert!(
+        is_ncname(prefix) && !starts_with_xml(prefix),
+        "bad envelope prefix {prefix:?}"
+    );
+    let mut head = Vec::with_capacity(headers.iter().map(|h| h.len()).sum::<usize>() + 128);
+    response_head(version, prefix, headers, &mut head);
+    let mut tail = Vec::with_capacity(32);
+    response_tail(prefix, &mut tail);
+    (head, tail)
+}
+
+fn response_head(version: SoapVersion, prefix: &str, headers: &[&str], out: &mut Vec<u8>) {
+    let p = prefix.as_bytes();
     start_envelope(version, prefix, out);
     if !headers.is_empty() {
         tag(out, &[b"<", p, b":Header>"]);
@@ -226,8 +246,10 @@ pub fn write_response_with_prefix(
         tag(out, &[b"</", p, b":Header>"]);
     }
     tag(out, &[b"<", p, b":Body>"]);
-    out.extend_from_slice(body);
-    tag(out, &[b"</", p, b":Body>"]);
+}
+
+fn response_tail(prefix: &str, out: &mut Vec<u8>) {
+    tag(out, &[b"</", prefix.as_bytes(), b":Body>"]);
     end_envelope(prefix, out);
 }
 

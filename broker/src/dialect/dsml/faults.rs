@@ -49,6 +49,10 @@ pub enum DsmlError {
     TooManyOperations { max: usize },
     /// The batchRequest could not be read.
     Unreadable(String),
+    /// Another element follows the `batchRequest` in the Body: answered, as the DSMLv2 gateway
+    /// answers bad DSML, with a `batchResponse` holding `errorResponse type="malformedRequest"`
+    /// (see `Dsml::write_error`), not with a fault; nothing of the batch ran.
+    SecondBodyElement,
     /// Failures of the session engine.
     Engine(Box<Failure>),
 }
@@ -69,6 +73,7 @@ pub fn to_fault(error: &DsmlError) -> Fault {
         | DsmlError::SeveralSessionHeaders
         | DsmlError::IdWithBeginSession
         | DsmlError::TooManyOperations { .. }
+        | DsmlError::SecondBodyElement
         | DsmlError::Unreadable(_) => {
             tracing::debug!(error = ?error, "DSML bad request");
             Kind::BadRequest
@@ -151,7 +156,7 @@ pub fn render(fault: &Fault) -> HttpReply {
     HttpReply {
         status: fault.status(SoapVersion::V11),
         content_type: SoapVersion::V11.content_type().to_string(),
-        body,
+        body: body.into(),
     }
 }
 
@@ -164,7 +169,7 @@ mod tests {
     fn text(error: DsmlError) -> String {
         let reply = render(&to_fault(&error));
         assert_eq!(reply.status.as_u16(), 500);
-        String::from_utf8(reply.body).expect("utf-8")
+        String::from_utf8(reply.body.into_vec()).expect("utf-8")
     }
 
     #[test]
@@ -225,7 +230,7 @@ mod tests {
             "http://www.w3.org/2003/05/soap-envelope".into(),
         )));
         let reply = render(&f);
-        let body = String::from_utf8(reply.body).expect("utf-8");
+        let body = String::from_utf8(reply.body.into_vec()).expect("utf-8");
         assert!(
             body.contains("<faultcode>SOAP:VersionMismatch</faultcode>"),
             "{body}"

@@ -28,7 +28,7 @@ mod read;
 pub use faults::DsmlError;
 pub use read::{DSML_CORE_NS, NS};
 
-use super::{Dialect, HttpInfo, HttpReply, ReadResult, Rejection};
+use super::{body, Dialect, HttpInfo, HttpReply, ReadResult, Rejection};
 use crate::engine::{Failure, FailureKind, Reply, Response};
 use crate::soap::{self, Envelope, SoapError, SoapVersion};
 use actix_web::http::StatusCode;
@@ -39,6 +39,9 @@ pub const ENVELOPE_PREFIX: &str = "SOAP";
 
 /// The reply to a request whose session lost its directory connection (see `write_reply`).
 pub const CONNECTION_LOST: &str = "<batchResponse xmlns=\"urn:oasis:names:tc:DSML:2:0:core\"><errorResponse type=\"connectionClosed\"><message>this session's directory connection was lost with the broker or worker that held it; this batch did not complete; the session's next request gets a fresh connection (paged searches begin again)</message></errorResponse></batchResponse>";
+
+/// The reply to a batchRequest followed by another element in the Body (nothing of it ran).
+pub const SECOND_BODY_ELEMENT: &str = "<batchResponse xmlns=\"urn:oasis:names:tc:DSML:2:0:core\"><errorResponse type=\"malformedRequest\"><message>the SOAP Body holds an element after the batchRequest; a DSML request is one batchRequest; nothing of this batch ran</message></errorResponse></batchResponse>";
 
 /// The service a `batchRequest` is routed to on a DSML endpoint.
 pub const SERVICE: &str = "batchRequest";
@@ -90,8 +93,19 @@ impl Dialect for Dsml {
         Ok((request, cx))
     }
 
-    fn write_error(&self, _version: SoapVersion, _cx: DsmlContext, error: DsmlError) -> HttpReply {
-        faults::render(&faults::to_fault(&error))
+    fn write_error(&self, _version: SoapVersion, cx: DsmlContext, error: DsmlError) -> HttpReply {
+        match error {
+            // Bad DSML, not bad SOAP: the gateway's errorResponse, in a batchResponse. The session
+            // the request named (if any) is echoed as the client sent it; it was not used.
+            DsmlError::SecondBodyElement => {
+                tracing::debug!("DSML malformed request: an element after the batchRequest");
+                batch_reply(
+                    cx.session_id.as_deref(),
+                    bytes::Bytes::from_static(SECOND_BODY_ELEMENT.as_bytes()),
+                )
+            }
+            error => faults::render(&faults::to_fault(&error)),
+        }
     }
 
     fn write_reply(&self, _version: SoapVersion, cx: DsmlContext, response: Response) -> HttpReply {
@@ -116,29 +130,15 @@ impl Dialect for Dsml {
                 return faults::render(&faults::to_fault(&DsmlError::Engine(Box::new(e))));
             }
         };
-        let header = id.as_deref().map(session_header);
-        let headers: Vec<&str> = header.iter().map(String::as_str).collect();
-        let body: &[u8] = match &reply {
+        let body = match reply {
             Reply::Body(b) => b,
             // The engine always calls the batchRequest service; should it answer nothing, the
             // client still needs a batchResponse to parse.
-            Reply::Empty | Reply::Ended => {
-                b"<batchResponse xmlns=\"urn:oasis:names:tc:DSML:2:0:core\"/>"
-            }
+            Reply::Empty | Reply::Ended => bytes::Bytes::from_static(
+                b"<batchResponse xmlns=\"urn:oasis:names:tc:DSML:2:0:core\"/>",
+            ),
         };
-        let mut out = Vec::with_capacity(body.len() + 256);
-        soap::write_response_with_prefix(
-            SoapVersion::V11,
-            ENVELOPE_PREFIX,
-            &headers,
-            body,
-            &mut out,
-        );
-        HttpReply {
-            status: StatusCode::OK,
-            content_type: SoapVersion::V11.content_type().to_string(),
-            body: out,
-        }
+        batch_reply(id.as_deref(), body)
     }
 
     /// Always SOAP 1.1: VersionMismatch and MustUnderstand as the SOAP layer words them (without
@@ -146,6 +146,18 @@ impl Dialect for Dsml {
     /// DSML's "Bad Request".
     fn write_soap_error(&self, _version: SoapVersion, error: &SoapError) -> HttpReply {
         faults::render(&faults::soap_fault(error))
+    }
+}
+
+/// A `batchResponse` in its envelope, with the session header when there is a session. A large
+/// one (a search of thousands of entries) is sent as the class wrote it, not copied.
+fn batch_reply(session: Option<&str>, batch_response: bytes::Bytes) -> HttpReply {
+    let header = session.map(session_header);
+    let headers: Vec<&str> = header.iter().map(String::as_str).collect();
+    HttpReply {
+        status: StatusCode::OK,
+        content_type: SoapVersion::V11.content_type().to_string(),
+        body: body::envelope(SoapVersion::V11, ENVELOPE_PREFIX, &headers, batch_response),
     }
 }
 

@@ -79,12 +79,9 @@ pub(super) fn read(envelope: Envelope, max_ops: usize) -> Result<(Request, DsmlC
             cx,
         ));
     }
-    // [MS-DSML]: the Body holds one batchRequest; anything after it is a malformed request.
+    // The Body holds one batchRequest; anything after it is a malformed request.
     if envelope.more_body_elements {
-        return Err((
-            DsmlError::Unreadable("an element after the batchRequest in the Body".to_string()),
-            cx,
-        ));
+        return Err((DsmlError::SecondBodyElement, cx));
     }
     if let Err(e) = check_operations(&body, max_ops) {
         return Err((e, cx));
@@ -201,7 +198,7 @@ mod tests {
         ));
         assert!(matches!(
             read(envelope("", &format!("{BATCH}<extra/>")), 10),
-            Err((DsmlError::Unreadable(_), _))
+            Err((DsmlError::SecondBodyElement, _))
         ));
         assert!(matches!(
             read(envelope("", ""), 10),

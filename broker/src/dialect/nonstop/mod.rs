@@ -123,7 +123,7 @@ impl Dialect for NonStop {
                 HttpReply {
                     status: StatusCode::OK,
                     content_type,
-                    body,
+                    body: body.into(),
                 }
             }
             Err(e) => {
@@ -143,11 +143,11 @@ fn encoded(
     if encoding == encoding_rs::UTF_8 {
         return reply;
     }
-    let (content_type, body) = encode_output(version, reply.body, encoding);
+    let (content_type, body) = encode_output(version, reply.body.into_vec(), encoding);
     HttpReply {
         status: reply.status,
         content_type,
-        body,
+        body: body.into(),
     }
 }
 

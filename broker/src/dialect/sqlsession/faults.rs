@@ -212,7 +212,7 @@ pub fn render(
     HttpReply {
         status,
         content_type: version.content_type().to_string(),
-        body: out.into_bytes(),
+        body: out.into_bytes().into(),
     }
 }
 

@@ -161,16 +161,15 @@ impl Dialect for SqlSession {
             _ => None,
         };
         let headers: Vec<&str> = header.iter().map(String::as_str).collect();
-        let body: &[u8] = match &reply {
+        let payload = match reply {
             Reply::Body(b) => b,
-            Reply::Empty | Reply::Ended => b"",
+            Reply::Empty | Reply::Ended => bytes::Bytes::new(),
         };
-        let mut out = Vec::with_capacity(body.len() + 512);
-        soap::write_response_with_prefix(version, "SOAP-ENV", &headers, body, &mut out);
         HttpReply {
             status: StatusCode::OK,
             content_type: version.content_type().to_string(),
-            body: out,
+            // A large result set is sent as the worker wrote it, not copied into the envelope.
+            body: crate::dialect::body::envelope(version, "SOAP-ENV", &headers, payload),
         }
     }
 
