@@ -3,23 +3,20 @@
 //! The sql and ldap adapters' workers are not processes: each is a connection (to a database, to
 //! a directory) served inside the broker, on a thread or task of its own. So that the pool, its
 //! dialogs, limits, timeouts and restarts stay the same code for every kind of class, such a
-//! worker still speaks the wire protocol (`adapters/PROTOCOL.md`), over an in-memory pipe
-//! ([`pipe`]) instead of a child's stdin and stdout.
+//! worker still speaks the wire protocol (`adapters/PROTOCOL.md`), over an in-memory link
+//! ([`link`]) instead of a child's stdin and stdout: whole frames handed over, their payloads
+//! not copied, so that a large answer (ten thousand directory entries) is held once, by whoever
+//! holds it at the time.
 //!
 //! [`serve`] is that protocol's server loop: it answers `HELLO`, hands each `REQUEST` and
 //! `DIALOG-ABORT` to the kind's [`Server`], refuses the transaction control messages (these
 //! classes' transactions are their backend's own), writes every answer, and ends when the
 //! broker's side of the pipe closes or the server gives up.
 
-use crate::pool::Link;
-use crate::protocol::{self, FrameReader, Hello, Message, Reply, Request};
+use crate::pool::{FrameLink, Link, Transport};
+use crate::protocol::{self, Hello, Message, Reply, Request};
 use crate::{ReplyStatus, WorkerId};
 use bytes::Bytes;
-use tokio::io::DuplexStream;
-
-/// The in-memory pipe's buffer in each direction: a larger frame simply waits for the other side
-/// to read (tokio's duplex applies backpressure).
-const PIPE_BUFFER: usize = 256 * 1024;
 
 /// The server gives up: the worker stops, and the pool starts another.
 pub(crate) struct GiveUp;
@@ -38,13 +35,11 @@ pub(crate) trait Server {
     async fn close(&mut self) {}
 }
 
-/// A pipe for a worker: the broker's end as a [`Link`] (named `peer` in logs), and the server's.
-pub(crate) fn pipe(peer: &str, worker: &WorkerId) -> (Link, DuplexStream) {
-    let (broker_side, server_side) = tokio::io::duplex(PIPE_BUFFER);
-    let (reader, writer) = tokio::io::split(broker_side);
+/// A link for a worker: the broker's end as a [`Link`] (named `peer` in logs), and the server's.
+pub(crate) fn link(peer: &str, worker: &WorkerId) -> (Link, FrameLink) {
+    let (broker_side, server_side) = FrameLink::pair();
     let link = Link {
-        reader: Box::new(reader),
-        writer: Box::new(writer),
+        transport: Transport::Frames(broker_side),
         child: None,
         pid: None,
         peer: format!("{peer} ({worker})"),
@@ -52,18 +47,16 @@ pub(crate) fn pipe(peer: &str, worker: &WorkerId) -> (Link, DuplexStream) {
     (link, server_side)
 }
 
-/// Serve the wire protocol on `pipe` until the broker closes it or `server` gives up. `label`
+/// Serve the wire protocol on `link` until the broker closes it or `server` gives up. `label`
 /// names the kind in log lines (`sql connection`).
 pub(crate) async fn serve<S: Server>(
     mut server: S,
-    pipe: DuplexStream,
+    mut link: FrameLink,
     mut max_frame: usize,
     label: &str,
 ) {
-    let (read, mut write) = tokio::io::split(pipe);
-    let mut reader = FrameReader::new(read, max_frame);
     loop {
-        let frame = match reader.read_frame().await {
+        let frame = match link.recv(max_frame).await {
             Ok(Some(frame)) => frame,
             Ok(None) => break,
             Err(e) => {
@@ -109,7 +102,7 @@ pub(crate) async fn serve<S: Server>(
                 break;
             }
         };
-        if answer.write_answer(&mut write, max_frame).await.is_err() {
+        if link.send(answer.encode_parts(max_frame)).await.is_err() {
             break;
         }
     }

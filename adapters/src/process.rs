@@ -25,7 +25,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::runtime::Handle;
 
-use crate::pool::{Connector, Link, PoolClass};
+use crate::pool::{Connector, Link, PoolClass, Transport};
 use crate::{AdapterError, AdapterKind};
 use crate::{ServerClassConfig, WorkerId};
 
@@ -139,8 +139,10 @@ impl Connector for ProcessConnector {
         let (reader, writer) =
             pipes().map_err(|e| format!("`{}`: cannot take over its pipes: {e}", self.display))?;
         Ok(Link {
-            reader: Box::new(reader),
-            writer: Box::new(writer),
+            transport: Transport::Stream {
+                reader: Box::new(reader),
+                writer: Box::new(writer),
+            },
             child: Some(child),
             pid,
             peer: pid.map_or_else(|| "exited process".to_string(), |p| format!("pid {p}")),

@@ -382,6 +382,35 @@ pub fn decode_frame(buf: &mut BytesMut, max_frame: usize) -> Result<Option<Frame
     Frame::decode(body).map(Some)
 }
 
+/// Decode a frame handed over in two parts by an in-process link (`pool::FrameLink`): `head` is
+/// the length prefix and the header block (as [`Frame::encode_head`] or [`OpenHead::close`] wrote
+/// it), `payload` the payload the sender held, taken as it is. A head that carries its (small)
+/// payload itself, as a whole encoded frame does, is accepted with an empty `payload`. The checks
+/// are those of [`decode_frame`].
+pub fn decode_parts(head: Bytes, payload: Bytes, max_frame: usize) -> Result<Frame, ProtocolError> {
+    if head.len() < 4 {
+        return Err(ProtocolError::Truncated);
+    }
+    let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    check_len(len, max_frame)?;
+    if len != head.len() - 4 + payload.len() {
+        return Err(malformed(format!(
+            "length prefix {len} but {} bytes handed over",
+            head.len() - 4 + payload.len()
+        )));
+    }
+    let frame = Frame::decode(head.slice(4..))?;
+    if payload.is_empty() {
+        return Ok(frame);
+    }
+    if !frame.payload.is_empty() {
+        return Err(malformed(
+            "payload bytes in the head of a frame handed over in parts",
+        ));
+    }
+    Ok(Frame { payload, ..frame })
+}
+
 fn check_len(len: usize, max_frame: usize) -> Result<(), ProtocolError> {
     if len > max_frame {
         return Err(ProtocolError::TooLarge {
@@ -651,19 +680,15 @@ impl Message {
         self.to_frame()?.encode(max_frame)
     }
 
-    /// Write this answer of an in-process server (the sql and ldap adapters' connection
-    /// threads and tasks) to the broker: the header block, then the payload it already holds, in
-    /// one vectored write and without copying it. An answer that cannot be encoded (over the
-    /// frame limit) is replaced by an `error` reply saying so.
-    pub async fn write_answer<W>(&self, out: &mut W, max_frame: usize) -> std::io::Result<()>
-    where
-        W: tokio::io::AsyncWrite + Unpin,
-    {
-        use tokio::io::AsyncWriteExt;
+    /// This message as an in-process link hands it over (`pool::FrameLink`): the length prefix
+    /// and header block, and the payload it already holds (not copied). A message that cannot be
+    /// encoded (over the frame limit) is replaced by an `error` reply saying so: an in-process
+    /// server's answer must reach the broker in some form.
+    pub fn encode_parts(&self, max_frame: usize) -> (Bytes, Bytes) {
         let encoded = self
             .to_frame()
             .and_then(|f| f.encode_head(max_frame).map(|head| (head, f.payload)));
-        let (head, payload) = match encoded {
+        match encoded {
             Ok(parts) => parts,
             Err(e) => {
                 let refusal = Message::Reply(Reply {
@@ -672,15 +697,11 @@ impl Message {
                     payload: Bytes::new(),
                     open_transaction: None,
                 });
-                let bytes = refusal
-                    .encode(max_frame)
-                    .map_err(|e| std::io::Error::other(e.to_string()))?;
-                (bytes, Bytes::new())
+                // An error reply without a payload is a few dozen bytes: always encodable.
+                let head = refusal.encode(max_frame).unwrap_or_default();
+                (head, Bytes::new())
             }
-        };
-        let mut both = head.chain(payload);
-        out.write_all_buf(&mut both).await?;
-        out.flush().await
+        }
     }
 
     /// The generic frame for this message. Fails only for values the format cannot carry.
@@ -1383,24 +1404,41 @@ mod tests {
         assert!(Message::from_frame(half).is_err());
     }
 
-    /// Protects the in-process servers' writer: the same bytes as `encode`, and an answer over
-    /// the frame limit replaced by an error reply rather than sent.
-    #[tokio::test]
-    async fn write_answer_writes_what_encode_would_and_refuses_oversize() {
+    /// Protects the in-process link: a message handed over in parts decodes to what its whole
+    /// encoding decodes to, the payload is the sender's buffer (not a copy), an answer over the
+    /// frame limit is replaced by an error reply, and parts that disagree with their length prefix
+    /// or exceed the receiver's limit are refused.
+    #[test]
+    fn messages_handed_over_in_parts_decode_as_their_encoding_does() {
+        let payload = Bytes::from(format!("<r>{}</r>", "x".repeat(1000)));
         let reply = Message::Reply(Reply {
             id: 9,
             status: ReplyStatus::DialogContinue,
-            payload: Bytes::from(format!("<r>{}</r>", "x".repeat(1000))),
+            payload: payload.clone(),
             open_transaction: Some("AAAAAAAAAAA=".into()),
         });
-        let mut out: Vec<u8> = Vec::new();
-        reply
-            .write_answer(&mut out, 1 << 20)
-            .await
-            .expect("written");
-        assert_eq!(out, reply.encode(1 << 20).expect("encoded").to_vec());
-        let mut small: Vec<u8> = Vec::new();
-        reply.write_answer(&mut small, 200).await.expect("written");
+        let (head, body) = reply.encode_parts(1 << 20);
+        assert_eq!(body.as_ptr(), payload.as_ptr(), "not copied");
+        let whole = reply.encode(1 << 20).expect("encoded");
+        assert_eq!([&head[..], &body[..]].concat(), whole.to_vec());
+        let frame = decode_parts(head.clone(), body.clone(), 1 << 20).expect("decoded");
+        assert_eq!(frame.payload.as_ptr(), payload.as_ptr(), "not copied");
+        assert_eq!(
+            Message::from_frame(frame).expect("a reply"),
+            Message::decode(whole.slice(4..)).expect("a reply")
+        );
+        // A whole encoded frame in the head, no payload part: the HELLO the pool sends.
+        assert!(decode_parts(whole.clone(), Bytes::new(), 1 << 20).is_ok());
+        // Over the receiver's limit; a prefix that does not match the parts.
+        assert!(matches!(
+            decode_parts(head.clone(), body.clone(), 200),
+            Err(ProtocolError::TooLarge { .. })
+        ));
+        assert!(decode_parts(head.clone(), body.slice(1..), 1 << 20).is_err());
+        assert!(decode_parts(whole, body, 1 << 20).is_err());
+        // Over the sender's limit: an error reply instead.
+        let (small, rest) = reply.encode_parts(200);
+        assert!(rest.is_empty());
         let text = String::from_utf8_lossy(&small[4..]).into_owned();
         assert!(text.starts_with("REPLY 9\nstatus: error\n"), "{text}");
     }

@@ -24,7 +24,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::runtime::Handle;
 
-use crate::pool::{Connector, Link, PoolClass};
+use crate::pool::{Connector, Link, PoolClass, Transport};
 use crate::{AdapterError, AdapterKind};
 use crate::{ServerClassConfig, WorkerId};
 
@@ -92,8 +92,10 @@ impl Connector for TcpConnector {
                 .map_or_else(|_| address.clone(), |a| a.to_string());
             let (reader, writer) = stream.into_split();
             return Ok(Link {
-                reader: Box::new(reader),
-                writer: Box::new(writer),
+                transport: Transport::Stream {
+                    reader: Box::new(reader),
+                    writer: Box::new(writer),
+                },
                 child: None,
                 pid: None,
                 peer,

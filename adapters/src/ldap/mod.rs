@@ -12,7 +12,7 @@
 //!   is good in the next. A batch outside a session runs on any connection no session holds;
 //! - the session's end or expiry (`DIALOG-ABORT`) closes its connection (and its paged searches
 //!   with it); a fresh one, bound anew, takes its place;
-//! - the wire protocol (`adapters/PROTOCOL.md`) runs over an in-memory pipe, as for the sql
+//! - the wire protocol (`adapters/PROTOCOL.md`) runs over an in-memory link, as for the sql
 //!   adapter, so the pool, its dialogs, limits and timeouts are the same code for every kind.
 //!
 //! Reading the batch is [`dsml`]; running it and writing the `batchResponse` is [`run`].
@@ -108,7 +108,7 @@ impl LdapClass {
     }
 }
 
-/// Opens a class's connections, each served by a task behind an in-memory pipe.
+/// Opens a class's connections, each served by a task behind an in-memory link.
 pub struct LdapConnector {
     binding: Arc<Binding>,
     max_frame: usize,
@@ -118,7 +118,7 @@ pub struct LdapConnector {
 #[async_trait]
 impl Connector for LdapConnector {
     async fn connect(&self, worker: &WorkerId) -> Result<Link, String> {
-        let (link, server_side) = crate::inproc::pipe(&self.binding.url, worker);
+        let (link, server_side) = crate::inproc::link(&self.binding.url, worker);
         let mut conn = server::Conn::new(self.binding.clone(), self.class.clone());
         // Connect now so that the first batch need not wait; failing is not fatal (see above).
         if let Err(e) = conn.ensure().await {

@@ -1,4 +1,4 @@
-//! One LDAP connection's task: a [`crate::inproc::Server`] over the in-memory pipe.
+//! One LDAP connection's task: a [`crate::inproc::Server`] over the in-memory link.
 //!
 //! - `REQUEST` runs the `batchRequest` in the payload and replies with the `batchResponse`
 //!   (`dialog-continue` in a dialog, `ok` outside one; `dialog-end` when the connection dropped
@@ -9,7 +9,7 @@
 //!   and binds anew;
 //! - the transaction control messages are refused: a directory has no transactions here.
 //!
-//! The task ends when the broker's side of the pipe closes, unbinding the connection.
+//! The task ends when the broker's side of the link closes, unbinding the connection.
 
 use super::{dsml, run, BindMode, Binding, PrincipalDn};
 use crate::inproc::GiveUp;

@@ -82,10 +82,74 @@ use dispatch::{
 pub type BoxReader = Box<dyn AsyncRead + Send + Unpin>;
 pub type BoxWriter = Box<dyn AsyncWrite + Send + Unpin>;
 
-/// A freshly started worker: its byte streams, before the handshake.
+/// How the broker and one worker exchange frames.
+pub enum Transport {
+    /// A byte stream: a child's stdin and stdout, a TCP connection.
+    Stream {
+        reader: BoxReader,
+        writer: BoxWriter,
+    },
+    /// An in-process server (the sql and ldap adapters, `inproc.rs`): frames handed over in
+    /// memory, their payloads never copied (a search of ten thousand entries is held once).
+    Frames(FrameLink),
+}
+
+/// A frame as a [`FrameLink`] hands it over: the length prefix with the header block, and the
+/// payload (see `protocol::decode_parts`).
+pub type FrameParts = (Bytes, Bytes);
+
+/// One end of an in-memory link: frames in, frames out. Each direction holds at most
+/// [`FrameLink::DEPTH`] frames (a worker has one exchange in flight at a time, and the channel's
+/// bound is the same backpressure a pipe's buffer gives). Dropping an end is closing it: the other
+/// end reads the end of the stream.
+pub struct FrameLink {
+    pub(crate) to_peer: mpsc::Sender<FrameParts>,
+    pub(crate) from_peer: mpsc::Receiver<FrameParts>,
+}
+
+impl FrameLink {
+    const DEPTH: usize = 2;
+
+    /// Two connected ends: the broker's and the server's.
+    pub fn pair() -> (FrameLink, FrameLink) {
+        let (a_tx, a_rx) = mpsc::channel(Self::DEPTH);
+        let (b_tx, b_rx) = mpsc::channel(Self::DEPTH);
+        (
+            FrameLink {
+                to_peer: a_tx,
+                from_peer: b_rx,
+            },
+            FrameLink {
+                to_peer: b_tx,
+                from_peer: a_rx,
+            },
+        )
+    }
+
+    /// Hand a frame to the other end; fails when it is gone.
+    pub async fn send(&self, parts: FrameParts) -> std::io::Result<()> {
+        self.to_peer
+            .send(parts)
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+    }
+
+    /// The next frame from the other end, decoded with `max_frame`'s checks; `Ok(None)` once the
+    /// other end is gone. Cancel-safe.
+    pub async fn recv(
+        &mut self,
+        max_frame: usize,
+    ) -> Result<Option<protocol::Frame>, protocol::ProtocolError> {
+        match self.from_peer.recv().await {
+            Some((head, payload)) => protocol::decode_parts(head, payload, max_frame).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// A freshly started worker: how to reach it, before the handshake.
 pub struct Link {
-    pub reader: BoxReader,
-    pub writer: BoxWriter,
+    pub transport: Transport,
     /// The child process (process adapter), waited for and killed when the worker stops.
     pub child: Option<Child>,
     pub pid: Option<u32>,

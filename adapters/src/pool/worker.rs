@@ -29,11 +29,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Child;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use bytes::Buf;
+use bytes::{Buf, Bytes};
 
 use super::dispatch::{millis, Answer, Ending, Work, WorkerNo};
-use super::{BoxWriter, Connector, PoolJob, Presence, Shared};
-use crate::protocol::{self, FrameReader, Hello, Message};
+use super::{BoxReader, BoxWriter, Connector, FrameLink, PoolJob, Presence, Shared, Transport};
+use crate::protocol::{self, Frame, FrameReader, Hello, Message, ProtocolError};
 use crate::{AdapterError, BackendReply, ReplyStatus, Vote, WorkerId};
 
 /// How long a new worker has to start (or connect) and answer `HELLO`.
@@ -54,10 +54,62 @@ enum Outcome {
     Stopped,
 }
 
+/// How frames go to and come from one worker: encoded into a byte stream, or handed over whole.
+enum Wire {
+    Stream {
+        reader: FrameReader<BoxReader>,
+        writer: BoxWriter,
+    },
+    Frames {
+        link: FrameLink,
+        max_frame: usize,
+    },
+}
+
+impl Wire {
+    fn new(transport: Transport, max_frame: usize) -> Wire {
+        match transport {
+            Transport::Stream { reader, writer } => Wire::Stream {
+                reader: FrameReader::new(reader, max_frame),
+                writer,
+            },
+            Transport::Frames(link) => Wire::Frames { link, max_frame },
+        }
+    }
+
+    /// Send one frame: `head` (length prefix and header block, or a whole small frame) and its
+    /// payload; a stream gets both in one (vectored, where it can) write.
+    async fn send(&mut self, head: Bytes, payload: Bytes) -> std::io::Result<()> {
+        match self {
+            Wire::Stream { writer, .. } => {
+                let mut out = head.chain(payload);
+                writer.write_all_buf(&mut out).await?;
+                writer.flush().await
+            }
+            Wire::Frames { link, .. } => link.send((head, payload)).await,
+        }
+    }
+
+    /// The next frame; `Ok(None)` when the worker closed its side. Cancel-safe.
+    async fn recv(&mut self) -> Result<Option<Frame>, ProtocolError> {
+        match self {
+            Wire::Stream { reader, .. } => reader.read_frame().await,
+            Wire::Frames { link, max_frame } => link.recv(*max_frame).await,
+        }
+    }
+
+    /// Closing our side is the polite "please exit" (stdin closed, socket half-closed, link
+    /// dropped).
+    async fn close(self) {
+        if let Wire::Stream { mut writer, .. } = self {
+            let _ = writer.shutdown().await;
+        }
+    }
+}
+
 /// A started, handshaken worker connection.
 struct Conn {
-    reader: FrameReader<super::BoxReader>,
-    writer: BoxWriter,
+    wire: Wire,
     child: ChildProcess,
     pid: Option<u32>,
     peer: String,
@@ -76,15 +128,9 @@ impl Conn {
     /// Close the connection and, for a process, make sure it is gone (and reaped).
     async fn close(self, how: Close) -> Option<ExitStatus> {
         let Conn {
-            reader,
-            mut writer,
-            mut child,
-            ..
+            wire, mut child, ..
         } = self;
-        // Closing stdin (or half-closing the socket) is the polite "please exit".
-        let _ = writer.shutdown().await;
-        drop(writer);
-        drop(reader);
+        wire.close().await;
         let mut child = child.child.take()?;
         let wait = match how {
             Close::Graceful => STOP_WAIT,
@@ -227,8 +273,7 @@ impl<C: Connector> Shared<C> {
         let link = self.connector.connect(id).await?;
         let max = self.config.max_frame_bytes;
         let mut conn = Conn {
-            reader: FrameReader::new(link.reader, max),
-            writer: link.writer,
+            wire: Wire::new(link.transport, max),
             child: ChildProcess {
                 child: link.child,
                 orphans: self.orphans.clone(),
@@ -268,14 +313,11 @@ impl<C: Connector> Shared<C> {
         })
         .encode(self.config.max_frame_bytes)
         .map_err(|e| format!("cannot encode HELLO: {e}"))?;
-        let write = async {
-            conn.writer.write_all(&hello).await?;
-            conn.writer.flush().await
-        };
-        write
+        conn.wire
+            .send(hello, Bytes::new())
             .await
             .map_err(|e| format!("{} closed the connection before HELLO ({e})", conn.peer))?;
-        let frame = match conn.reader.read_frame().await {
+        let frame = match conn.wire.recv().await {
             Ok(Some(frame)) => frame,
             Ok(None) => return Err(format!("{} closed the connection before HELLO", conn.peer)),
             Err(e) => return Err(format!("{}: bad HELLO: {e}", conn.peer)),
@@ -324,7 +366,7 @@ impl<C: Connector> Shared<C> {
                         None => break Exit::Retired(None),
                     },
                     // An idle worker must stay silent; anything here means it died or misbehaves.
-                    frame = conn.reader.read_frame() => break match frame {
+                    frame = conn.wire.recv() => break match frame {
                         Ok(None) => Exit::Lost("exited while idle".to_string(), None),
                         Ok(Some(f)) => Exit::Killed(format!("sent {f} while idle"), None),
                         Err(e) => Exit::Killed(format!("while idle: {e}"), None),
@@ -425,18 +467,16 @@ impl<C: Connector> Shared<C> {
             }
             Err(e) => return Outcome::Refused(self.unsendable(work, e)),
         };
-        let (message_id, payload) = (call.id, &call.payload[..]);
+        let (message_id, payload) = (call.id, call.payload.clone());
+        // The stream writes the head from its buffer; the in-memory link needs its own (small).
+        let head = Bytes::copy_from_slice(head);
         // Errors carry whether the worker must be killed (it misbehaved) or just collected (died).
         let exchange = async {
-            let sent = async {
-                // Head and payload in one (vectored, where the stream supports it) write.
-                let mut out = head.chain(payload);
-                conn.writer.write_all_buf(&mut out).await?;
-                conn.writer.flush().await
-            };
-            sent.await
+            conn.wire
+                .send(head, payload)
+                .await
                 .map_err(|e| (format!("cannot send the {}: {e}", job.work.name()), false))?;
-            match conn.reader.read_frame().await {
+            match conn.wire.recv().await {
                 Ok(Some(frame)) => Ok(frame),
                 Ok(None) => Err((
                     format!("closed its output during the {}", job.work.name()),

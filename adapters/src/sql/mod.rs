@@ -15,9 +15,10 @@
 //!   waits in the queue (`queue_limit`, 0 to refuse at once) and then gets `QueueFull`.
 //!
 //! Each connection is served by its own thread (`server.rs`) speaking the same wire protocol as a
-//! process worker over an in-memory pipe, so that the pool's dispatcher (pinning, limits, restarts,
-//! reaping) is the one every adapter shares and is tested once. The cost of the pipe is two frame
-//! encodings per batch, small next to a database round trip.
+//! process worker over an in-memory link (`inproc.rs`), so that the pool's dispatcher (pinning,
+//! limits, restarts, reaping) is the one every adapter shares and is tested once. The cost of the
+//! link is two header blocks encoded and decoded per batch (the payloads are handed over, not
+//! copied), small next to a database round trip.
 //!
 //! The layers:
 //!
@@ -237,7 +238,7 @@ impl SqlClass {
     }
 }
 
-/// Opens a class's connections: each on a thread of its own, behind an in-memory pipe.
+/// Opens a class's connections: each on a thread of its own, behind an in-memory link.
 pub struct SqlConnector {
     db: Arc<dyn Database>,
     /// The class's named web methods.
@@ -250,7 +251,7 @@ pub struct SqlConnector {
 #[async_trait]
 impl Connector for SqlConnector {
     async fn connect(&self, worker: &WorkerId) -> Result<Link, String> {
-        let (link, server_side) = crate::inproc::pipe(&self.db.describe(), worker);
+        let (link, server_side) = crate::inproc::link(&self.db.describe(), worker);
         let db = self.db.clone();
         let methods = self.methods.clone();
         let max_frame = self.max_frame;

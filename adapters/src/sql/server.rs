@@ -1,4 +1,4 @@
-//! One connection's thread: a [`crate::inproc::Server`] over the in-memory pipe, the way a
+//! One connection's thread: a [`crate::inproc::Server`] over the in-memory link, the way a
 //! process worker serves the wire protocol over its stdin and stdout.
 //!
 //! - `REQUEST` runs the batch in the payload (`sqlbatch`, or a named method's statement with the
@@ -11,7 +11,7 @@
 //!   fresh one for the worker's next user, then acknowledges;
 //! - the transaction control messages are refused: a sql class's transactions are the database's.
 //!
-//! The thread ends when the broker's side of the pipe closes; its connection closes with it (and
+//! The thread ends when the broker's side of the link closes; its connection closes with it (and
 //! the database rolls back whatever was open).
 
 use super::{batch, stream, Connection, Database, Item};
@@ -20,17 +20,16 @@ use crate::protocol::{Dialog, Reply, Request};
 use crate::ReplyStatus;
 use bytes::Bytes;
 use std::sync::Arc;
-use tokio::io::DuplexStream;
 use tokio::sync::oneshot;
 
 /// The most bytes of SQL text one batch may hold (SQL Server's own limit is 65 536 × the network
 /// packet size; a SOAP request is bounded by the broker's body limit before it gets here).
 pub const MAX_SQL_BYTES: usize = 1024 * 1024;
 
-/// The thread's body: open the connection, report it, serve until the pipe closes.
+/// The thread's body: open the connection, report it, serve until the link closes.
 pub(super) fn run(
     db: Arc<dyn Database>,
-    pipe: DuplexStream,
+    link: crate::pool::FrameLink,
     max_frame: usize,
     methods: Arc<[crate::SqlMethod]>,
     opened: oneshot::Sender<Result<(), String>>,
@@ -60,7 +59,7 @@ pub(super) fn run(
             methods,
             open: None,
         };
-        inproc::serve(server, pipe, max_frame, "sql connection").await;
+        inproc::serve(server, link, max_frame, "sql connection").await;
     });
 }
 
