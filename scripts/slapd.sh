@@ -21,7 +21,8 @@
 #   BROKER_TEST_LDAP_DIR  the scratch directory (slapd.conf, data, pid file, log)
 #
 # The tree (suffix dc=example,dc=com; manager cn=admin,dc=example,dc=com, password "secret"):
-#   ou=people    uid=ann (password ann-pw, a binary jpegPhoto), uid=bob (bob-pw), uid=carol (carol-pw)
+#   ou=people    uid=ann (password ann-pw, a binary jpegPhoto), uid=bob (bob-pw), uid=carol (carol-pw,
+#                whose unpaged searches stop at 1 000 entries, as everyone's do on Active Directory)
 #   ou=groups    cn=staff (member ann and bob)
 #   ou=paged     25 entries cn=p01 … cn=p25
 #   ou=bulk      10 000 entries cn=b00001 … cn=b10000 (slapadd takes well under a second)
@@ -141,6 +142,7 @@ include /etc/ldap/schema/inetorgperson.schema
 include /etc/ldap/schema/nis.schema
 modulepath /usr/lib/ldap
 moduleload back_mdb
+moduleload syncprov
 pidfile $dir/slapd.pid
 argsfile $dir/slapd.args
 sizelimit unlimited
@@ -154,8 +156,14 @@ rootpw secret
 directory $dir/data
 index objectClass eq
 index cn,uid eq
+index entryCSN,entryUUID eq
+# carol meets the limits an Active Directory puts on everyone: an unpaged search stops at 1 000
+# entries (sizeLimitExceeded), a paged one returns them all (MaxPageSize).
+limits dn.exact="uid=carol,ou=people,$SLAPD_SUFFIX" size.soft=1000 size.hard=1000 size.prtotal=unlimited
 access to attrs=userPassword by self write by anonymous auth by * none
 access to * by users write by * read
+# Content synchronisation (RFC 4533): a refreshAndPersist search stays open until it is abandoned.
+overlay syncprov
 EOF
 }
 

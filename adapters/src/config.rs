@@ -350,6 +350,8 @@ pub struct ServerClassSection {
     pub bind_search_base: Option<String>,
     #[serde(default)]
     pub bind_search_filter: Option<String>,
+    #[serde(default)]
+    pub search_window: Option<u32>,
     #[serde(default = "defaults::context")]
     pub context: Context,
     #[serde(default)]
@@ -434,6 +436,11 @@ impl ServerClassSection {
             (
                 "bind_search_filter",
                 s.bind_search_filter.is_some(),
+                AdapterName::Ldap,
+            ),
+            (
+                "search_window",
+                s.search_window.is_some(),
                 AdapterName::Ldap,
             ),
         ];
@@ -667,6 +674,9 @@ impl ServerClassSection {
                     bind_password: s.bind_password.clone(),
                     connect_timeout,
                     mode,
+                    search_window: s
+                        .search_window
+                        .unwrap_or(crate::ldap::DEFAULT_SEARCH_WINDOW),
                 })
             }
         };

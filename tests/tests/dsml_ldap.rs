@@ -311,6 +311,65 @@ fn parallel_processing_answers_every_operation() {
     assert_eq!(found, want, "{}", r.describe());
 }
 
+/// Protects abandonRequest: in a parallel batch it abandons the search of the same batch it names
+/// (LDAP Abandon once the search is sent). The search is a persistent one (content
+/// synchronisation, refreshAndPersist: the directory never ends it), so only the abandon can:
+/// it is answered `errorResponse type="other"`, the batch's other operation as usual, the abandon
+/// itself with nothing, and the session's connection goes on. In a sequential batch the search it
+/// names is done before the abandon is read: nothing to abandon.
+#[test]
+fn an_abandon_request_abandons_a_search_of_its_parallel_batch() {
+    let b = start();
+    let url = b.url("/dsml");
+    let id = expect_ad_session(&call(&url, &begin(), &batch(&[])));
+    // syncRequestValue: SEQUENCE { mode ENUMERATED refreshAndPersist (3) }.
+    let persist = "<control type=\"1.3.6.1.4.1.4203.1.9.1.1\" criticality=\"true\"><controlValue xsi:type=\"xsd:base64Binary\">MAMKAQM=</controlValue></control>";
+    let forever = format!(
+        "<searchRequest requestID=\"forever\" dn=\"ou=paged,{SUFFIX}\" scope=\"singleLevel\" derefAliases=\"neverDerefAliases\">{persist}<filter><present name=\"cn\"/></filter></searchRequest>"
+    );
+    let abandon =
+        |target: &str| format!("<abandonRequest requestID=\"a\" abandonID=\"{target}\"/>");
+    let one = search(
+        "one",
+        &format!("ou=paged,{SUFFIX}"),
+        "singleLevel",
+        "<equalityMatch name=\"cn\"><value>p01</value></equalityMatch>",
+        &["cn"],
+        "",
+    );
+    let parallel = batch_with(
+        "processing=\"parallel\"",
+        &[forever, abandon("forever"), one.clone()],
+    );
+    let r = call(&url, &session(&id), &parallel);
+    let got = responses(&r);
+    let shape: Vec<(&str, Option<&str>)> = got
+        .iter()
+        .map(|e| (e.local.as_str(), e.attr("requestID")))
+        .collect();
+    assert_eq!(
+        shape,
+        vec![
+            ("errorResponse", Some("forever")),
+            ("searchResponse", Some("one"))
+        ],
+        "{}",
+        r.describe()
+    );
+    assert_eq!(got[0].attr("type"), Some("other"));
+    assert_eq!(entries(&got[1]).len(), 1);
+    // Sequential: the search is answered whole, the abandon has nothing to do.
+    let r = call(
+        &url,
+        &session(&id),
+        &batch(&[bulk_search("", ""), abandon("bulk"), one]),
+    );
+    let got = responses(&r);
+    assert_eq!(got.len(), 2, "no response to the abandon");
+    assert_eq!(entries(&got[0]).len(), 10_000);
+    assert_eq!(entries(&got[1]).len(), 1);
+}
+
 /// Protects binary values: a value that is not UTF-8 (ann's jpegPhoto) comes back as
 /// `xsd:base64Binary` with its exact bytes, and a value sent as base64Binary (in the filter) is
 /// decoded before it reaches the directory.
@@ -469,6 +528,107 @@ fn a_search_of_ten_thousand_entries_comes_back_whole() {
     assert!(found
         .iter()
         .all(|(_, attrs)| attrs.len() == 1 && attrs[0].0 == "description"));
+}
+
+/// A broker whose ldap class binds as carol, whom the test directory limits as Active Directory
+/// limits everyone: an unpaged search stops at 1 000 entries, a paged one is not limited.
+fn start_as_carol(extra: &str) -> BrokerProcess {
+    let keys = format!(
+        "directory = {:?}\nbind_dn = \"uid=carol,ou=people,{SUFFIX}\"\nbind_password = \"carol-pw\"\n{extra}",
+        directory_url()
+    );
+    BrokerProcess::start(&DsmlEndpoint::new().ldap(&keys).config().render())
+}
+
+fn bulk_search(extra: &str, controls: &str) -> String {
+    format!(
+        "<searchRequest requestID=\"bulk\" dn=\"ou=bulk,{SUFFIX}\" scope=\"singleLevel\" derefAliases=\"neverDerefAliases\" {extra}>{controls}<filter><present name=\"objectClass\"/></filter><attributes><attribute name=\"cn\"/></attributes></searchRequest>"
+    )
+}
+
+/// (entries, result code, response controls) of the one searchResponse of a reply.
+fn bulk_result(r: &SoapReply) -> (usize, u32, Vec<String>) {
+    let got = responses(r);
+    assert_eq!(got.len(), 1, "one searchResponse");
+    let done = got[0].child_local("searchResultDone").expect("done");
+    let controls = done
+        .elements()
+        .filter(|c| c.local == "control")
+        .filter_map(|c| c.attr("type").map(str::to_string))
+        .collect();
+    (entries(&got[0]).len(), code(&got[0]).0, controls)
+}
+
+/// Protects windowed searches (the adapter's bound on what the LDAP client holds): a search
+/// without sizeLimit or controls is asked for in pages of `search_window` entries, which the
+/// directory's limit on unpaged searches shows: carol gets all 10 000 entries in one
+/// searchResponse with resultCode 0 and no paged-results control of the adapter's. With the
+/// window off, with a sizeLimit, or with a control of the client's own, the search is sent as it
+/// came and the directory stops it at 1 000 (sizeLimitExceeded), as it would a direct client's.
+#[test]
+fn a_search_without_a_size_limit_is_asked_for_in_windows_and_answered_as_one() {
+    let windowed = start_as_carol("");
+    let url = windowed.url("/dsml");
+    let (n, rc, controls) = bulk_result(&call(&url, "", &batch(&[bulk_search("", "")])));
+    assert_eq!((n, rc), (10_000, 0), "in windows of 500");
+    assert!(
+        controls.is_empty(),
+        "the window's control is the adapter's: {controls:?}"
+    );
+    let (n, rc, _) = bulk_result(&call(
+        &url,
+        "",
+        &batch(&[bulk_search("sizeLimit=\"5000\"", "")]),
+    ));
+    assert_eq!((n, rc), (1_000, 4), "a sizeLimit: sent as it came");
+    let manage_dsa_it = "<control type=\"2.16.840.1.113730.3.4.2\" criticality=\"false\"/>";
+    let (n, rc, _) = bulk_result(&call(&url, "", &batch(&[bulk_search("", manage_dsa_it)])));
+    assert_eq!(
+        (n, rc),
+        (1_000, 4),
+        "a control of the client's: sent as it came"
+    );
+    // In a parallel batch too (its one search).
+    let parallel = batch_with("processing=\"parallel\"", &[bulk_search("", "")]);
+    let (n, rc, _) = bulk_result(&call(&url, "", &parallel));
+    assert_eq!((n, rc), (10_000, 0), "parallel, in windows");
+
+    let whole = start_as_carol("search_window = 0");
+    let url = whole.url("/dsml");
+    let (n, rc, _) = bulk_result(&call(&url, "", &batch(&[bulk_search("", "")])));
+    assert_eq!((n, rc), (1_000, 4), "search_window = 0: sent as it came");
+}
+
+/// Protects a session's own paged search from the adapter's windows: while the session pages a
+/// search of its own on its connection (a directory keeps one paged search per connection), a
+/// large search in between is sent whole, and the session's next page still follows its cookie.
+#[test]
+fn a_session_s_own_paged_search_goes_on_past_a_large_search() {
+    let b = start();
+    let url = b.url("/dsml");
+    let r = call(&url, &begin(), &batch(&[paged_page(b"")]));
+    let id = expect_ad_session(&r);
+    let first = responses(&r);
+    assert_eq!(entries(&first[0]).len(), 10, "{}", r.describe());
+    let cookie = paged_cookie(first[0].child_local("searchResultDone").expect("done"));
+    let (n, rc, _) = bulk_result(&call(&url, &session(&id), &batch(&[bulk_search("", "")])));
+    assert_eq!((n, rc), (10_000, 0));
+    let r = call(&url, &session(&id), &batch(&[paged_page(&cookie)]));
+    let second = responses(&r);
+    assert_eq!(
+        code(&second[0]).0,
+        0,
+        "the cookie still holds: {}",
+        r.describe()
+    );
+    assert_eq!(entries(&second[0]).len(), 10, "{}", r.describe());
+    // The session's paging done (to its end), its searches get windows again.
+    let cookie = paged_cookie(second[0].child_local("searchResultDone").expect("done"));
+    let r = call(&url, &session(&id), &batch(&[paged_page(&cookie)]));
+    let last = responses(&r);
+    assert!(paged_cookie(last[0].child_local("searchResultDone").expect("done")).is_empty());
+    let (n, rc, _) = bulk_result(&call(&url, &session(&id), &batch(&[bulk_search("", "")])));
+    assert_eq!((n, rc), (10_000, 0));
 }
 
 fn slapd_script(args: &[&str]) -> String {

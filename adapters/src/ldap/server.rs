@@ -33,13 +33,19 @@ pub struct Conn {
     ldap: Option<Ldap>,
     /// With `bind = "principal"`: the client the connection is bound as now.
     bound_as: Option<Credential>,
+    /// The class's search window, and whether the session pages a search of its own here.
+    paging: run::Paging,
 }
 
 impl Conn {
     pub fn new(binding: Arc<Binding>, class: String) -> Conn {
         Conn {
-            binding,
+            binding: binding.clone(),
             class,
+            paging: run::Paging {
+                window: binding.search_window,
+                client_paging: false,
+            },
             ldap: None,
             bound_as: None,
         }
@@ -100,6 +106,8 @@ impl Conn {
     /// Close the connection (the next batch opens a fresh one).
     pub async fn close(&mut self) {
         self.bound_as = None;
+        // The directory's paging state goes with the connection.
+        self.paging.client_paging = false;
         if let Some(mut ldap) = self.ldap.take() {
             let _ = ldap.unbind().await;
         }
@@ -271,10 +279,18 @@ fn unusable_response(batch: &dsml::BatchRequest, why: &Unusable) -> String {
 async fn authorized<'a>(
     conn: &'a mut Conn,
     credential: Option<&Credential>,
-) -> Result<&'a mut Ldap, Unusable> {
+) -> Result<(&'a mut Ldap, &'a mut run::Paging), Unusable> {
     conn.ensure().await?;
     conn.authorize(credential).await?;
-    conn.ensure().await
+    conn.ensure().await?;
+    let Conn { ldap, paging, .. } = conn;
+    match ldap.as_mut() {
+        Some(ldap) => Ok((ldap, paging)),
+        None => Err(Unusable {
+            kind: "couldNotConnect",
+            message: "no connection".to_string(),
+        }),
+    }
 }
 
 impl crate::inproc::Server for Conn {
@@ -310,8 +326,8 @@ impl crate::inproc::Server for Conn {
                     };
                     (status, Bytes::from(unusable_response(&batch, &why)))
                 }
-                Ok(ldap) => {
-                    let outcome = run::run(ldap, batch).await;
+                Ok((ldap, paging)) => {
+                    let outcome = run::run(ldap, batch, paging).await;
                     let status = match (in_dialog, outcome.connection_lost) {
                         (false, _) => ReplyStatus::Ok,
                         (true, false) => ReplyStatus::DialogContinue,

@@ -194,7 +194,10 @@ fn minimal_file(key: &str, dialect: Option<&str>) -> String {
     };
     let endpoint = format!("{users}[[endpoint]]\npath = \"/e\"\ndialect = \"{dialect}\"\n");
     // An ldap-only key's default is checked on an ldap class.
-    let class = if key == "server_class[].connect_timeout" {
+    let class = if matches!(
+        key,
+        "server_class[].connect_timeout" | "server_class[].search_window"
+    ) {
         "[[server_class]]\nname = \"c\"\nadapter = \"ldap\"\ndirectory = \"ldap://127.0.0.1:1\"\n"
     } else {
         "[[server_class]]\nname = \"c\"\ncommand = [\"a\"]\n"
