@@ -211,13 +211,13 @@ pub fn run(config: Config) -> Result<(), RunError> {
     for e in &config.endpoints {
         match e.dialect {
             DialectKind::NonStop => {
-                let services: HashMap<String, &'static encoding_rs::Encoding> = config
+                let services: HashMap<String, crate::dialect::OutputEncoding> = config
                     .services
                     .iter()
                     .filter(|s| s.endpoint == e.path)
                     .filter_map(|s| {
-                        let enc = encoding_rs::Encoding::for_label(
-                            s.response_encoding.as_deref()?.as_bytes(),
+                        let enc = crate::dialect::OutputEncoding::for_label(
+                            s.response_encoding.as_deref()?,
                         )?;
                         Some((s.name.clone(), enc))
                     })

@@ -14,7 +14,7 @@ pub struct Route {
     pub class: Arc<dyn ServerClass>,
     /// What the backend is told (the configured operation).
     pub operation: Arc<str>,
-    pub response_encoding: Option<&'static encoding_rs::Encoding>,
+    pub response_encoding: Option<crate::dialect::OutputEncoding>,
     pub abort_transaction_on_fault: bool,
 }
 
@@ -54,7 +54,7 @@ impl Router {
                 response_encoding: s
                     .response_encoding
                     .as_deref()
-                    .and_then(|l| encoding_rs::Encoding::for_label(l.as_bytes())),
+                    .and_then(crate::dialect::OutputEncoding::for_label),
                 abort_transaction_on_fault: s.abort_transaction_on_fault,
             };
             endpoints

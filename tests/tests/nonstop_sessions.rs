@@ -390,6 +390,45 @@ fn output_encoding_shift_jis_encodes_and_declares_the_reply() {
     assert!(cs.eq_ignore_ascii_case("utf-8"), "{}", r.describe());
 }
 
+/// Protects "the encoding the client named": `OutputEncoding="ISO-8859-1"` is answered in
+/// ISO-8859-1 and declared so, not in windows-1252 (which the WHATWG label means): U+0080–U+00FF
+/// are single bytes of their own value, and `€` (0x80 in windows-1252, absent from Latin-1) is a
+/// character reference that decodes back to `€`.
+#[test]
+fn output_encoding_iso_8859_1_is_latin1_not_windows_1252() {
+    let b = start();
+    let url = b.url("/soap");
+    let text = "café \u{85} € ÿ";
+    let header = format!("{}{}", begin(), soap::encoding("ISO-8859-1"));
+    let r = call11(&url, &header, &echo(text));
+    assert_eq!(r.status(), 200, "{}", r.describe());
+    let charset = r.http.charset().unwrap_or_default();
+    assert_eq!(charset, "ISO-8859-1", "{}", r.describe());
+    let body = &r.http.body;
+    assert!(
+        body.starts_with(b"<?xml version=\"1.0\" encoding=\"ISO-8859-1\"?>"),
+        "{}",
+        r.describe()
+    );
+    let want = b"caf\xE9 \x85 &#x20AC; \xFF";
+    assert!(
+        body.windows(want.len()).any(|w| w == want),
+        "Latin-1 bytes and a reference for the euro sign: {:?}",
+        String::from_utf8_lossy(body)
+    );
+    // Decoded as Latin-1 (every byte its own code point), the echo is the text sent.
+    let latin1: String = body.iter().map(|&b| char::from(b)).collect();
+    let doc = broker_tests::xml::parse(latin1.split_once("?>").expect("declaration").1)
+        .expect("well-formed");
+    let echoed = doc
+        .descendants()
+        .into_iter()
+        .find(|e| e.local == "text")
+        .map(|e| e.text())
+        .unwrap_or_default();
+    assert_eq!(echoed, text);
+}
+
 /// Protects -1007: an OutputEncoding the broker cannot write is refused, naming the value.
 #[test]
 fn unsupported_output_encoding_is_fault_1007() {

@@ -708,10 +708,10 @@ pub(super) fn services(
             ));
         }
         if let Some(enc) = &s.response_encoding {
-            if encoding_rs::Encoding::for_label(enc.as_bytes()).is_none() {
+            if crate::dialect::OutputEncoding::for_label(enc).is_none() {
                 return Err(cx.err(
                     k("response_encoding"),
-                    format!("{enc:?} is not a known encoding label"),
+                    format!("{enc:?} is not an encoding replies can be written in (an encoding label such as UTF-8, ISO-8859-1 or Shift_JIS; not UTF-16)"),
                 ));
             }
         }

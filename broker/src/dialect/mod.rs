@@ -20,8 +20,11 @@
 
 pub mod body;
 pub mod dsml;
+pub mod encoding;
 pub mod nonstop;
 pub mod sqlsession;
+
+pub use encoding::{encode_output, OutputEncoding};
 
 use crate::engine::{Request, Response};
 use crate::soap::{self, Envelope, Fault, SoapError, SoapVersion};
@@ -122,31 +125,6 @@ pub fn render_fault(version: SoapVersion, fault: &Fault) -> HttpReply {
     }
 }
 
-/// Re-encode a UTF-8 envelope in `encoding`, adding the XML declaration that names it and returning
-/// the matching media type. UTF-8 passes through untouched.
-pub fn encode_output(
-    version: SoapVersion,
-    utf8: Vec<u8>,
-    encoding: &'static encoding_rs::Encoding,
-) -> (String, Vec<u8>) {
-    if encoding == encoding_rs::UTF_8 {
-        return (version.content_type().to_string(), utf8);
-    }
-    let name = encoding.name();
-    let media = match version {
-        SoapVersion::V11 => "text/xml",
-        SoapVersion::V12 => "application/soap+xml",
-    };
-    let mut text = String::with_capacity(utf8.len() + 64);
-    text.push_str("<?xml version=\"1.0\" encoding=\"");
-    text.push_str(name);
-    text.push_str("\"?>");
-    text.push_str(&String::from_utf8_lossy(&utf8));
-    // Characters the encoding lacks become numeric character references, which XML reads back.
-    let (bytes, _, _) = encoding.encode(&text);
-    (format!("{media}; charset={name}"), bytes.into_owned())
-}
-
 /// Format milliseconds since the epoch as an RFC 3339 UTC timestamp (`2026-11-21T10:04:05.123Z`).
 /// Instants after the year 9999, which RFC 3339 cannot write, are written as its last millisecond.
 pub fn rfc3339_utc(ms: u64) -> String {
@@ -166,18 +144,5 @@ mod tests {
         assert_eq!(rfc3339_utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(rfc3339_utc(1_795_000_000_123), "2026-11-18T11:06:40.123Z");
         assert_eq!(rfc3339_utc(u64::MAX), "9999-12-31T23:59:59.999Z");
-    }
-
-    #[test]
-    fn output_encoding_declares_itself() {
-        let sjis = encoding_rs::Encoding::for_label(b"Shift_JIS").unwrap();
-        let (ct, bytes) = encode_output(SoapVersion::V11, "<a>日本</a>".as_bytes().to_vec(), sjis);
-        assert_eq!(ct, "text/xml; charset=Shift_JIS");
-        let (text, _, bad) = sjis.decode(&bytes);
-        assert!(!bad);
-        assert_eq!(
-            text,
-            "<?xml version=\"1.0\" encoding=\"Shift_JIS\"?><a>日本</a>"
-        );
     }
 }

@@ -21,7 +21,10 @@ mod read;
 pub use faults::NonStopError;
 pub use read::{NS, NS_SLASH};
 
-use super::{encode_output, render_fault, Dialect, HttpInfo, HttpReply, ReadResult, Rejection};
+use super::{
+    encode_output, render_fault, Dialect, HttpInfo, HttpReply, OutputEncoding, ReadResult,
+    Rejection,
+};
 use crate::engine::{Reply, Response};
 use crate::soap::{self, Envelope, SoapVersion};
 use actix_web::http::StatusCode;
@@ -33,7 +36,7 @@ pub struct NonStopContext {
     /// The header namespace in the form the client used.
     pub namespace: &'static str,
     /// The output encoding: the Encoding header, else the service's configured one, else UTF-8.
-    pub encoding: &'static encoding_rs::Encoding,
+    pub encoding: OutputEncoding,
     /// Whether the client chose the encoding with an Encoding header (which beats the service's).
     pub encoding_from_header: bool,
 }
@@ -42,7 +45,7 @@ impl Default for NonStopContext {
     fn default() -> Self {
         NonStopContext {
             namespace: NS,
-            encoding: encoding_rs::UTF_8,
+            encoding: OutputEncoding::UTF_8,
             encoding_from_header: false,
         }
     }
@@ -52,12 +55,12 @@ impl Default for NonStopContext {
 pub struct NonStop {
     /// Looks up a service's configured response encoding (endpoint path, service name).
     /// The configured response encoding of each service of the endpoint that has one.
-    service_encodings: HashMap<String, &'static encoding_rs::Encoding>,
+    service_encodings: HashMap<String, OutputEncoding>,
 }
 
 impl NonStop {
     /// `service_encodings`: service name → its configured response encoding.
-    pub fn new(service_encodings: HashMap<String, &'static encoding_rs::Encoding>) -> NonStop {
+    pub fn new(service_encodings: HashMap<String, OutputEncoding>) -> NonStop {
         NonStop { service_encodings }
     }
 }
@@ -80,7 +83,7 @@ impl Dialect for NonStop {
         if !cx.encoding_from_header {
             if let Some(call) = &request.call {
                 if let Some(enc) = self.service_encodings.get(&call.service) {
-                    cx.encoding = enc;
+                    cx.encoding = *enc;
                 }
             }
         }
@@ -135,12 +138,8 @@ impl Dialect for NonStop {
     }
 }
 
-fn encoded(
-    version: SoapVersion,
-    reply: HttpReply,
-    encoding: &'static encoding_rs::Encoding,
-) -> HttpReply {
-    if encoding == encoding_rs::UTF_8 {
+fn encoded(version: SoapVersion, reply: HttpReply, encoding: OutputEncoding) -> HttpReply {
+    if encoding.is_utf8() {
         return reply;
     }
     let (content_type, body) = encode_output(version, reply.body.into_vec(), encoding);

@@ -3,6 +3,7 @@
 //! (-1003, -1002, -1020). Everything that needs the store (-1001 and later) is the engine's.
 
 use super::{NonStopContext, NonStopError};
+use crate::dialect::OutputEncoding;
 use crate::engine::{Request, ServiceCall, SessionDirective, TxnCommand};
 use crate::soap::{Envelope, HeaderBlock};
 
@@ -161,9 +162,7 @@ fn read_session(block: &HeaderBlock) -> Result<SessionAttrs, NonStopError> {
     Ok(attrs)
 }
 
-fn read_encoding(
-    block: &HeaderBlock,
-) -> Result<(&'static encoding_rs::Encoding, bool), NonStopError> {
+fn read_encoding(block: &HeaderBlock) -> Result<(OutputEncoding, bool), NonStopError> {
     let mut label: Option<&str> = None;
     for a in &block.attributes {
         match (a.namespace.as_deref(), a.local_name.as_str()) {
@@ -180,10 +179,10 @@ fn read_encoding(
     let Some(label) = label else {
         return Err(NonStopError::BadOutputEncoding(String::new()));
     };
-    match encoding_rs::Encoding::for_label(label.trim().as_bytes()) {
-        // encoding_rs cannot write UTF-16 (nor the "replacement" pseudo-encoding): refuse what we
-        // could not honour rather than silently answer in UTF-8.
-        Some(enc) if enc.output_encoding() == enc => Ok((enc, true)),
-        _ => Err(NonStopError::BadOutputEncoding(label.to_string())),
+    // Nothing writes UTF-16 replies here (nor the "replacement" pseudo-encoding): refuse what we
+    // could not honour rather than silently answer in UTF-8.
+    match OutputEncoding::for_label(label) {
+        Some(enc) => Ok((enc, true)),
+        None => Err(NonStopError::BadOutputEncoding(label.to_string())),
     }
 }
