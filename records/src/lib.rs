@@ -6,6 +6,7 @@
 //! crate is that mapping's floor:
 //!
 //! - [`copybook`] reads a COBOL copybook (the subset such records use) into [`Layout`]s;
+//! - [`fields`] reads the second syntax, a TOML field list with TAL-like types, into the same;
 //! - [`layout`] is the model: items, offsets, sizes, tables, redefinitions, defaults;
 //! - [`number`] writes and reads zoned, binary and packed decimal numbers;
 //! - [`record`] turns a service's XML into its record, checking every value, and a reply record
@@ -19,6 +20,7 @@
 
 pub mod charset;
 pub mod copybook;
+pub mod fields;
 pub mod layout;
 pub mod number;
 pub mod record;
