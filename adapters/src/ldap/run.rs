@@ -659,36 +659,24 @@ async fn search_into(
     let id_attr: Vec<(&str, &str)> = id.map(|i| vec![("requestID", i)]).unwrap_or_default();
     out.open("searchResponse", &id_attr, false);
     let entries_at = out.xml.len();
-    let mut result = match window {
+    let in_windows = match window {
         Some(size) => match windowed(ldap, &s, size, out, &id_attr).await {
-            Windowed::Done(r) => r,
+            Windowed::Done(r) => Some(r),
             Windowed::Refused => {
                 tracing::debug!(base = %s.base, "ldap: the directory does not page this search; sent whole");
                 out.xml.truncate(entries_at);
-                page(
-                    ldap,
-                    &s,
-                    options(&s, s.time_limit),
-                    controls,
-                    out,
-                    &id_attr,
-                    None,
-                )
-                .await
+                None
             }
         },
+        None => None,
+    };
+    let mut result = match in_windows {
+        Some(r) => r,
+        // Sent whole. A search an abandon may name has no window, so only here is it reported.
         None => {
             let started = hook.started.take();
-            page(
-                ldap,
-                &s,
-                options(&s, s.time_limit),
-                controls,
-                out,
-                &id_attr,
-                started,
-            )
-            .await
+            let opts = options(&s, s.time_limit);
+            page(ldap, &s, opts, controls, out, &id_attr, started).await
         }
     };
     let r = match result.as_mut() {
