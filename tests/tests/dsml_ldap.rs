@@ -840,43 +840,22 @@ fn a_session_binds_as_its_client_and_the_bind_holds_across_requests() {
             .child_local("searchResultDone")
             .expect("done"),
     );
+    // A request of the session, sent with these credentials.
+    let in_session = |user: &str, password: &str, body: &str| {
+        call_as(&url, Some((user, password)), &session(&id), body)
+    };
     for _ in 0..2 {
-        let r = call_as(
-            &url,
-            Some(("ann", "ann-pw")),
-            &session(&id),
-            &whoami_batch(),
-        );
+        let r = in_session("ann", "ann-pw", &whoami_batch());
         assert_eq!(whoami(&r), ann, "the session's bind holds");
     }
-    let r = call_as(
-        &url,
-        Some(("ann", "not-hers")),
-        &session(&id),
-        &whoami_batch(),
-    );
+    let r = in_session("ann", "not-hers", &whoami_batch());
     assert_eq!(whoami(&r), "error:authenticationFailed", "{}", r.describe());
-    let r = call_as(
-        &url,
-        Some(("bob", "bob-pw")),
-        &session(&id),
-        &whoami_batch(),
-    );
+    let r = in_session("bob", "bob-pw", &whoami_batch());
     expect_fault(&r, DsmlFault::BadSessionRequest);
-    let r = call_as(
-        &url,
-        Some(("ann", "ann-pw")),
-        &session(&id),
-        &whoami_batch(),
-    );
+    let r = in_session("ann", "ann-pw", &whoami_batch());
     assert_eq!(whoami(&r), ann, "the session carries on as ann");
     // Its connection is still the one it began with: the paged search goes on.
-    let r = call_as(
-        &url,
-        Some(("ann", "ann-pw")),
-        &session(&id),
-        &batch(&[paged_page(&cookie)]),
-    );
+    let r = in_session("ann", "ann-pw", &batch(&[paged_page(&cookie)]));
     let got = responses(&r);
     assert_eq!(code(&got[0]).0, 0, "{}", r.describe());
     assert_eq!(
