@@ -135,6 +135,20 @@ pub struct ServerClassConfig {
     pub max_frame_bytes: usize,
     /// Which threads run the workers' I/O (process and tcp adapters).
     pub worker_io: WorkerIo,
+    /// What a request's and a reply's payload is: the Body's XML, or a fixed-layout record.
+    pub payload: PayloadFormat,
+}
+
+/// What the class's workers read and write (`payload`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PayloadFormat {
+    /// The service element as XML (every adapter).
+    #[default]
+    Xml,
+    /// A fixed-layout record: the broker turns the XML into the service's request record and the
+    /// reply record back into XML (process, tcp and http adapters; `[service.record]`).
+    Record,
 }
 
 impl ServerClassConfig {
@@ -172,6 +186,7 @@ impl ServerClassConfig {
             restart_backoff: defaults::restart_backoff(),
             restart_backoff_max: defaults::restart_backoff_max(),
             max_frame_bytes: defaults::max_frame_bytes(),
+            payload: PayloadFormat::Xml,
             worker_io: defaults::worker_io(),
         }
     }
@@ -390,6 +405,8 @@ pub struct ServerClassSection {
     pub max_frame_bytes: usize,
     #[serde(default)]
     pub worker_io: Option<WorkerIo>,
+    #[serde(default)]
+    pub payload: PayloadFormat,
 }
 
 impl ServerClassSection {
@@ -720,6 +737,14 @@ impl ServerClassSection {
                  the broker does not coordinate them",
             ));
         }
+        if s.payload == PayloadFormat::Record
+            && matches!(s.adapter, AdapterName::Sql | AdapterName::Ldap)
+        {
+            return Err(FieldError::new(
+                "payload",
+                format!("a {adapter} class speaks its own protocol, not records; \"record\" is for the process, tcp and http adapters"),
+            ));
+        }
         if s.one_txn_per_dialog && s.context != Context::Sensitive {
             return Err(FieldError::new(
                 "one_txn_per_dialog",
@@ -761,6 +786,7 @@ impl ServerClassSection {
             restart_backoff_max: s.restart_backoff_max,
             max_frame_bytes: s.max_frame_bytes,
             worker_io: s.worker_io.unwrap_or_else(defaults::worker_io),
+            payload: s.payload,
         })
     }
 }

@@ -3,7 +3,8 @@
 //! For backends that already speak HTTP. Each request is one `POST` of the body element to one of
 //! the class's `urls` (round robin), with
 //!
-//! - `Content-Type: text/xml; charset=utf-8`,
+//! - `Content-Type: text/xml; charset=utf-8` (`application/octet-stream` for a class with
+//!   `payload = "record"`, whose body is the request record),
 //! - `X-Service: <operation>` (what the backend is told to do),
 //! - `X-Session-Id: <session>` when the request runs in a session.
 //!
@@ -306,8 +307,13 @@ impl HttpClass {
         if !wire::valid_header_value(&request.operation) {
             return Err(bad_header("operation"));
         }
+        // A record class's payload is bytes in the server's own layout, not text.
+        let content_type = match self.config.payload {
+            crate::config::PayloadFormat::Xml => "text/xml; charset=utf-8",
+            crate::config::PayloadFormat::Record => "application/octet-stream",
+        };
         let mut headers = [
-            ("content-type", "text/xml; charset=utf-8"),
+            ("content-type", content_type),
             ("x-service", request.operation.as_str()),
             ("x-session-id", ""),
         ];

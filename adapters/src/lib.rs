@@ -33,7 +33,8 @@ pub use pool::backoff;
 pub use pool::{Connector, Link, PoolClass};
 
 pub use config::{
-    AdapterKind, Context, FieldError, ServerClassConfig, ServerClassSection, SqlMethod, WorkerIo,
+    AdapterKind, Context, FieldError, PayloadFormat, ServerClassConfig, ServerClassSection,
+    SqlMethod, WorkerIo,
 };
 
 use async_trait::async_trait;

@@ -16,6 +16,7 @@
 //! - [`coordinator`]: the two-phase-commit coordinator and its recovery;
 //! - [`cluster`]: several brokers sharing one store: registry, forwarding, take-over;
 //! - [`router`]: service → server class;
+//! - [`record_service`]: a record service's XML to its class's request record, and the reply back;
 //! - [`server`]: the actix-web front end;
 //! - [`app`]: start-up and clean shutdown of the whole broker.
 
@@ -27,6 +28,7 @@ pub mod coordinator;
 pub mod dialect;
 pub mod engine;
 pub mod logging;
+pub mod record_service;
 pub mod router;
 pub mod server;
 pub mod soap;

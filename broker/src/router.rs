@@ -16,6 +16,9 @@ pub struct Route {
     pub operation: Arc<str>,
     pub response_encoding: Option<crate::dialect::OutputEncoding>,
     pub abort_transaction_on_fault: bool,
+    /// A record service's layouts: the engine turns the XML into the request record and the reply
+    /// record back (`record_service.rs`).
+    pub record: Option<Arc<crate::record_service::RecordService>>,
 }
 
 impl Route {
@@ -56,6 +59,7 @@ impl Router {
                     .as_deref()
                     .and_then(crate::dialect::OutputEncoding::for_label),
                 abort_transaction_on_fault: s.abort_transaction_on_fault,
+                record: s.record.clone(),
             };
             endpoints
                 .entry(s.endpoint.clone())

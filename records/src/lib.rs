@@ -30,4 +30,4 @@ pub mod xml;
 pub use charset::Charset;
 pub use layout::{Item, Kind, Layout, NumberPic, Occurs, Sign, Usage, Value};
 pub use number::Decimal;
-pub use record::{to_record, to_xml, Encoding, Misfit, Refused, Termination};
+pub use record::{to_record, to_xml, Encoding, Misfit, RefusalKind, Refused, Termination};

@@ -49,6 +49,18 @@ pub struct Encoding {
 pub struct Refused {
     pub path: String,
     pub message: String,
+    pub kind: RefusalKind,
+}
+
+/// What kind of refusal (NonStop SOAP gave each its own unmarshal error code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// An element the layout does not have.
+    UnknownField,
+    /// An item and one that redefines it, both given.
+    Redefined,
+    /// A value (or a count) the field cannot take.
+    Value,
 }
 
 impl std::fmt::Display for Refused {
@@ -148,9 +160,14 @@ fn join(parent: &str, name: &str) -> String {
 }
 
 fn refused<T>(path: &str, message: impl Into<String>) -> Result<T, Refused> {
+    refused_as(RefusalKind::Value, path, message)
+}
+
+fn refused_as<T>(kind: RefusalKind, path: &str, message: impl Into<String>) -> Result<T, Refused> {
     Err(Refused {
         path: path.to_string(),
         message: message.into(),
+        kind,
     })
 }
 
@@ -168,7 +185,11 @@ impl Writer<'_> {
             // Every element names an item; text directly in a group is not a value of anything.
             for child in &e.children {
                 if !items.iter().any(|i| !i.filler && i.name == child.name) {
-                    return refused(&join(path, &child.name), "no such field in the record");
+                    return refused_as(
+                        RefusalKind::UnknownField,
+                        &join(path, &child.name),
+                        "no such field in the record",
+                    );
                 }
             }
             if !e.text.trim().is_empty() {
@@ -205,7 +226,8 @@ impl Writer<'_> {
                     .map(|(_, i)| i.name.as_str())
                     .collect();
                 if family.len() > 1 {
-                    return refused(
+                    return refused_as(
+                        RefusalKind::Redefined,
                         &join(path, family[1]),
                         format!("{} describe the same bytes: give one", family.join(" and ")),
                     );

@@ -11,12 +11,14 @@
 //! | `ledger --data DIR [--prefix P]` | durable, transactional accounts (`savings` is `--prefix Savings`) | [`ledger`] |
 //! | `cart` | context-sensitive: a cart per dialog, in memory | [`cart`] |
 //! | `directory` | a stand-in for the DSML endpoint's LDAP backend (no directory behind it) | [`directory`] |
+//! | `acctinq [--http ADDR]` | a record class: account inquiry in EBCDIC fixed-layout records | [`acctinq`] |
 //!
 //! [`xml`] holds the request-reading and response-writing helpers they share.
 //!
 //! A sample class is deliberately written the way a legacy team would write a conforming server:
 //! a blocking loop on stdin/stdout, one request at a time, exit when stdin closes.
 
+pub mod acctinq;
 pub mod cart;
 pub mod directory;
 pub mod echo;
@@ -131,6 +133,13 @@ enum Class {
     /// A stand-in for the DSML endpoint's LDAP backend: answers a batchRequest with a
     /// batchResponse (every operation: unwillingToPerform; there is no directory behind it).
     Directory,
+    /// The record class `acctinq`: an account inquiry in IBM-037 fixed-layout records
+    /// (`records/samples/acctinq.cpy`), bytes in and out.
+    Acctinq {
+        /// Serve over HTTP on this address instead of stdin/stdout (the body is the record).
+        #[arg(long, value_name = "ADDR")]
+        http: Option<String>,
+    },
 }
 
 fn parse_prefix(prefix: &str) -> Result<String, String> {
@@ -166,6 +175,8 @@ pub fn main_with_args(args: Vec<String>) -> std::process::ExitCode {
         },
         Class::Cart => stdio::serve(&mut cart::Cart::default()),
         Class::Directory => stdio::serve(&mut directory::Directory),
+        Class::Acctinq { http: None } => stdio::serve(&mut acctinq::AccountInquiry),
+        Class::Acctinq { http: Some(addr) } => serve_http(&addr, Arc::new(acctinq::respond)),
     };
     std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

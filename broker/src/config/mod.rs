@@ -23,6 +23,7 @@
 //! endpoints, server classes or services (the broker warns at start-up that it serves nothing).
 
 mod sections;
+mod service;
 
 #[cfg(test)]
 mod reference;
@@ -182,6 +183,8 @@ pub struct EndpointConfig {
     /// sqlsession: SOAP 1.2 Sender faults get HTTP 400 (`fault_status = "soap"`) instead of SQL
     /// Server's 500.
     pub soap12_sender_400: bool,
+    /// The namespace of the endpoint's WSDL, and of its record services' elements.
+    pub namespace: String,
 }
 
 impl EndpointConfig {
@@ -199,6 +202,8 @@ pub struct ServiceConfig {
     pub operation: String,
     pub response_encoding: Option<String>,
     pub abort_transaction_on_fault: bool,
+    /// A record service's layouts (its class has `payload = "record"`).
+    pub record: Option<std::sync::Arc<crate::record_service::RecordService>>,
 }
 
 /// Command-line overrides applied on top of the file.
@@ -250,7 +255,8 @@ impl Config {
         let endpoints = sections::endpoints(&cx, raw.endpoint)?;
         let authenticator = raw.auth.build(&cx, &placeholders, &endpoints)?;
         let server_classes = server_classes(&cx, raw.server_class, &placeholders)?;
-        let services = sections::services(&cx, raw.service, &endpoints, &server_classes)?;
+        let services =
+            service::services(&cx, raw.service, &endpoints, &server_classes, &placeholders)?;
         store.turn_lease = sections::turn_lease(&cx, turn_lease, &server_classes)?;
         let cluster = raw.cluster.build(&cx, &placeholders, &store, &endpoints)?;
 

@@ -9,6 +9,7 @@
 //! derived `Deserialize` asks for), so a key added to a struct fails here until it is documented.
 
 use super::sections::*;
+use super::service::*;
 use super::*;
 use serde::de::{self, Deserialize, Deserializer, Visitor};
 use std::collections::BTreeSet;
@@ -96,10 +97,14 @@ fn struct_keys() -> BTreeSet<String> {
     );
     let mut keys = BTreeSet::new();
     // Tables nested in a section's tables.
-    let nested = [(
-        "server_class.methods",
-        fields_of::<adapters::config::SqlMethodSection>(),
-    )];
+    let nested = [
+        (
+            "server_class.methods",
+            fields_of::<adapters::config::SqlMethodSection>(),
+        ),
+        ("service.record", fields_of::<RecordSection>()),
+        ("service.record.reply", fields_of::<ReplySection>()),
+    ];
     for (section, fields) in sections.into_iter().chain(nested) {
         assert!(!fields.is_empty(), "no fields found for {section}");
         for f in fields {
@@ -110,6 +115,11 @@ fn struct_keys() -> BTreeSet<String> {
 }
 
 fn doc_key(section: &str, field: &str) -> String {
+    // The tables of an array's element (`[service.record]` belongs to the last `[[service]]`).
+    if let Some(table) = section.strip_prefix("service.") {
+        let table = table.replace("reply", "reply[]");
+        return format!("service[].{table}.{field}");
+    }
     if ARRAYS.contains(&section) {
         format!("{section}[].{field}")
     } else {
@@ -202,6 +212,22 @@ fn minimal_file(key: &str, dialect: Option<&str>) -> String {
     } else {
         "[[server_class]]\nname = \"c\"\ncommand = [\"a\"]\n"
     };
+    // A record service's keys, on a record class (the reply's last, so its keys can be appended).
+    if let Some(rest) = key.strip_prefix("service[].record.") {
+        let reply = if rest.starts_with("reply[].") {
+            ""
+        } else {
+            "[[service.record.reply]]\nlayout = \"R\"\n"
+        };
+        let record = format!(
+            "{endpoint}[[server_class]]\nname = \"c\"\ncommand = [\"a\"]\npayload = \"record\"\n[[service]]\nname = \"S\"\nendpoint = \"/e\"\nserver_class = \"c\"\n{reply}[service.record]\nrequest = \"R\"\nlayouts = \"01 R.\\n 05 F PIC X.\"\n"
+        );
+        return if reply.is_empty() {
+            format!("{record}[[service.record.reply]]\nlayout = \"R\"\n")
+        } else {
+            record
+        };
+    }
     match section {
         "endpoint" => endpoint,
         "server_class" => class.to_string(),

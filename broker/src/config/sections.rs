@@ -9,8 +9,7 @@
 
 use super::{
     BrokerSettings, ClusterSettings, ConfigError, Ctx, DialectKind, EndpointConfig, LogFormat,
-    LogSettings, Overrides, Placeholders, ServiceConfig, StoreSettings, CLUSTER_SECRET_ENV,
-    MAX_SESSION_TIMEOUT,
+    LogSettings, Overrides, Placeholders, StoreSettings, CLUSTER_SECRET_ENV, MAX_SESSION_TIMEOUT,
 };
 use adapters::config::duration;
 use adapters::{ServerClassConfig, ServerClassSection};
@@ -32,7 +31,7 @@ pub(super) struct FileSections {
     pub cluster: ClusterSection,
     pub endpoint: Vec<EndpointSection>,
     pub server_class: Vec<ServerClassSection>,
-    pub service: Vec<ServiceSection>,
+    pub service: Vec<super::service::ServiceSection>,
 }
 
 // ---- [broker] -----------------------------------------------------------------------------------
@@ -334,6 +333,19 @@ pub(super) struct EndpointSection {
     pub auth_match: Option<bool>,
     #[serde(default)]
     pub max_requests_per_batch: Option<usize>,
+    /// Default: `urn:soap-broker:<path>`.
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+/// `/soap` → `urn:soap-broker:soap`, `/a/b` → `urn:soap-broker:a:b`.
+fn default_namespace(path: &str) -> String {
+    let rest = path.trim_matches('/').replace('/', ":");
+    if rest.is_empty() {
+        "urn:soap-broker".into()
+    } else {
+        format!("urn:soap-broker:{rest}")
+    }
 }
 
 fn default_transaction_timeout() -> Duration {
@@ -530,7 +542,18 @@ impl EndpointSection {
             e.max_requests_per_batch
                 .unwrap_or(defaults.max_requests_per_batch),
         )?;
+        let namespace = match e.namespace {
+            Some(ns) if ns.trim().is_empty() || ns.contains(char::is_whitespace) => {
+                return Err(cx.err(
+                    k("namespace"),
+                    format!("{ns:?} is not a namespace name (a URI such as urn:example:accounts)"),
+                ))
+            }
+            Some(ns) => ns,
+            None => default_namespace(&path),
+        };
         Ok(EndpointConfig {
+            namespace,
             path,
             dialect,
             session_timeout,
@@ -627,104 +650,6 @@ impl AuthSection {
         }
         Ok(authenticator)
     }
-}
-
-// ---- [[service]] --------------------------------------------------------------------------------
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct ServiceSection {
-    pub name: String,
-    pub endpoint: String,
-    pub server_class: String,
-    /// Default: the service's name.
-    #[serde(default)]
-    pub operation: Option<String>,
-    #[serde(default)]
-    pub response_encoding: Option<String>,
-    #[serde(default)]
-    pub abort_transaction_on_fault: bool,
-}
-
-/// `[[service]]`: each names an endpoint and a class that exist, once per endpoint.
-pub(super) fn services(
-    cx: &Ctx<'_>,
-    raw: Vec<ServiceSection>,
-    endpoints: &[EndpointConfig],
-    classes: &[ServerClassConfig],
-) -> Result<Vec<ServiceConfig>, ConfigError> {
-    let mut services: Vec<ServiceConfig> = Vec::new();
-    for (i, s) in raw.into_iter().enumerate() {
-        let k = |f: &str| format!("service[{i}].{f}");
-        for (key, value) in [
-            ("name", &s.name),
-            ("endpoint", &s.endpoint),
-            ("server_class", &s.server_class),
-        ] {
-            if value.trim().is_empty() {
-                return Err(cx.err(k(key), "must not be empty"));
-            }
-        }
-        if !endpoints.iter().any(|e| e.path == s.endpoint) {
-            return Err(cx.err(
-                k("endpoint"),
-                format!("{:?} is not a configured endpoint path", s.endpoint),
-            ));
-        }
-        if !classes.iter().any(|c| c.name == s.server_class) {
-            return Err(cx.err(
-                k("server_class"),
-                format!("{:?} is not a configured server_class name", s.server_class),
-            ));
-        }
-        if services
-            .iter()
-            .any(|o| o.name == s.name && o.endpoint == s.endpoint)
-        {
-            return Err(cx.err(
-                k("name"),
-                format!(
-                    "{:?} is configured twice for endpoint {:?}",
-                    s.name, s.endpoint
-                ),
-            ));
-        }
-        // A class that binds as the client needs the client's password, which only an endpoint
-        // with auth = "directory" takes (and such an endpoint checks nothing itself).
-        let directory_auth = endpoints
-            .iter()
-            .any(|e| e.path == s.endpoint && e.auth == crate::auth::AuthMode::Directory);
-        let binds_as_client = classes
-            .iter()
-            .any(|c| c.name == s.server_class && c.binds_as_client());
-        if directory_auth != binds_as_client {
-            return Err(cx.err(
-                k("server_class"),
-                if directory_auth {
-                    format!("endpoint {:?} has auth = \"directory\": its classes must check the credentials (an ldap class with bind = \"principal\"), and {:?} does not", s.endpoint, s.server_class)
-                } else {
-                    format!("{:?} binds as the client (bind = \"principal\"): its endpoint {:?} needs auth = \"directory\" to take the client's password", s.server_class, s.endpoint)
-                },
-            ));
-        }
-        if let Some(enc) = &s.response_encoding {
-            if crate::dialect::OutputEncoding::for_label(enc).is_none() {
-                return Err(cx.err(
-                    k("response_encoding"),
-                    format!("{enc:?} is not an encoding replies can be written in (an encoding label such as UTF-8, ISO-8859-1 or Shift_JIS; not UTF-16)"),
-                ));
-            }
-        }
-        services.push(ServiceConfig {
-            operation: s.operation.unwrap_or_else(|| s.name.clone()),
-            name: s.name,
-            endpoint: s.endpoint,
-            server_class: s.server_class,
-            response_encoding: s.response_encoding,
-            abort_transaction_on_fault: s.abort_transaction_on_fault,
-        });
-    }
-    Ok(services)
 }
 
 // ---- [cluster] ----------------------------------------------------------------------------------

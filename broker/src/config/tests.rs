@@ -272,3 +272,60 @@ fn a_missing_required_key_is_named_with_its_table_line() {
     assert_eq!(e.line, Some(4));
     assert!(e.problem.starts_with("is required"), "{e}");
 }
+
+#[test]
+fn the_embedded_record_sample_is_the_copybook_in_the_repository() {
+    // The default configuration holds the copybook inline (it has no file beside it); the
+    // repository's file is the one people read, so they must not drift apart.
+    let copybook = include_str!("../../../records/samples/acctinq.cpy");
+    assert!(DEFAULT_CONFIG.contains(copybook));
+    let c = Config::embedded(&Overrides::default()).unwrap();
+    let inquiry = c
+        .services
+        .iter()
+        .find(|s| s.name == "AccountInquiry")
+        .and_then(|s| s.record.clone())
+        .expect("the embedded default has the record sample");
+    assert_eq!(inquiry.request.name, "ACCTINQ-REQUEST");
+    assert_eq!(inquiry.request.root.size, 22);
+    assert_eq!(inquiry.namespace, "urn:soap-broker:soap");
+    assert_eq!(inquiry.replies.len(), 2);
+    assert!(inquiry.replies[1].rule.fault && inquiry.replies[1].rule.default);
+}
+
+#[test]
+fn a_layouts_file_is_read_relative_to_the_configuration_and_by_its_syntax() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("q.cpy"),
+        "       01  Q.\n           05  K  PIC 9(4).\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("a.toml"),
+        "[[layout]]\nname = \"A\"\nfields = [{ name = \"S\", type = \"string\", length = 2 }]\n",
+    )
+    .unwrap();
+    let service = |file: &str, request: &str| {
+        format!(
+            "[[endpoint]]\npath = \"/soap\"\ndialect = \"nonstop\"\n[[server_class]]\nname = \"r\"\ncommand = [\"a\"]\npayload = \"record\"\n[[service]]\nname = \"Q\"\nendpoint = \"/soap\"\nserver_class = \"r\"\n[service.record]\nlayouts_file = \"{file}\"\nrequest = \"{request}\"\n[[service.record.reply]]\nlayout = \"{request}\"\n"
+        )
+    };
+    let path = dir.path().join("broker.toml");
+    for (file, request, size) in [("q.cpy", "Q", 4), ("a.toml", "A", 2)] {
+        std::fs::write(&path, service(file, request)).unwrap();
+        let c = Config::load(&path, &Overrides::default()).unwrap();
+        let record = c.services[0].record.clone().unwrap();
+        assert_eq!(record.request.root.size, size, "{file}");
+    }
+    // A field list's error names the key and the field.
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[[layout]]\nname = \"A\"\nfields = [{ name = \"S\", type = \"text\", length = 2 }]\n",
+    )
+    .unwrap();
+    std::fs::write(&path, service("bad.toml", "A")).unwrap();
+    let e = Config::load(&path, &Overrides::default()).unwrap_err();
+    assert_eq!(e.key, "service[0].record.layouts_file");
+    assert!(e.problem.contains('S'), "{e}");
+}

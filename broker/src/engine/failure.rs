@@ -62,6 +62,15 @@ pub enum FailureKind {
         string: String,
         detail: Bytes,
     },
+    /// A record service's request value its record cannot take (`field` is its path, such as
+    /// `TXN[2]/TXN-AMOUNT`): nothing was sent.
+    Unmarshal {
+        field: String,
+        message: String,
+        problem: UnmarshalProblem,
+    },
+    /// A reply record the service's layouts cannot read (the offset is in the log line).
+    Marshal { class: String, message: String },
     /// Nothing was done; the same request may succeed later.
     Retry { cause: RetryCause, message: String },
     /// The server class cannot be reached: nothing was done.
@@ -97,6 +106,17 @@ pub enum Rule {
     OtherSubsession { open: String, requested: String },
     /// AbortSubsession with no subsession open.
     NoSubsession,
+}
+
+/// What was wrong with a record service's request value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UnmarshalProblem {
+    /// An element the request layout does not have.
+    UnknownField,
+    /// An item and another that redefines it, both given.
+    Redefined,
+    /// A value the field cannot take (too long, not numeric, outside the picture, too many).
+    Value,
 }
 
 /// Why a retry may succeed.
@@ -139,6 +159,15 @@ impl std::fmt::Display for Failure {
             FailureKind::DialogLost { .. } => f.write_str("the subsession was lost"),
             FailureKind::Application { class, code, .. } => {
                 write!(f, "server class {class}: application fault {code}")
+            }
+            FailureKind::Unmarshal { field, message, .. } => {
+                write!(f, "request field {field}: {message}")
+            }
+            FailureKind::Marshal { class, .. } => {
+                write!(
+                    f,
+                    "server class {class}: the reply does not fit its layouts"
+                )
             }
             FailureKind::Retry { message, .. }
             | FailureKind::Interrupted { message }
@@ -255,6 +284,31 @@ impl From<EngineError> for Failure {
                     code,
                     string,
                     detail,
+                }
+            }
+            EngineError::RecordRefused { service, refused } => {
+                tracing::debug!(service = %service, field = %refused.path, problem = %refused.message, "request refused by its record layout");
+                let refused = *refused;
+                FailureKind::Unmarshal {
+                    field: refused.path,
+                    message: refused.message,
+                    problem: match refused.kind {
+                        records::RefusalKind::UnknownField => UnmarshalProblem::UnknownField,
+                        records::RefusalKind::Redefined => UnmarshalProblem::Redefined,
+                        records::RefusalKind::Value => UnmarshalProblem::Value,
+                    },
+                }
+            }
+            EngineError::ReplyMisfit { class, service, misfit } => {
+                // The reply's bytes may be the server's data: the log gets where it went wrong,
+                // not what it held.
+                tracing::error!(ts = %ts(), class = %class, service = %service, error = %misfit, "reply record does not fit the service's layouts");
+                FailureKind::Marshal {
+                    message: format!(
+                        "Marshal error: the reply of server class {class} to {service} does not fit its layouts ({}). See the broker log.",
+                        misfit.brief()
+                    ),
+                    class,
                 }
             }
             EngineError::BackendFailed { class, message } => {

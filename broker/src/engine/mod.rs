@@ -75,7 +75,7 @@ mod sweeper;
 #[cfg(test)]
 mod tests;
 
-pub use failure::{Failure, FailureKind, RetryCause, Rule};
+pub use failure::{Failure, FailureKind, RetryCause, Rule, UnmarshalProblem};
 pub use request::{
     DialogTransaction, EngineError, PeerExpiry, Reply, Request, Response, ServiceCall,
     SessionDirective, SessionInfo, TransactionDirective, TxnCommand,
@@ -86,6 +86,7 @@ use crate::cluster::ownership::is_tombstone;
 use crate::cluster::{Peer, PeerError, Registry};
 use crate::config::EndpointConfig;
 use crate::coordinator::{CommitError, Committed, Coordinator};
+use crate::record_service::RecordReply;
 use crate::router::{Route, Router};
 use adapters::{AdapterError, BackendRequest, DialogMarker, ReplyStatus, WorkerId};
 use cookie_store::{
@@ -173,6 +174,22 @@ enum Here {
 }
 
 /// The client's credentials for a class that binds as the client, and for no other.
+/// What the class is sent: the service element as the dialect gave it, or a record service's
+/// request record (every value checked: a refusal sends nothing).
+fn request_payload(route: &Route, call: &ServiceCall) -> Result<bytes::Bytes, EngineError> {
+    match &route.record {
+        None => Ok(call.payload.clone()),
+        Some(records) => {
+            records
+                .request_record(&call.payload)
+                .map_err(|refused| EngineError::RecordRefused {
+                    service: call.service.clone(),
+                    refused: Box::new(refused),
+                })
+        }
+    }
+}
+
 fn credential_for(route: &Route, call: &ServiceCall) -> Option<adapters::Credential> {
     if route.class.config().binds_as_client() {
         call.credential.clone()
@@ -660,6 +677,8 @@ impl SessionEngine {
     ) -> Result<Called, CallFailure> {
         let class = route.class_name();
         let one_txn_per_dialog = route.class.config().one_txn_per_dialog;
+        // Checked before anything else is done: a refused record opens no dialog.
+        let payload = request_payload(route, call)?;
 
         // Where the request goes: the dialog's worker, the transaction participant's, or any.
         let mut dialog = DialogMarker::None;
@@ -712,7 +731,7 @@ impl SessionEngine {
                 .map(|t| t.id.clone()),
             dialog: dialog.clone(),
             worker: target,
-            payload: call.payload.clone(),
+            payload,
         };
         let reply = match route.class.call(request).await {
             Ok(reply) => reply,
@@ -795,12 +814,37 @@ impl SessionEngine {
             _ => {}
         }
 
-        match reply.status {
+        // A record service's reply record becomes its XML, or the fault its layout stands for.
+        let (status, payload) = match (&route.record, reply.status) {
+            (
+                Some(records),
+                status @ (ReplyStatus::Ok | ReplyStatus::DialogContinue | ReplyStatus::DialogEnd),
+            ) => match records.reply(&reply.payload) {
+                Ok(RecordReply::Body(xml)) => (status, xml),
+                Ok(RecordReply::Fault { string, detail }) => (
+                    ReplyStatus::Fault {
+                        code: "Server".into(),
+                        string,
+                    },
+                    detail,
+                ),
+                Err(misfit) => {
+                    return Err(EngineError::ReplyMisfit {
+                        class: class.to_string(),
+                        service: call.service.clone(),
+                        misfit: Box::new(misfit),
+                    }
+                    .into())
+                }
+            },
+            (_, status) => (status, reply.payload),
+        };
+        match status {
             ReplyStatus::Ok
             | ReplyStatus::DialogContinue
             | ReplyStatus::DialogEnd
             | ReplyStatus::DialogAbort => Ok(Called {
-                reply: Reply::Body(reply.payload),
+                reply: Reply::Body(payload),
                 server_transaction: reply.open_transaction,
             }),
             ReplyStatus::Fault { code, string } => {
@@ -813,7 +857,7 @@ impl SessionEngine {
                     class: class.to_string(),
                     code,
                     string,
-                    detail: reply.payload,
+                    detail: payload,
                 }
                 .into())
             }
@@ -1032,10 +1076,26 @@ impl SessionEngine {
             transaction_id: None,
             dialog: DialogMarker::None,
             worker: None,
-            payload: call.payload.clone(),
+            payload: request_payload(route, call)?,
         };
         let class = route.class_name().to_string();
         let reply = route.class.call(request).await?;
+        if let (Some(records), ReplyStatus::Ok) = (&route.record, &reply.status) {
+            return match records.reply(&reply.payload) {
+                Ok(RecordReply::Body(xml)) => Ok(Reply::Body(xml)),
+                Ok(RecordReply::Fault { string, detail }) => Err(EngineError::Application {
+                    class,
+                    code: "Server".into(),
+                    string,
+                    detail,
+                }),
+                Err(misfit) => Err(EngineError::ReplyMisfit {
+                    class,
+                    service: call.service.clone(),
+                    misfit: Box::new(misfit),
+                }),
+            };
+        }
         match reply.status {
             ReplyStatus::Ok
             | ReplyStatus::DialogContinue

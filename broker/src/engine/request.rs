@@ -345,6 +345,19 @@ pub enum EngineError {
         string: String,
         detail: Bytes,
     },
+    /// A record service's request value its record cannot take: nothing was sent.
+    #[error("service {service}: {refused}")]
+    RecordRefused {
+        service: String,
+        refused: Box<records::Refused>,
+    },
+    /// A record service's reply record that its layouts cannot read.
+    #[error("server class {class}, service {service}: {misfit}")]
+    ReplyMisfit {
+        class: String,
+        service: String,
+        misfit: Box<crate::record_service::ReplyMisfit>,
+    },
     /// The backend reported a system error.
     #[error("server class {class}: system error: {message}")]
     BackendFailed { class: String, message: String },

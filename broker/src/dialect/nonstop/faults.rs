@@ -13,7 +13,9 @@
 
 use super::NonStopContext;
 use crate::dialect::rfc3339_utc;
-use crate::engine::{DialogTransaction, Failure, FailureKind, RetryCause, Rule, TxnCommand};
+use crate::engine::{
+    DialogTransaction, Failure, FailureKind, RetryCause, Rule, TxnCommand, UnmarshalProblem,
+};
 use crate::soap::{self, Fault, FaultCode, SoapVersion};
 use std::borrow::Cow;
 
@@ -199,6 +201,20 @@ fn engine_fault(failure: &Failure, _version: SoapVersion, session_header: Option
         FailureKind::Application { class, code, string, detail } => {
             return application_fault(class, code, string, detail, session_header)
         }
+        // NonStop SOAP's unmarshal errors (request → DDL record, -2xx) and marshal errors (reply
+        // record → XML, -401).
+        FailureKind::Unmarshal { field, message, problem } => Spec {
+            code: FaultCode::Sender,
+            subcode: None,
+            faultstring: Cow::Borrowed("Unmarshal error"),
+            detail_code: match problem {
+                UnmarshalProblem::UnknownField => -219,
+                UnmarshalProblem::Redefined => -205,
+                UnmarshalProblem::Value => -208,
+            },
+            text: format!("Field {field}: {message}."),
+        },
+        FailureKind::Marshal { message, .. } => server(None, "Marshal error", -401, message.clone()),
         FailureKind::Retry { cause, message } => server(
             None,
             match cause {
