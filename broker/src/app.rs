@@ -13,7 +13,7 @@
 //! it held) and the store flushes.
 
 use crate::cluster::{Forwarder, Instance, Peer, Registry};
-use crate::config::{Config, DialectKind};
+use crate::config::{Config, DialectKind, EndpointConfig};
 use crate::coordinator::{spawn_recovery, Coordinator};
 use crate::dialect::dsml::Dsml;
 use crate::dialect::nonstop::NonStop;
@@ -228,6 +228,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
                         extra: e.roles.clone(),
                     },
                     dialect: NonStop::new(services),
+                    wsdl: wsdl_of(&config, e, &crate::dialect::nonstop::wsdl::HEADERS),
                 }));
             }
             DialectKind::Dsml => {
@@ -237,6 +238,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
                         extra: e.roles.clone(),
                     },
                     dialect: Dsml::new(e.max_requests_per_batch),
+                    wsdl: wsdl_of(&config, e, &crate::dialect::dsml::wsdl::HEADERS),
                 }));
             }
             DialectKind::SqlSession => {
@@ -246,6 +248,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
                         extra: e.roles.clone(),
                     },
                     dialect: SqlSession::new(e.sessions, e.session_timeout, e.soap12_sender_400),
+                    wsdl: wsdl_of(&config, e, &crate::dialect::sqlsession::wsdl::HEADERS),
                 }));
             }
         }
@@ -373,4 +376,19 @@ fn announce(config: &Config, bound: std::net::SocketAddr) {
         );
     }
     let _ = out.flush();
+}
+
+/// The WSDL of endpoint `e` with the services configured on it.
+fn wsdl_of(config: &Config, e: &EndpointConfig, headers: &crate::wsdl::Headers) -> bytes::Bytes {
+    let services: Vec<&crate::config::ServiceConfig> = config
+        .services
+        .iter()
+        .filter(|s| s.endpoint == e.path)
+        .collect();
+    bytes::Bytes::from(crate::wsdl::document(
+        e,
+        &services,
+        headers,
+        &config.broker.advertise,
+    ))
 }

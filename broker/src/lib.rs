@@ -18,6 +18,7 @@
 //! - [`router`]: service → server class;
 //! - [`record_service`]: a record service's XML to its class's request record, and the reply back;
 //! - [`server`]: the actix-web front end;
+//! - [`wsdl`]: each endpoint's WSDL, written from the configuration;
 //! - [`app`]: start-up and clean shutdown of the whole broker.
 
 pub mod app;
@@ -32,3 +33,4 @@ pub mod record_service;
 pub mod router;
 pub mod server;
 pub mod soap;
+pub mod wsdl;

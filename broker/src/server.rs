@@ -1,7 +1,8 @@
 //! # The HTTP front end
 //!
-//! actix-web serves each configured endpoint with the handler of its dialect, `GET /healthz`, and
-//! nothing else. The HTTP rules of `spec/soap.md` live here: POST only (405 with `Allow: POST`), the
+//! actix-web serves each configured endpoint with the handler of its dialect, its WSDL at
+//! `GET <path>?wsdl`, `GET /healthz`, and nothing else. The HTTP rules of `spec/soap.md` live
+//! here: POST only (405 with `Allow: POST`; GET only for the WSDL), the
 //! SOAP media types only (415), the body limit (413, enforced from `Content-Length` before the body is
 //! read, and while reading a chunked body).
 //!
@@ -53,6 +54,8 @@ pub struct Endpoint<D: Dialect> {
     pub config: EndpointConfig,
     pub roles: Roles,
     pub dialect: D,
+    /// The endpoint's WSDL (`GET <path>?wsdl`), written at start-up.
+    pub wsdl: Bytes,
 }
 
 /// Register an endpoint's routes on an actix `ServiceConfig`.
@@ -68,8 +71,27 @@ pub fn configure_endpoint<D: Dialect>(
             .app_data(data)
             .app_data(web::PayloadConfig::new(limits.max_body_bytes))
             .route(web::post().to(soap_post::<D>))
+            .route(web::get().to(wsdl_get::<D>))
             .default_service(web::to(method_not_allowed)),
     );
+}
+
+/// `GET <path>?wsdl` (any case, as toolkits write it): the endpoint's WSDL, behind the endpoint's
+/// own authentication. Any other GET is the 405 of a SOAP endpoint.
+async fn wsdl_get<D: Dialect>(
+    req: HttpRequest,
+    shared: web::Data<Shared>,
+    endpoint: web::Data<Endpoint<D>>,
+) -> HttpResponse {
+    if !req.query_string().eq_ignore_ascii_case("wsdl") {
+        return method_not_allowed().await;
+    }
+    if let Err(challenge) = authenticate(&req, &shared, endpoint.config.auth).await {
+        return challenge;
+    }
+    HttpResponse::Ok()
+        .content_type("text/xml; charset=utf-8")
+        .body(endpoint.wsdl.clone())
 }
 
 /// Register the internal paths, `POST /_cluster/forward` and `POST /_cluster/expire` (only with a

@@ -24,6 +24,7 @@
 
 pub mod faults;
 mod read;
+pub mod wsdl;
 
 pub use faults::DsmlError;
 pub use read::{DSML_CORE_NS, NS};

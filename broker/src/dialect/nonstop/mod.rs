@@ -17,6 +17,7 @@
 
 pub mod faults;
 mod read;
+pub mod wsdl;
 
 pub use faults::NonStopError;
 pub use read::{NS, NS_SLASH};

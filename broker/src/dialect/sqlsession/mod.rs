@@ -32,6 +32,7 @@
 
 pub mod faults;
 mod read;
+pub mod wsdl;
 
 pub use faults::SqlError;
 pub use read::{client_id, engine_id, NS, NS_HTTPS};
