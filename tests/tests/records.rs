@@ -359,3 +359,34 @@ fn the_sample_record_class_over_http() {
     let r = call11(&b.url("/soap"), "", &inquiry("5", ""));
     assert_eq!(r.expect_fault().reason, "Account inquiry failed");
 }
+
+/// Protects the record path over the tcp adapter: `sample-server acctinq --tcp` speaks the wire
+/// protocol on a socket, and the record goes as the frame's payload as it does over a pipe.
+#[test]
+fn the_sample_record_class_over_tcp() {
+    let mut server = ChildGuard::spawn(
+        "broker sample-server acctinq --tcp",
+        broker_exe(),
+        &["sample-server", "acctinq", "--tcp", "127.0.0.1:0"],
+    );
+    let addr = server.wait_announced(Duration::from_secs(20));
+    let b = BrokerProcess::start(
+        &TestConfig::new()
+            .extra(&record_service(&format!(
+                "adapter = \"tcp\"\naddresses = [\"{addr}\"]"
+            )))
+            .render(),
+    );
+    let url = b.url("/soap");
+    let id = soap::begin_session(&url);
+    let r = call11(
+        &url,
+        &cont(&id),
+        &inquiry("1000000001", "<a:MAX-TXNS>3</a:MAX-TXNS>"),
+    );
+    assert_eq!(field(&r, &["TXN-COUNT"]), "3", "{}", r.describe());
+    assert_eq!(r.expect_session_id(), id);
+    let r = call11(&url, &cont(&id), &inquiry("77", ""));
+    let f = r.expect_fault();
+    assert_eq!(f.reason, "Account inquiry failed", "{}", r.describe());
+}

@@ -6,7 +6,7 @@
 //! sample-server ledger --data DIR [--prefix Savings]   # durable, transactional accounts
 //! sample-server cart                # context-sensitive: a shopping cart per dialog
 //! sample-server directory           # stand-in for the DSML endpoint's LDAP backend
-//! sample-server acctinq [--http ADDR]   # a record class: account inquiry, EBCDIC records
+//! sample-server acctinq [--http ADDR | --tcp ADDR]   # a record class: account inquiry, EBCDIC records
 //! ```
 //!
 //! On stdin/stdout it speaks the backend wire protocol (`adapters/PROTOCOL.md`) and exits when

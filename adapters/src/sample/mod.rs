@@ -11,7 +11,7 @@
 //! | `ledger --data DIR [--prefix P]` | durable, transactional accounts (`savings` is `--prefix Savings`) | [`ledger`] |
 //! | `cart` | context-sensitive: a cart per dialog, in memory | [`cart`] |
 //! | `directory` | a stand-in for the DSML endpoint's LDAP backend (no directory behind it) | [`directory`] |
-//! | `acctinq [--http ADDR]` | a record class: account inquiry in EBCDIC fixed-layout records | [`acctinq`] |
+//! | `acctinq [--http ADDR \| --tcp ADDR]` | a record class: account inquiry in EBCDIC fixed-layout records | [`acctinq`] |
 //!
 //! [`xml`] holds the request-reading and response-writing helpers they share.
 //!
@@ -137,8 +137,12 @@ enum Class {
     /// (`records/samples/acctinq.cpy`), bytes in and out.
     Acctinq {
         /// Serve over HTTP on this address instead of stdin/stdout (the body is the record).
-        #[arg(long, value_name = "ADDR")]
+        #[arg(long, value_name = "ADDR", conflicts_with = "tcp")]
         http: Option<String>,
+        /// Serve the wire protocol over TCP on this address (the tcp adapter), one connection
+        /// per worker slot, instead of stdin/stdout.
+        #[arg(long, value_name = "ADDR")]
+        tcp: Option<String>,
     },
 }
 
@@ -175,10 +179,50 @@ pub fn main_with_args(args: Vec<String>) -> std::process::ExitCode {
         },
         Class::Cart => stdio::serve(&mut cart::Cart::default()),
         Class::Directory => stdio::serve(&mut directory::Directory),
-        Class::Acctinq { http: None } => stdio::serve(&mut acctinq::AccountInquiry),
-        Class::Acctinq { http: Some(addr) } => serve_http(&addr, Arc::new(acctinq::respond)),
+        Class::Acctinq {
+            http: Some(addr), ..
+        } => serve_http(&addr, Arc::new(acctinq::respond)),
+        Class::Acctinq {
+            tcp: Some(addr), ..
+        } => serve_tcp(&addr, || Box::new(acctinq::AccountInquiry)),
+        Class::Acctinq { .. } => stdio::serve(&mut acctinq::AccountInquiry),
     };
     std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// The wire protocol over TCP: announce the address, then serve each connection on its own
+/// thread with a class of its own (a worker per connection, as the tcp adapter expects).
+fn serve_tcp(addr: &str, class: fn() -> Box<dyn SampleClass + Send>) -> i32 {
+    let listener = match std::net::TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("sample-server: cannot listen on {addr}: {e}");
+            return 1;
+        }
+    };
+    match listener.local_addr() {
+        Ok(local) => println!("listening on {local}"),
+        Err(e) => {
+            eprintln!("sample-server: {e}");
+            return 1;
+        }
+    }
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let Ok(reader) = stream.try_clone() else {
+            continue;
+        };
+        std::thread::spawn(move || {
+            let mut worker = class();
+            let code = stdio::serve_on(worker.as_mut(), std::io::BufReader::new(reader), stream);
+            if code != 0 {
+                eprintln!("sample-server: a connection ended with status {code}");
+            }
+        });
+    }
+    0
 }
 
 fn serve_http(addr: &str, work: Arc<http::Work>) -> i32 {

@@ -14,7 +14,7 @@ use super::{Action, SampleClass};
 use crate::protocol::{self, Hello, Message, Reply};
 use crate::ReplyStatus;
 use bytes::Bytes;
-use std::io::Write;
+use std::io::{Read, Write};
 
 /// Every kind the broker may send in protocol 1.
 const KNOWN_KINDS: &[&str] = &[
@@ -29,8 +29,12 @@ const KNOWN_KINDS: &[&str] = &[
 
 /// Serve until stdin closes; returns the process exit code.
 pub fn serve(class: &mut dyn SampleClass) -> i32 {
-    let mut input = std::io::stdin().lock();
-    let mut output = std::io::stdout().lock();
+    serve_on(class, std::io::stdin().lock(), std::io::stdout().lock())
+}
+
+/// Serve on any byte stream until it closes (stdin/stdout, or one TCP connection of the tcp
+/// adapter); returns the exit code the process would have.
+pub fn serve_on(class: &mut dyn SampleClass, mut input: impl Read, mut output: impl Write) -> i32 {
     let mut max_frame = protocol::DEFAULT_MAX_FRAME;
     let name = class.server_name();
 
@@ -52,7 +56,7 @@ pub fn serve(class: &mut dyn SampleClass) -> i32 {
         output
             .write_all(&bytes)
             .and_then(|()| output.flush())
-            .map_err(|e| format!("cannot write to stdout: {e}"))
+            .map_err(|e| format!("cannot write the answer: {e}"))
     };
 
     // 1. The handshake.
