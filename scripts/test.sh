@@ -14,6 +14,9 @@
 #    Likewise a private OpenLDAP directory for the ldap adapter's tests (scripts/slapd.sh, the
 #    Debian packages `slapd` and `ldap-utils` installed when missing, a small seeded tree):
 #    BROKER_TEST_LDAP, stopped and removed on exit; an already set BROKER_TEST_LDAP is used as is.
+#    And the seven SOAP clients of the interop suite (scripts/interop.sh: zeep, suds, node-soap,
+#    PHP SoapClient, SOAP::Lite, gSOAP, JAX-WS), each only when missing; BROKER_SKIP_INTEROP=1
+#    skips installing and running them.
 # 3. Builds every binary of the workspace (the tests start the real `broker` binary).
 # 4. Runs the whole workspace's tests, passing extra arguments through to `cargo test`.
 #
@@ -25,6 +28,8 @@ cd "$(dirname "$0")/.."
 . scripts/postgres.sh
 # shellcheck source=scripts/slapd.sh
 . scripts/slapd.sh
+# shellcheck source=scripts/interop.sh
+. scripts/interop.sh
 
 log() { printf 'scripts/test.sh: %s\n' "$*" >&2; }
 
@@ -60,6 +65,7 @@ install_zeep() {
 }
 
 install_zeep
+interop_install
 # Whatever happens from here on (failed tests, Ctrl-C), the private cluster goes with us.
 trap 'pg_private_stop; slapd_private_stop' EXIT
 trap 'exit 130' INT

@@ -884,3 +884,41 @@ fn a_slow_request_of_one_session_does_not_delay_another_session() {
         "session B must not wait for session A's slow request"
     );
 }
+
+/// Protects nil header blocks: a generated client (JAX-WS) sends a header parameter left null as
+/// `<nsk:Encoding xsi:nil="true"/>` or `<nsk:Session xsi:nil="true"/>`. Such a block says "no
+/// value" and stands for no header: the request runs as if it were absent (UTF-8, no session),
+/// where a non-nil empty Encoding is still -1007.
+#[test]
+fn a_nil_header_block_is_no_header() {
+    let b = start();
+    let url = b.url("/soap");
+    let xsi = "xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\"";
+    let header = format!(
+        "<nsk:Session xmlns:nsk=\"{NSK}\" {xsi} xsi:nil=\"true\"/><nsk:Encoding xmlns:nsk=\"{NSK}\" {xsi} xsi:nil=\"true\"/>"
+    );
+    let r = call11(&url, &header, &echo("nil headers"));
+    r.expect_echo("nil headers");
+    r.expect_no_session();
+    assert_eq!(
+        r.http.charset().as_deref(),
+        Some("utf-8"),
+        "{}",
+        r.describe()
+    );
+    // Nil beside a real Session: the session is the real one.
+    let id = soap::begin_session(&url);
+    let header = format!(
+        "{}<nsk:Encoding xmlns:nsk=\"{NSK}\" {xsi} xsi:nil=\"1\"/>",
+        cont(&id)
+    );
+    let r = call11(&url, &header, &echo("in session"));
+    assert_eq!(r.expect_session_id(), id);
+    // Not nil: an Encoding without its label is still refused.
+    let r = call11(
+        &url,
+        &format!("<nsk:Encoding xmlns:nsk=\"{NSK}\" OutputEncoding=\"\"/>"),
+        &echo("x"),
+    );
+    expect_header_fault(&r, -1007);
+}

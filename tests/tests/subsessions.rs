@@ -446,3 +446,18 @@ fn session_expiry_aborts_the_dialog_and_frees_its_worker() {
     assert_eq!(items(&r), vec![("new".into(), 1)], "{}", r.describe());
     expect_header_fault(&call11(&url, &cont(&first), "<CartList/>"), -1001);
 }
+
+/// Protects a client that sends the reply's Session back as it came (a JAX-WS INOUT holder):
+/// `Subsession="on"` on a request is ignored, and the dialog goes on.
+#[test]
+fn a_request_may_carry_the_subsession_attribute_a_reply_gave() {
+    let b = start();
+    let url = b.url("/soap");
+    let id = broker_tests::soap::begin_session(&url);
+    let r = call11(&url, &cont(&id), &add("apple", 1));
+    assert!(subsession_on(&r), "{}", r.describe());
+    let echoed = session(&format!("SessionID=\"{id}\" Subsession=\"on\""));
+    let r = call11(&url, &echoed, &add("pear", 2));
+    assert!(subsession_on(&r), "{}", r.describe());
+    assert_eq!(items(&r).len(), 2, "{}", r.describe());
+}

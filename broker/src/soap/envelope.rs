@@ -72,6 +72,9 @@ impl Envelope {
     }
 }
 
+/// The XML Schema instance namespace (`xsi:nil`).
+pub const XSI_NS: &str = "http://www.w3.org/2001/XMLSchema-instance";
+
 /// A header block targeted at this node.
 #[derive(Debug, Clone)]
 pub struct HeaderBlock {
@@ -97,6 +100,15 @@ impl HeaderBlock {
             .iter()
             .find(|a| a.namespace.as_deref() == namespace && a.local_name == local_name)
             .map(|a| a.value.as_str())
+    }
+
+    /// Whether the block is `xsi:nil="true"`: a header a generated client sends for a parameter
+    /// left null (JAX-WS does), which says "no value" and so stands for no header at all.
+    pub fn is_nil(&self) -> bool {
+        matches!(
+            self.attr(Some(XSI_NS), "nil").map(str::trim),
+            Some("true" | "1")
+        )
     }
 
     /// This block's name, e.g. for a MustUnderstand fault.

@@ -41,6 +41,10 @@ pub(super) fn read(envelope: Envelope) -> Result<(Request, NonStopContext), Refu
             Some(NS_SLASH) => NS_SLASH,
             _ => continue, // not ours; mustUnderstand was already checked by the SOAP layer
         };
+        // A nil block is a header parameter a generated client left null: no header.
+        if block.is_nil() {
+            continue;
+        }
         match block.local_name.as_str() {
             "Session" => {
                 if session.is_some() {
@@ -151,6 +155,9 @@ fn read_session(block: &HeaderBlock) -> Result<SessionAttrs, NonStopError> {
                     _ => return Err(NonStopError::BadTransactionCommand(a.value.clone())),
                 })
             }
+            // What replies carry (`Subsession="on"`): a client that sends the reply's Session
+            // back (a JAX-WS INOUT holder does) tells the broker nothing it does not know.
+            "Subsession" => {}
             other => {
                 return Err(NonStopError::InvalidAttribute(
                     other.to_string(),
