@@ -337,23 +337,33 @@ fn the_http_adapter_posts_the_record_and_refusals_post_nothing() {
     assert_eq!(body, &expected);
 }
 
-/// Protects the real sample over HTTP: `sample-server acctinq --http` behind the http adapter
-/// answers as it does behind the process adapter.
-#[test]
-fn the_sample_record_class_over_http() {
+/// `sample-server acctinq <mode> 127.0.0.1:0` and a broker whose record class reaches it with the
+/// adapter `adapter(addr)` gives.
+fn behind_sample_server(
+    mode: &str,
+    adapter: impl Fn(std::net::SocketAddr) -> String,
+) -> (ChildGuard, BrokerProcess) {
     let mut server = ChildGuard::spawn(
-        "broker sample-server acctinq --http",
+        &format!("broker sample-server acctinq {mode}"),
         broker_exe(),
-        &["sample-server", "acctinq", "--http", "127.0.0.1:0"],
+        &["sample-server", "acctinq", mode, "127.0.0.1:0"],
     );
     let addr = server.wait_announced(Duration::from_secs(20));
     let b = BrokerProcess::start(
         &TestConfig::new()
-            .extra(&record_service(&format!(
-                "adapter = \"http\"\nurls = [\"http://{addr}/\"]"
-            )))
+            .extra(&record_service(&adapter(addr)))
             .render(),
     );
+    (server, b)
+}
+
+/// Protects the real sample over HTTP: `sample-server acctinq --http` behind the http adapter
+/// answers as it does behind the process adapter.
+#[test]
+fn the_sample_record_class_over_http() {
+    let (_server, b) = behind_sample_server("--http", |addr| {
+        format!("adapter = \"http\"\nurls = [\"http://{addr}/\"]")
+    });
     let r = call11(&b.url("/soap"), "", &inquiry("1000000002", ""));
     assert_eq!(field(&r, &["BALANCE"]), "-310.50", "{}", r.describe());
     let r = call11(&b.url("/soap"), "", &inquiry("5", ""));
@@ -364,19 +374,9 @@ fn the_sample_record_class_over_http() {
 /// protocol on a socket, and the record goes as the frame's payload as it does over a pipe.
 #[test]
 fn the_sample_record_class_over_tcp() {
-    let mut server = ChildGuard::spawn(
-        "broker sample-server acctinq --tcp",
-        broker_exe(),
-        &["sample-server", "acctinq", "--tcp", "127.0.0.1:0"],
-    );
-    let addr = server.wait_announced(Duration::from_secs(20));
-    let b = BrokerProcess::start(
-        &TestConfig::new()
-            .extra(&record_service(&format!(
-                "adapter = \"tcp\"\naddresses = [\"{addr}\"]"
-            )))
-            .render(),
-    );
+    let (_server, b) = behind_sample_server("--tcp", |addr| {
+        format!("adapter = \"tcp\"\naddresses = [\"{addr}\"]")
+    });
     let url = b.url("/soap");
     let id = soap::begin_session(&url);
     let r = call11(
