@@ -405,6 +405,20 @@ impl ServerClass for HttpClass {
         &self.config.name
     }
 
+    fn stats(&self) -> crate::ClassStats {
+        // A slot is a request in flight: the class's "workers" are its busy connections.
+        let busy = self
+            .config
+            .max_workers
+            .saturating_sub(self.slots.available_permits());
+        crate::ClassStats {
+            workers: busy,
+            busy,
+            restarts: 0,
+            queued: self.waiting.load(Ordering::Relaxed),
+        }
+    }
+
     fn config(&self) -> &ServerClassConfig {
         &self.config
     }

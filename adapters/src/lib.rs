@@ -138,6 +138,19 @@ pub struct BackendReply {
     pub open_transaction: Option<String>,
 }
 
+/// What a class reports to the metrics (`GET /metrics`), read when scraped.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClassStats {
+    /// Live workers (processes, connections; an http class: its slots in use).
+    pub workers: usize,
+    /// Workers serving a request now.
+    pub busy: usize,
+    /// Workers that died and were started again since the broker started.
+    pub restarts: usize,
+    /// Requests waiting for a worker.
+    pub queued: usize,
+}
+
 /// Why a request did not get a reply. The broker maps each to its dialect's fault.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AdapterError {
@@ -201,6 +214,11 @@ pub trait ServerClass: Send + Sync + 'static {
 
     /// Send one request and wait for its reply (at most the class's `request_timeout`).
     async fn call(&self, request: BackendRequest) -> Result<BackendReply, AdapterError>;
+
+    /// Its figures for the metrics. Default: nothing to report.
+    fn stats(&self) -> ClassStats {
+        ClassStats::default()
+    }
 
     /// Phase one of a commit, on the participant `worker`: `PREPARE` → `VOTE`. The worker stays
     /// pinned after a yes and is released after a no. A dead worker → [`AdapterError::PinnedWorkerGone`]

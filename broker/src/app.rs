@@ -228,6 +228,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
                         extra: e.roles.clone(),
                     },
                     dialect: NonStop::new(services),
+                    metrics: Arc::new(crate::metrics::get().endpoint(&e.path, e.dialect.name())),
                     wsdl: wsdl_of(&config, e, &crate::dialect::nonstop::wsdl::HEADERS),
                 }));
             }
@@ -238,6 +239,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
                         extra: e.roles.clone(),
                     },
                     dialect: Dsml::new(e.max_requests_per_batch),
+                    metrics: Arc::new(crate::metrics::get().endpoint(&e.path, e.dialect.name())),
                     wsdl: wsdl_of(&config, e, &crate::dialect::dsml::wsdl::HEADERS),
                 }));
             }
@@ -248,6 +250,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
                         extra: e.roles.clone(),
                     },
                     dialect: SqlSession::new(e.sessions, e.session_timeout, e.soap12_sender_400),
+                    metrics: Arc::new(crate::metrics::get().endpoint(&e.path, e.dialect.name())),
                     wsdl: wsdl_of(&config, e, &crate::dialect::sqlsession::wsdl::HEADERS),
                 }));
             }
@@ -281,6 +284,29 @@ pub fn run(config: Config) -> Result<(), RunError> {
         http = http.workers(n);
     }
 
+    // The admin listener: its own server, one worker, stopped when the public one stops (which
+    // alone handles the signals).
+    let admin = match (config.admin.listen, config.admin.token.clone()) {
+        (Some(addr), Some(token)) => {
+            let state = web::Data::new(crate::admin::AdminState {
+                token,
+                classes: config
+                    .server_classes
+                    .iter()
+                    .filter_map(|c| classes.get(&c.name).cloned())
+                    .collect(),
+            });
+            let server = HttpServer::new(move || {
+                App::new().configure(|cfg| crate::admin::configure(cfg, state.clone()))
+            })
+            .workers(1)
+            .disable_signals()
+            .shutdown_timeout(1);
+            Some((addr, server))
+        }
+        _ => None,
+    };
+
     let system = actix_web::rt::System::new();
     let result = system.block_on(async {
         let server = http.listen(listener).map_err(|source| RunError::Listen {
@@ -288,11 +314,33 @@ pub fn run(config: Config) -> Result<(), RunError> {
             source,
         })?;
         let bound = server.addrs().first().copied().unwrap_or(listen);
+        let admin = match admin {
+            Some((addr, admin)) => {
+                let admin = admin.bind(addr).map_err(|source| RunError::Listen {
+                    addr: addr.to_string(),
+                    source,
+                })?;
+                let at = admin.addrs().first().copied().unwrap_or(addr);
+                if !at.ip().is_loopback() {
+                    tracing::warn!(admin = %at, "the admin listener is reachable beyond this machine: keep its token secret and its port firewalled");
+                }
+                tracing::info!(admin = %at, "admin listener ready (GET /metrics)");
+                let admin = admin.run();
+                let handle = admin.handle();
+                actix_web::rt::spawn(admin);
+                Some(handle)
+            }
+            None => None,
+        };
         announce(&config, bound);
-        server.run().await.map_err(|source| RunError::Listen {
+        let ran = server.run().await.map_err(|source| RunError::Listen {
             addr: listen.to_string(),
             source,
-        })
+        });
+        if let Some(admin) = admin {
+            admin.stop(true).await;
+        }
+        ran
     });
 
     tracing::info!("stopping: sweeper, server classes, store");

@@ -21,6 +21,7 @@
 //! - [`wsdl`]: each endpoint's WSDL, written from the configuration;
 //! - [`app`]: start-up and clean shutdown of the whole broker.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod cluster;
@@ -29,6 +30,7 @@ pub mod coordinator;
 pub mod dialect;
 pub mod engine;
 pub mod logging;
+pub mod metrics;
 pub mod record_service;
 pub mod router;
 pub mod server;

@@ -41,6 +41,9 @@ struct Cli {
     /// How other brokers reach this one (overrides broker.advertise): http://HOST:PORT.
     #[arg(long, value_name = "URL")]
     advertise: Option<String>,
+    /// Serve the admin API and /metrics on this address (overrides admin.listen; needs a token).
+    #[arg(long, value_name = "ADDR")]
+    admin_listen: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
         id: cli.id,
         data_dir: cli.data_dir,
         advertise: cli.advertise,
+        admin_listen: cli.admin_listen,
     };
     let config = match &cli.config {
         Some(path) => Config::load(path, &overrides),

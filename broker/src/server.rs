@@ -56,6 +56,8 @@ pub struct Endpoint<D: Dialect> {
     pub dialect: D,
     /// The endpoint's WSDL (`GET <path>?wsdl`), written at start-up.
     pub wsdl: Bytes,
+    /// Its request figures (`crate::metrics`).
+    pub metrics: Arc<crate::metrics::EndpointMetrics>,
 }
 
 /// Register an endpoint's routes on an actix `ServiceConfig`.
@@ -338,6 +340,7 @@ async fn serve<D: Dialect>(
         soap_action,
     };
     let path = endpoint.config.path.clone();
+    let figures = endpoint.metrics.clone();
 
     // Run the SOAP work in its own task so that a client disconnect cannot cancel it half way.
     let task = actix_web::rt::spawn(async move {
@@ -353,6 +356,7 @@ async fn serve<D: Dialect>(
             (render_fault(SoapVersion::V11, &fault), None)
         }
     };
+    figures.request(&reply.outcome, started.elapsed());
     tracing::debug!(
         path = %path,
         status = reply.status.as_u16(),

@@ -347,6 +347,8 @@ pub(crate) struct Dispatcher<T> {
     next_worker: WorkerNo,
     /// Consecutive failures (dead workers, failed starts) since the last good answer.
     failures: u32,
+    /// Workers that died or broke the protocol since the pool started (each is replaced).
+    deaths: u64,
     down: Option<Down>,
     /// `(transaction, worker)`: workers that died holding the transaction unprepared, so that a
     /// `COMMIT` of it fails instead of being acknowledged by a worker that never saw the work.
@@ -378,6 +380,7 @@ impl<T: Ticket> Dispatcher<T> {
             start_homes: BTreeMap::new(),
             next_worker: 1,
             failures: 0,
+            deaths: 0,
             down: None,
             lost: VecDeque::new(),
             actions: VecDeque::new(),
@@ -605,6 +608,7 @@ impl<T: Ticket> Dispatcher<T> {
             Ending::TimedOut(job) => self.answer(job.ticket, Err(self.timeout())),
             Ending::Failed { job, reason } => {
                 self.failures = self.failures.saturating_add(1);
+                self.deaths += 1;
                 if let Some(job) = job {
                     let error = AdapterError::WorkerLost {
                         class: self.class.clone(),
@@ -756,6 +760,7 @@ impl<T: Ticket> Dispatcher<T> {
                 .collect(),
             starting: self.starting,
             queued: self.queue.len(),
+            deaths: self.deaths,
         }
     }
 

@@ -195,6 +195,8 @@ pub struct PoolStatus {
     pub starting: usize,
     /// Requests waiting for any worker (targeted ones wait in their worker's own queue).
     pub queued: usize,
+    /// Workers that died since the pool started (each was replaced, after the backoff).
+    pub deaths: u64,
 }
 
 /// A job's ticket in the real pool: the encoded message and the caller's reply channel.
@@ -528,6 +530,16 @@ impl<C: Connector> ServerClass for PoolClass<C> {
 
     fn worker_alive(&self, worker: &WorkerId) -> bool {
         self.shared.lock().dispatch.worker_alive(worker)
+    }
+
+    fn stats(&self) -> crate::ClassStats {
+        let status = self.status();
+        crate::ClassStats {
+            workers: status.workers.len(),
+            busy: status.workers.iter().filter(|w| w.busy).count(),
+            restarts: usize::try_from(status.deaths).unwrap_or(usize::MAX),
+            queued: status.queued + status.workers.iter().map(|w| w.queued).sum::<usize>(),
+        }
     }
 
     /// Stop taking requests, let queued and in-flight ones finish for up to `grace`, then stop the

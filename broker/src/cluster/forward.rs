@@ -241,6 +241,7 @@ impl Peer for Forwarder {
         endpoint: &str,
         request: &Request,
     ) -> Result<Response, PeerError> {
+        crate::metrics::get().forwarded();
         let body = peer::encode(&ForwardedRef { endpoint, request }).map_err(PeerError::Refused)?;
         let target = holder.advertise.as_str();
         let url = format!("{}{FORWARD_PATH}", target.trim_end_matches('/'));

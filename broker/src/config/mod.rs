@@ -22,8 +22,11 @@
 //! A file that sets nothing is valid: every section takes its defaults and there are no
 //! endpoints, server classes or services (the broker warns at start-up that it serves nothing).
 
+mod admin;
 mod sections;
 mod service;
+
+pub use admin::{AdminSettings, ADMIN_TOKEN_ENV};
 
 #[cfg(test)]
 mod reference;
@@ -72,6 +75,7 @@ pub struct Config {
     /// The credentials file, loaded, when `[auth] credentials_file` is set.
     pub authenticator: Option<std::sync::Arc<crate::auth::Authenticator>>,
     pub cluster: ClusterSettings,
+    pub admin: AdminSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -214,6 +218,8 @@ pub struct Overrides {
     pub id: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub advertise: Option<String>,
+    /// `--admin-listen`: overrides `admin.listen`.
+    pub admin_listen: Option<String>,
 }
 
 /// Parse a human duration ("30m", "500ms", "2h 30m"). Negative values are refused.
@@ -259,6 +265,9 @@ impl Config {
             service::services(&cx, raw.service, &endpoints, &server_classes, &placeholders)?;
         store.turn_lease = sections::turn_lease(&cx, turn_lease, &server_classes)?;
         let cluster = raw.cluster.build(&cx, &placeholders, &store, &endpoints)?;
+        let admin = raw
+            .admin
+            .build(&cx, overrides, &placeholders, broker.listen)?;
 
         Ok(Config {
             broker,
@@ -270,6 +279,7 @@ impl Config {
             services,
             authenticator,
             cluster,
+            admin,
         })
     }
 }

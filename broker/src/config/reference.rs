@@ -85,6 +85,7 @@ fn struct_keys() -> BTreeSet<String> {
         ("limits", fields_of::<LimitsSection>()),
         ("auth", fields_of::<AuthSection>()),
         ("cluster", fields_of::<ClusterSection>()),
+        ("admin", fields_of::<super::admin::AdminSection>()),
         ("endpoint", fields_of::<EndpointSection>()),
         ("server_class", fields_of::<adapters::ServerClassSection>()),
         ("service", fields_of::<ServiceSection>()),

@@ -29,6 +29,7 @@ pub(super) struct FileSections {
     pub limits: LimitsSection,
     pub auth: AuthSection,
     pub cluster: ClusterSection,
+    pub admin: super::admin::AdminSection,
     pub endpoint: Vec<EndpointSection>,
     pub server_class: Vec<ServerClassSection>,
     pub service: Vec<super::service::ServiceSection>,

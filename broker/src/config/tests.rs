@@ -25,6 +25,7 @@ fn overrides_win() {
         id: Some("b7".into()),
         data_dir: Some("/tmp/d".into()),
         advertise: Some("http://10.0.0.7:9999".into()),
+        admin_listen: None,
     };
     let c = Config::embedded(&o).unwrap();
     assert_eq!(c.broker.listen.port(), 9999);

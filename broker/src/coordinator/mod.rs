@@ -255,6 +255,18 @@ impl Coordinator {
         if crate::cluster::ownership::is_tombstone(txn) {
             return Err(CommitError::Lost);
         }
+        let committed = self.commit_participants(session, txn).await;
+        if committed.is_ok() {
+            crate::metrics::get().transaction(true);
+        }
+        committed
+    }
+
+    async fn commit_participants(
+        self: &Arc<Self>,
+        session: &str,
+        txn: &TransactionState,
+    ) -> Result<Committed, CommitError> {
         match txn.participants.as_slice() {
             [] => Ok(Committed { decision: None }),
             [only] => self
@@ -461,6 +473,7 @@ impl Coordinator {
     /// Abort `txn` on every participant, best effort: what cannot be reached is logged and left to
     /// recovery (presumed abort).
     pub async fn abort(&self, txn: &TransactionState) {
+        crate::metrics::get().transaction(false);
         // A participant this process did not pin (another broker's, gone: the engine takes work
         // over only from gone brokers) is aborted on any worker of its class, which resolves it
         // from the class's durable state.

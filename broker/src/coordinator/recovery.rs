@@ -136,6 +136,7 @@ impl Coordinator {
                 }
             }
         }
+        crate::metrics::get().recovered(report.decisions_completed as u64);
         Ok(report)
     }
 

@@ -48,7 +48,13 @@ pub struct HttpReply {
     pub status: StatusCode,
     pub content_type: String,
     pub body: body::ReplyBody,
+    /// The request's outcome for the metrics: `ok`, or the fault's code (the dialect's own where
+    /// it has one, such as NonStop's `-1001`).
+    pub outcome: std::borrow::Cow<'static, str>,
 }
+
+/// The outcome of a request answered without a fault.
+pub const OK: std::borrow::Cow<'static, str> = std::borrow::Cow::Borrowed("ok");
 
 /// A request the dialect refused while reading it: the error and what the reply needs to know.
 #[derive(Debug)]
@@ -122,6 +128,7 @@ pub fn render_fault(version: SoapVersion, fault: &Fault) -> HttpReply {
         status: fault.status(version),
         content_type: version.content_type().to_string(),
         body: body.into(),
+        outcome: fault.outcome_label(),
     }
 }
 

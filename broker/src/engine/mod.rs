@@ -354,13 +354,16 @@ impl SessionEngine {
             }
         };
         match self.store.create(&record, Durability::Durable).await {
-            Ok(()) => Answer {
-                session: Some(SessionInfo {
-                    server_transaction,
-                    ..SessionInfo::of(&record)
-                }),
-                result: Ok(body),
-            },
+            Ok(()) => {
+                crate::metrics::get().session_begun(&endpoint.path, endpoint.dialect.name());
+                Answer {
+                    session: Some(SessionInfo {
+                        server_transaction,
+                        ..SessionInfo::of(&record)
+                    }),
+                    result: Ok(body),
+                }
+            }
             Err(e) => {
                 self.abort_dialog(&mut record).await;
                 if let Some(txn) = record.transaction.take() {
@@ -952,6 +955,7 @@ impl SessionEngine {
         }
         match turn.delete(Durability::Durable).await {
             Ok(()) => {
+                crate::metrics::get().session_ended(&record.endpoint, &record.dialect);
                 for c in committed {
                     self.coordinator.settled(c).await;
                 }
@@ -1046,6 +1050,7 @@ impl SessionEngine {
             self.coordinator.abort(txn).await;
         }
         turn.delete(Durability::Lazy).await?;
+        crate::metrics::get().sessions_expired(1);
         for c in committed {
             self.coordinator.settled(c).await;
         }

@@ -78,6 +78,9 @@ pub struct Fault {
     pub extra_headers: Vec<String>,
     /// Overrides the HTTP status that [`Fault::status`] would choose.
     pub http_status: Option<StatusCode>,
+    /// What the request's outcome is called in the metrics (a dialect's fault code, such as
+    /// NonStop's `-1001`); `None`: the SOAP code (`Client`, `Server`, …).
+    pub outcome: Option<std::borrow::Cow<'static, str>>,
 }
 
 impl Fault {
@@ -94,6 +97,21 @@ impl Fault {
             upgrade: false,
             extra_headers: Vec::new(),
             http_status: None,
+            outcome: None,
+        }
+    }
+
+    /// The metrics' outcome label of this fault.
+    pub fn outcome_label(&self) -> std::borrow::Cow<'static, str> {
+        match &self.outcome {
+            Some(o) => o.clone(),
+            None => std::borrow::Cow::Borrowed(match self.code {
+                FaultCode::VersionMismatch => "VersionMismatch",
+                FaultCode::MustUnderstand => "MustUnderstand",
+                FaultCode::Sender => "Client",
+                FaultCode::Receiver => "Server",
+                _ => "fault",
+            }),
         }
     }
 

@@ -157,6 +157,7 @@ pub fn render(fault: &Fault) -> HttpReply {
         status: fault.status(SoapVersion::V11),
         content_type: SoapVersion::V11.content_type().to_string(),
         body: body.into(),
+        outcome: fault.outcome_label(),
     }
 }
 

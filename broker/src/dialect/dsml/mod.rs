@@ -159,6 +159,7 @@ fn batch_reply(session: Option<&str>, batch_response: bytes::Bytes) -> HttpReply
         status: StatusCode::OK,
         content_type: SoapVersion::V11.content_type().to_string(),
         body: body::envelope(SoapVersion::V11, ENVELOPE_PREFIX, &headers, batch_response),
+        outcome: crate::dialect::OK,
     }
 }
 

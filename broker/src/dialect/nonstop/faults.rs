@@ -319,6 +319,7 @@ fn build(spec: Spec, ts_ms: u64, session_header: Option<String>) -> Fault {
     fault.subcode = spec.subcode.map(str::to_string);
     fault.detail = Some(detail);
     fault.extra_headers = session_header.into_iter().collect();
+    fault.outcome = Some(std::borrow::Cow::Owned(spec.detail_code.to_string()));
     fault
 }
 

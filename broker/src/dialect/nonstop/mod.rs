@@ -128,6 +128,7 @@ impl Dialect for NonStop {
                     status: StatusCode::OK,
                     content_type,
                     body: body.into(),
+                    outcome: crate::dialect::OK,
                 }
             }
             Err(e) => {
@@ -148,6 +149,7 @@ fn encoded(version: SoapVersion, reply: HttpReply, encoding: OutputEncoding) -> 
         status: reply.status,
         content_type,
         body: body.into(),
+        outcome: reply.outcome,
     }
 }
 

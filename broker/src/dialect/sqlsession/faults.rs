@@ -213,6 +213,8 @@ pub fn render(
         status,
         content_type: version.content_type().to_string(),
         body: out.into_bytes().into(),
+        // SQL Server's most specific subcode (`SessionNotFound`, `MethodNotFound`…).
+        outcome: std::borrow::Cow::Borrowed(fault.codes.last().copied().unwrap_or(side)),
     }
 }
 

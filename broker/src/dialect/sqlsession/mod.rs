@@ -171,6 +171,7 @@ impl Dialect for SqlSession {
             content_type: version.content_type().to_string(),
             // A large result set is sent as the worker wrote it, not copied into the envelope.
             body: crate::dialect::body::envelope(version, "SOAP-ENV", &headers, payload),
+            outcome: crate::dialect::OK,
         }
     }
 

@@ -1,0 +1,194 @@
+//! The admin listener and `GET /metrics` (issue 17 item 3), against a real broker: the token is
+//! required, the figures follow what the broker did (requests by outcome, with NonStop's fault
+//! code; sessions begun and ended; a server class's workers and restarts after a `kill -9`), and
+//! no session ID reaches them.
+
+use broker_tests::broker::free_port;
+use broker_tests::http::{self, request};
+use broker_tests::soap::{self, call11, cont, echo, end};
+use broker_tests::{proc, wait, BrokerProcess, TestConfig};
+use std::time::Duration;
+
+const TOKEN: &str = "metrics-test-token-0123456789";
+
+fn start() -> (BrokerProcess, String) {
+    let admin = format!("127.0.0.1:{}", free_port());
+    let b = BrokerProcess::start(
+        &TestConfig::new()
+            .extra(&format!(
+                "[admin]\nlisten = \"{admin}\"\ntoken = \"{TOKEN}\"\n"
+            ))
+            .render(),
+    );
+    (b, format!("http://{admin}"))
+}
+
+fn scrape(admin: &str) -> String {
+    let bearer = format!("Bearer {TOKEN}");
+    let r = request(
+        "GET",
+        &format!("{admin}/metrics"),
+        &[("Authorization", bearer.as_str())],
+        Vec::new(),
+    );
+    assert_eq!(r.status, 200, "{}", r.describe());
+    r.text()
+}
+
+/// The value of the series `name{labels}` (labels written as the exposition writes them).
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Protects the admin token: no token, a wrong one, or Basic credentials get 401 with a Bearer
+/// challenge; the public port serves no /metrics and the admin port no SOAP.
+#[test]
+fn metrics_need_the_admin_token_and_live_on_the_admin_listener() {
+    let (b, admin) = start();
+    let url = format!("{admin}/metrics");
+    let r = http::get(&url);
+    assert_eq!(r.status, 401, "{}", r.describe());
+    assert!(r
+        .header("www-authenticate")
+        .is_some_and(|v| v.starts_with("Bearer")));
+    for wrong in [
+        "Bearer not-the-token-at-all-000",
+        "Basic c2FtcGxlOnNhbXBsZQ==",
+    ] {
+        let r = request("GET", &url, &[("Authorization", wrong)], Vec::new());
+        assert_eq!(r.status, 401, "{wrong}: {}", r.describe());
+    }
+    assert!(
+        !b.stderr_text().contains("not-the-token-at-all"),
+        "a token reached the log"
+    );
+    assert_eq!(
+        http::get(&b.url("/metrics")).status,
+        404,
+        "the public port has no /metrics"
+    );
+    let r = http::post(
+        &format!("{admin}/soap"),
+        Some("text/xml"),
+        &[],
+        soap::envelope(soap::Version::V11, "", &echo("x")),
+    );
+    assert_eq!(
+        r.status,
+        404,
+        "the admin port speaks no SOAP: {}",
+        r.describe()
+    );
+}
+
+/// Protects what the figures say: four requests of one session counted `ok`, a continue of an
+/// unknown session counted under NonStop's -1001, one session begun and ended, the echo class's
+/// workers, and a restart after its worker is killed; the session ID is in no series.
+#[test]
+fn the_figures_follow_what_the_broker_did() {
+    let (b, admin) = start();
+    let ok = "broker_requests_total{endpoint=\"/soap\",dialect=\"nonstop\",outcome=\"ok\"}";
+    let before = scrape(&admin);
+    assert_eq!(value(&before, ok), Some(0.0), "{before}");
+    assert!(before.contains("# TYPE broker_request_duration_seconds histogram"));
+
+    let url = b.url("/soap");
+    let id = soap::begin_session(&url);
+    soap::echo_in_session(&url, &id, "one");
+    soap::echo_in_session(&url, &id, "two");
+    call11(&url, &end(&id), "").expect_no_session();
+    let r = call11(&url, &cont(&id), &echo("gone"));
+    r.expect_fault();
+
+    let text = scrape(&admin);
+    assert_eq!(value(&text, ok), Some(4.0), "{text}");
+    assert_eq!(
+        value(
+            &text,
+            "broker_requests_total{endpoint=\"/soap\",dialect=\"nonstop\",outcome=\"-1001\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "broker_sessions_begun_total{endpoint=\"/soap\",dialect=\"nonstop\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "broker_sessions_ended_total{endpoint=\"/soap\",dialect=\"nonstop\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "broker_request_duration_seconds_count{endpoint=\"/soap\",dialect=\"nonstop\"}"
+        ),
+        Some(5.0)
+    );
+    assert!(value(&text, "broker_class_workers{class=\"echo\"}").is_some_and(|n| n >= 1.0));
+    assert!(!text.contains(&id), "a session ID in the metrics");
+
+    // A worker killed: the class starts another and counts the restart.
+    let workers = b.worker_pids();
+    let victim = *workers.iter().next().expect("an echo worker");
+    proc::kill9(victim);
+    let restarted = wait::poll(Duration::from_secs(10), || {
+        let t = scrape(&admin);
+        (value(&t, "broker_class_worker_restarts{class=\"echo\"}") == Some(1.0)
+            && value(&t, "broker_class_workers{class=\"echo\"}").is_some_and(|n| n >= 1.0))
+        .then_some(t)
+    });
+    assert!(
+        restarted.is_some(),
+        "no restart counted: {}",
+        scrape(&admin)
+    );
+}
+
+/// Protects the monitoring examples in `deploy/monitoring/` from drifting: every `broker_…`
+/// series the alert rules and the Grafana dashboard use is one a broker exposes.
+#[test]
+fn the_dashboard_and_alerts_use_series_the_broker_exposes() {
+    let (b, admin) = start();
+    // Some traffic, so that the fault and transaction families have series.
+    let url = b.url("/soap");
+    call11(&url, &cont("no-such-session"), &echo("x")).expect_fault();
+    let text = scrape(&admin);
+    let exposed: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("# TYPE "))
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .collect();
+    let root = broker_tests::broker::workspace_root().join("deploy/monitoring");
+    let mut checked = 0;
+    for file in ["alerts.yml", "dashboard.json"] {
+        let source = std::fs::read_to_string(root.join(file)).expect("the monitoring example");
+        let mut rest = source.as_str();
+        while let Some(at) = rest.find("broker_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            let family = ["_total", "_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name);
+            assert!(
+                exposed.contains(family),
+                "{file} uses {name}, which the broker does not expose; it exposes {exposed:?}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} series found in the examples");
+    drop(b);
+}
