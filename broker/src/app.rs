@@ -295,6 +295,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
                     .iter()
                     .filter_map(|c| classes.get(&c.name).cloned())
                     .collect(),
+                engine: engine.clone(),
+                store: store.clone(),
             });
             let server = HttpServer::new(move || {
                 App::new().configure(|cfg| crate::admin::configure(cfg, state.clone()))

@@ -7,29 +7,207 @@
 //!
 //! - `GET /metrics`: the Prometheus text exposition (`crate::metrics`), the server classes' gauges
 //!   read at that moment.
+//! - `GET /sessions/{id}`: one session as JSON (endpoint, dialect, principal, times, its
+//!   transaction and participants, its dialog's class, worker and broker); 404 when unknown.
+//! - `DELETE /sessions/{id}`: end it now (dialog aborted, transaction rolled back, record deleted
+//!   durably; its next request gets the dialect's unknown-session fault); 409 while another live
+//!   broker holds its dialog or transaction (end it there).
+//! - `POST /sessions/purge`: sweep every expired session now.
+//! - `GET /brokers`: the live brokers of the shared store's registry.
 //!
+//! JSON in and out; errors are `{"error": "…"}` with the HTTP status. A session ID given in a path
+//! is never echoed in an error or a log line (only its first characters are logged).
 //! Nothing here changes what the public listener does; a scrape costs the request path nothing
 //! but the counters it updates anyway.
 
 use crate::cluster::Secret;
+use crate::dialect::rfc3339_utc;
+use crate::engine::{AdminEnd, SessionEngine};
 use crate::metrics::{self, ClassFigures};
-use actix_web::http::header;
+use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use adapters::ServerClass;
+use cookie_store::{now_ms, short_id, SessionRecord};
+use serde_json::{json, Value};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long an admin call waits for a session's request in progress.
+const TURN_WAIT: Duration = Duration::from_secs(5);
+/// Expired sessions examined per purge pass, and passes at most per call.
+const PURGE_BATCH: usize = 1000;
+const PURGE_PASSES: usize = 1000;
 
 /// What the admin handlers share.
 pub struct AdminState {
     pub token: Secret,
     /// The server classes, in configuration order.
     pub classes: Vec<Arc<dyn ServerClass>>,
+    pub engine: Arc<SessionEngine>,
+    pub store: Arc<dyn cookie_store::Store>,
 }
 
 /// Register the admin routes.
 pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AdminState>) {
     cfg.app_data(state)
         .route("/metrics", web::get().to(metrics_get))
+        .route("/sessions/purge", web::post().to(sessions_purge))
+        .route("/sessions/{id}", web::get().to(session_get))
+        .route("/sessions/{id}", web::delete().to(session_delete))
+        .route("/brokers", web::get().to(brokers_get))
         .default_service(web::to(not_found));
+}
+
+fn json_reply(status: StatusCode, body: &Value) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("application/json")
+        .body(body.to_string())
+}
+
+fn error(status: StatusCode, message: &str) -> HttpResponse {
+    json_reply(status, &json!({ "error": message }))
+}
+
+/// A session ID as the store has them: refused before any store call otherwise.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'+' | b'/' | b'=')
+        })
+}
+
+/// A session record as JSON.
+fn session_json(r: &SessionRecord) -> Value {
+    let now = now_ms();
+    json!({
+        "id": r.id,
+        "endpoint": r.endpoint,
+        "dialect": r.dialect,
+        "principal": r.principal,
+        "client_ip": r.client_ip.map(|ip| ip.to_string()),
+        "created": rfc3339_utc(r.created_ms),
+        "last_access": rfc3339_utc(r.last_access_ms),
+        "expires": rfc3339_utc(r.last_access_ms.saturating_add(r.idle_timeout_ms)),
+        "idle_timeout_seconds": r.idle_timeout_ms / 1000,
+        "expired": r.is_expired(now),
+        "transaction": r.transaction.as_ref().map(|t| json!({
+            "id": t.id,
+            "started": rfc3339_utc(t.started_ms),
+            "deadline": rfc3339_utc(t.deadline_ms),
+            "participants": t.participants.iter().map(|p| json!({
+                "server_class": p.server_class,
+                "worker": p.worker,
+            })).collect::<Vec<_>>(),
+        })),
+        "subsession": r.subsession.as_ref().map(|s| json!({
+            "server_class": s.server_class,
+            "worker": s.worker,
+            "broker": s.broker,
+        })),
+    })
+}
+
+async fn session_get(
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: web::Data<AdminState>,
+) -> HttpResponse {
+    if let Some(refused) = refusal(&req, &state) {
+        return refused;
+    }
+    if !valid_id(&id) {
+        return error(StatusCode::BAD_REQUEST, "not a session ID");
+    }
+    match state.engine.admin_show(&id, TURN_WAIT).await {
+        Ok(Some(record)) => json_reply(StatusCode::OK, &session_json(&record)),
+        Ok(None) => error(StatusCode::NOT_FOUND, "no such session"),
+        Err(cookie_store::StoreError::TurnTimeout(_)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the session is busy with a request; try again",
+        ),
+        Err(e) => {
+            tracing::error!(session = %short_id(&id), error = %e, "admin: cannot read a session");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the session store did not answer",
+            )
+        }
+    }
+}
+
+async fn session_delete(
+    req: HttpRequest,
+    id: web::Path<String>,
+    state: web::Data<AdminState>,
+) -> HttpResponse {
+    if let Some(refused) = refusal(&req, &state) {
+        return refused;
+    }
+    if !valid_id(&id) {
+        return error(StatusCode::BAD_REQUEST, "not a session ID");
+    }
+    match state.engine.admin_end(&id, TURN_WAIT).await {
+        Ok(AdminEnd::Ended) => json_reply(StatusCode::OK, &json!({ "ended": true })),
+        Ok(AdminEnd::Unknown) => error(StatusCode::NOT_FOUND, "no such session"),
+        Ok(AdminEnd::HeldElsewhere { broker }) => error(
+            StatusCode::CONFLICT,
+            &format!("broker {broker} holds the session's dialog or transaction: end it on that broker's admin listener"),
+        ),
+        Err(e) => {
+            tracing::error!(session = %short_id(&id), error = %e, "admin: cannot end a session");
+            error(StatusCode::SERVICE_UNAVAILABLE, &format!("the session could not be ended: {e}"))
+        }
+    }
+}
+
+async fn sessions_purge(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+    if let Some(refused) = refusal(&req, &state) {
+        return refused;
+    }
+    match state.engine.admin_purge(PURGE_BATCH, PURGE_PASSES).await {
+        Ok((examined, deleted)) => json_reply(
+            StatusCode::OK,
+            &json!({ "examined": examined, "deleted": deleted }),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "admin: purge failed");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the session store did not answer",
+            )
+        }
+    }
+}
+
+async fn brokers_get(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+    if let Some(refused) = refusal(&req, &state) {
+        return refused;
+    }
+    match state.store.live_brokers(now_ms()).await {
+        Ok(brokers) => json_reply(
+            StatusCode::OK,
+            &Value::Array(
+                brokers
+                    .iter()
+                    .map(|b| {
+                        json!({
+                            "id": b.id,
+                            "advertise": b.advertise,
+                            "lease_until": rfc3339_utc(b.lease_until_ms),
+                        })
+                    })
+                    .collect(),
+            ),
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "admin: cannot read the registry");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the session store did not answer",
+            )
+        }
+    }
 }
 
 /// The presented bearer token, checked in constant time; `Some` is the 401 to answer.
@@ -77,7 +255,8 @@ async fn metrics_get(req: HttpRequest, state: web::Data<AdminState>) -> HttpResp
 }
 
 async fn not_found() -> HttpResponse {
-    HttpResponse::NotFound()
-        .content_type("text/plain")
-        .body("No such admin path. GET /metrics is served here.\n")
+    error(
+        StatusCode::NOT_FOUND,
+        "no such admin path: GET /metrics, GET|DELETE /sessions/{id}, POST /sessions/purge, GET /brokers",
+    )
 }

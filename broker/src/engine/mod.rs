@@ -66,6 +66,7 @@
 //! holder's to expire: the request is forwarded there, and the sweeper asks the holder
 //! (`POST /_cluster/expire`) instead of aborting work it cannot reach.
 
+mod admin;
 mod admission;
 mod corrections;
 mod failure;
@@ -75,6 +76,7 @@ mod sweeper;
 #[cfg(test)]
 mod tests;
 
+pub use admin::AdminEnd;
 pub use failure::{Failure, FailureKind, RetryCause, Rule, UnmarshalProblem};
 pub use request::{
     DialogTransaction, EngineError, PeerExpiry, Reply, Request, Response, ServiceCall,
@@ -1035,6 +1037,14 @@ impl SessionEngine {
     /// An expired session (held here, or taken over): abort its dialog and transaction, delete
     /// it. Nothing was acknowledged about the deletion, so it need not wait for the disk.
     async fn expire(&self, held: Held) -> Result<(), StoreError> {
+        self.discard(held, Durability::Lazy).await?;
+        crate::metrics::get().sessions_expired(1);
+        Ok(())
+    }
+
+    /// Abort a held session's dialog and transaction and delete it (`durability`: whether the
+    /// deletion must reach the disk before the caller is told).
+    async fn discard(&self, held: Held, durability: Durability) -> Result<(), StoreError> {
         let Held {
             turn,
             mut record,
@@ -1049,8 +1059,7 @@ impl SessionEngine {
         if let Some(txn) = &record.transaction {
             self.coordinator.abort(txn).await;
         }
-        turn.delete(Durability::Lazy).await?;
-        crate::metrics::get().sessions_expired(1);
+        turn.delete(durability).await?;
         for c in committed {
             self.coordinator.settled(c).await;
         }

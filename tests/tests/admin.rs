@@ -1,7 +1,7 @@
-//! The admin listener and `GET /metrics` (issue 17 item 3), against a real broker: the token is
-//! required, the figures follow what the broker did (requests by outcome, with NonStop's fault
-//! code; sessions begun and ended; a server class's workers and restarts after a `kill -9`), and
-//! no session ID reaches them.
+//! The admin listener (issue 17), against a real broker: the token is required; `GET /metrics`
+//! follows what the broker did (requests by outcome, with NonStop's fault code; sessions begun and
+//! ended; a server class's workers and restarts after a `kill -9`) and no session ID reaches it;
+//! one session is shown and ended, expired ones purged, the registry listed.
 
 use broker_tests::broker::free_port;
 use broker_tests::http::{self, request};
@@ -191,4 +191,90 @@ fn the_dashboard_and_alerts_use_series_the_broker_exposes() {
     }
     assert!(checked >= 10, "only {checked} series found in the examples");
     drop(b);
+}
+
+fn admin_call(admin: &str, method: &str, path: &str) -> (u16, String) {
+    let bearer = format!("Bearer {TOKEN}");
+    let r = request(
+        method,
+        &format!("{admin}{path}"),
+        &[("Authorization", bearer.as_str())],
+        Vec::new(),
+    );
+    (r.status, r.text())
+}
+
+/// Protects showing and ending one session: the record as JSON (its endpoint, dialect, expiry);
+/// ending it makes its next request the dialect's unknown-session fault (-1001); an unknown or
+/// ended ID is 404, and the error text does not echo it; a malformed ID is 400.
+#[test]
+fn an_operator_shows_and_ends_a_session() {
+    let (b, admin) = start();
+    let url = b.url("/soap");
+    let id = soap::begin_session(&url);
+    let (status, body) = admin_call(&admin, "GET", &format!("/sessions/{id}"));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(&format!("\"id\":\"{id}\"")), "{body}");
+    assert!(body.contains("\"endpoint\":\"/soap\""), "{body}");
+    assert!(body.contains("\"dialect\":\"nonstop\""), "{body}");
+    assert!(body.contains("\"expired\":false"), "{body}");
+    assert!(body.contains("\"transaction\":null"), "{body}");
+
+    let (status, body) = admin_call(&admin, "DELETE", &format!("/sessions/{id}"));
+    assert_eq!((status, body.as_str()), (200, "{\"ended\":true}"));
+    let r = call11(&url, &cont(&id), &echo("after"));
+    soap::expect_header_fault(&r, -1001);
+    for method in ["GET", "DELETE"] {
+        let (status, body) = admin_call(&admin, method, &format!("/sessions/{id}"));
+        assert_eq!(status, 404, "{method}: {body}");
+        assert!(!body.contains(&id), "the error echoes the ID: {body}");
+    }
+    assert_eq!(admin_call(&admin, "GET", "/sessions/not%20an%20id").0, 400);
+    let (status, _) = admin_call(&admin, "GET", "/brokers");
+    assert_eq!(status, 200);
+    assert!(
+        !b.stderr_text().contains(&id),
+        "a whole session ID in the log"
+    );
+}
+
+/// Protects purging: sessions whose idle timeout passed are deleted at once (not at the sweeper's
+/// next pass), live ones stay; the registry lists this broker with its address.
+#[test]
+fn an_operator_purges_expired_sessions_and_lists_the_brokers() {
+    let admin = format!("127.0.0.1:{}", free_port());
+    let b = BrokerProcess::start(
+        &TestConfig::new()
+            .session_timeout("1s")
+            .sweep_interval("1h")
+            .extra(&format!(
+                "[admin]\nlisten = \"{admin}\"\ntoken = \"{TOKEN}\"\n"
+            ))
+            .render(),
+    );
+    let admin = format!("http://{admin}");
+    let url = b.url("/soap");
+    let old: Vec<String> = (0..3).map(|_| soap::begin_session(&url)).collect();
+    std::thread::sleep(Duration::from_millis(1300));
+    let fresh = soap::begin_session(&url);
+    let (status, body) = admin_call(&admin, "POST", "/sessions/purge");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"deleted\":3"), "{body}");
+    for id in &old {
+        assert_eq!(admin_call(&admin, "GET", &format!("/sessions/{id}")).0, 404);
+    }
+    assert_eq!(
+        admin_call(&admin, "GET", &format!("/sessions/{fresh}")).0,
+        200
+    );
+    let text = scrape(&admin);
+    assert_eq!(
+        value(&text, "broker_sessions_expired_total"),
+        Some(3.0),
+        "{text}"
+    );
+    let (status, body) = admin_call(&admin, "GET", "/brokers");
+    assert_eq!(status, 200);
+    assert!(body.contains("\"id\":\"test\""), "{body}");
+    assert!(body.contains(&b.url("")), "{body}");
 }
