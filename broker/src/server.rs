@@ -266,7 +266,8 @@ async fn cluster_expire(req: HttpRequest, body: Bytes, shared: web::Data<Shared>
         );
     }
     let engine = shared.engine.clone();
-    let task = actix_web::rt::spawn(async move { engine.expire_for_peer(&id).await });
+    let end = req.query_string() == "end";
+    let task = actix_web::rt::spawn(async move { engine.expire_for_peer(&id, end).await });
     match task.await {
         Ok(Ok(answer)) => plain(StatusCode::OK, answer.as_str().to_string()),
         Ok(Err(e)) => plain(

@@ -39,6 +39,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 const SECRET: &str = "cluster-test-secret-0123456789";
+const ADMIN_TOKEN: &str = "cluster-admin-token-0123456789";
 
 /// Where the brokers keep their sessions.
 enum Backend {
@@ -88,6 +89,8 @@ impl Default for Setup {
 /// Three brokers (`b1`, `b2`, `b3`) sharing one store and one ledger directory.
 struct Cluster {
     brokers: Vec<BrokerProcess>,
+    /// Each broker's admin listener (`http://…`, token [`ADMIN_TOKEN`]).
+    admins: Vec<String>,
     /// Which brokers were killed (requests then skip them).
     dead: Vec<bool>,
     backend: Backend,
@@ -122,6 +125,9 @@ impl Cluster {
             .expect("a temporary directory");
         let root = accounts.path().display().to_string();
         let url = backend.store_url();
+        let admins: Vec<String> = (0..3)
+            .map(|_| format!("127.0.0.1:{}", broker_tests::broker::free_port()))
+            .collect();
         let brokers = (0..3)
             .map(|i| {
                 let cluster = if setup.secret {
@@ -139,9 +145,10 @@ impl Cluster {
                     .echo_workers(1, 3)
                     .echo_request_timeout("3s")
                     .extra(&format!(
-                        "{}{}",
+                        "{}{}\n[admin]\nlisten = \"{}\"\ntoken = \"{ADMIN_TOKEN}\"\n",
                         classes_in(&root, "3s", 4, ""),
-                        cart_class(setup.cart_lines)
+                        cart_class(setup.cart_lines),
+                        admins[i]
                     ))
                     .render();
                 BrokerProcess::start(&config)
@@ -149,6 +156,7 @@ impl Cluster {
             .collect();
         Cluster {
             brokers,
+            admins: admins.iter().map(|a| format!("http://{a}")).collect(),
             dead: vec![false; 3],
             backend,
             _accounts: accounts,
@@ -509,6 +517,46 @@ fn an_expired_session_held_by_another_broker_is_expired_by_its_holder() {
     .expect("the expired session's dialog slot is freed within 10 s");
     assert_eq!(items(&fits), vec!["new"]);
     expect_header_fault(&call11(&c.url(1), &cont(&first), "<CartList/>"), -1001);
+}
+
+/// Protects ending a session through another broker's admin API: b1 holds the session's dialog;
+/// `DELETE /sessions/{id}` on b2's admin listener has b1 end it (the dialog aborted on its worker:
+/// its one slot fits a new dialog at once), and the session's next request, at b3, gets -1001.
+#[test]
+fn an_operator_ends_a_session_another_broker_holds() {
+    let setup = Setup {
+        cart_lines: "min_workers = 1\nmax_workers = 1\nmax_dialogs_per_worker = 1\nqueue_limit = 0",
+        ..Setup::default()
+    };
+    let c = Cluster::start(Backend::daemon(), setup);
+    let id = call11(&c.url(0), &begin(), &add("held")).expect_session_id();
+    assert!(
+        call11(&c.url(0), &begin(), &add("no room"))
+            .fault()
+            .is_some(),
+        "the one dialog slot is taken"
+    );
+    let bearer = format!("Bearer {ADMIN_TOKEN}");
+    let r = http::request(
+        "DELETE",
+        &format!("{}/sessions/{id}", c.admins[1]),
+        &[("Authorization", bearer.as_str())],
+        Vec::new(),
+    );
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "{\"ended\":true}"),
+        "{}",
+        r.describe()
+    );
+    expect_header_fault(&call11(&c.url(2), &cont(&id), "<CartList/>"), -1001);
+    let r = call11(&c.url(0), &begin(), &add("new"));
+    assert_eq!(
+        items(&r),
+        vec!["new"],
+        "the dialog slot was freed: {}",
+        r.describe()
+    );
 }
 
 // ---- kill -9 under load ----------------------------------------------------------------------

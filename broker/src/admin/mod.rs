@@ -10,8 +10,9 @@
 //! - `GET /sessions/{id}`: one session as JSON (endpoint, dialect, principal, times, its
 //!   transaction and participants, its dialog's class, worker and broker); 404 when unknown.
 //! - `DELETE /sessions/{id}`: end it now (dialog aborted, transaction rolled back, record deleted
-//!   durably; its next request gets the dialect's unknown-session fault); 409 while another live
-//!   broker holds its dialog or transaction (end it there).
+//!   durably; its next request gets the dialect's unknown-session fault). When another live broker
+//!   holds its dialog or transaction, that broker ends it (`POST /_cluster/expire?end`); without a
+//!   cluster secret the answer is 409, naming the broker.
 //! - `POST /sessions/purge`: sweep every expired session now.
 //! - `GET /brokers`: the live brokers of the shared store's registry.
 //!

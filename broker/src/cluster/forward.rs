@@ -123,8 +123,10 @@ impl Forwarder {
 
     /// Ask the broker advertised at `target` to expire session `id` if it is due; its plain-text
     /// answer.
-    async fn expire_at(&self, target: &str, id: &str) -> Result<Relayed, ForwardError> {
-        let url = format!("{}{EXPIRE_PATH}", target.trim_end_matches('/'));
+    /// `POST /_cluster/expire` (`?end`: whether due or not).
+    async fn expire_at(&self, target: &str, id: &str, end: bool) -> Result<Relayed, ForwardError> {
+        let query = if end { "?end" } else { "" };
+        let url = format!("{}{EXPIRE_PATH}{query}", target.trim_end_matches('/'));
         let headers = vec![(CONTENT_TYPE.as_str(), "text/plain".to_string())];
         self.post(target, &url, headers, Bytes::copy_from_slice(id.as_bytes()))
             .await
@@ -266,8 +268,23 @@ impl Peer for Forwarder {
     }
 
     async fn expire(&self, holder: &BrokerInfo, id: &str) -> Result<PeerExpiry, PeerError> {
+        self.expire_or_end(holder, id, false).await
+    }
+
+    async fn end(&self, holder: &BrokerInfo, id: &str) -> Result<PeerExpiry, PeerError> {
+        self.expire_or_end(holder, id, true).await
+    }
+}
+
+impl Forwarder {
+    async fn expire_or_end(
+        &self,
+        holder: &BrokerInfo,
+        id: &str,
+        end: bool,
+    ) -> Result<PeerExpiry, PeerError> {
         let relayed = self
-            .expire_at(&holder.advertise, id)
+            .expire_at(&holder.advertise, id, end)
             .await
             .map_err(peer_error)?;
         let text = String::from_utf8_lossy(&relayed.body);

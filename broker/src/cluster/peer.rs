@@ -48,6 +48,15 @@ pub trait Peer: Send + Sync + 'static {
 
     /// Ask `holder` to expire session `id` if it is due (another broker's sweeper found it so).
     async fn expire(&self, holder: &BrokerInfo, id: &str) -> Result<PeerExpiry, PeerError>;
+
+    /// Ask `holder` to end session `id` now, due or not (an operator asked this broker's admin
+    /// API); [`PeerExpiry::Expired`] means it was ended. Default: refused (a peer that cannot).
+    async fn end(&self, holder: &BrokerInfo, id: &str) -> Result<PeerExpiry, PeerError> {
+        let _ = (holder, id);
+        Err(PeerError::Refused(
+            "ending sessions is not supported by this peer".into(),
+        ))
+    }
 }
 
 /// How a call to another broker failed (see the module docs for what each allows).

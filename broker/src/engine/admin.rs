@@ -2,7 +2,7 @@
 //! and purging the expired ones now. Each takes the session's turn like a request does, so it
 //! waits behind a request in progress and never sees half of one.
 
-use super::{EngineError, Held, SessionEngine};
+use super::{EngineError, Held, PeerExpiry, SessionEngine};
 use cookie_store::{now_ms, short_id, take_turn, Durability, SessionRecord, StoreError};
 use std::time::Duration;
 
@@ -52,7 +52,21 @@ impl SessionEngine {
             }
             Ok(Some(holder)) => {
                 held.release().await;
-                Ok(AdminEnd::HeldElsewhere { broker: holder.id })
+                // The holder ends it (its dialog and its transaction's workers are there).
+                let Some(peer) = &self.peer else {
+                    return Ok(AdminEnd::HeldElsewhere { broker: holder.id });
+                };
+                match peer.end(&holder, id).await {
+                    Ok(PeerExpiry::Expired) => {
+                        tracing::info!(session = %short_id(id), broker = %holder.id, "session ended by an operator, at the broker holding it");
+                        Ok(AdminEnd::Ended)
+                    }
+                    Ok(PeerExpiry::Gone) => Ok(AdminEnd::Unknown),
+                    Ok(_) => Ok(AdminEnd::HeldElsewhere { broker: holder.id }),
+                    Err(e) => Err(EngineError::HolderUnreachable {
+                        broker: format!("{} ({e})", holder.id),
+                    }),
+                }
             }
             Err(e) => {
                 held.release().await;

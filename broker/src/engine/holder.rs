@@ -167,8 +167,9 @@ impl SessionEngine {
     }
 
     /// `POST /_cluster/expire`: another broker's sweeper found session `id` due and this broker
-    /// holding its work. Expire it here if it is due and still held here (or by a gone broker).
-    pub async fn expire_for_peer(&self, id: &str) -> Result<PeerExpiry, StoreError> {
+    /// holding its work. Expire it here if it is due (or, with `end`, whether due or not: an
+    /// operator asked another broker to end it) and still held here (or by a gone broker).
+    pub async fn expire_for_peer(&self, id: &str, end: bool) -> Result<PeerExpiry, StoreError> {
         let (turn, record) = match take_turn(&self.store, id, self.turn_lease, Duration::ZERO).await
         {
             Ok(Some(found)) => found,
@@ -176,12 +177,21 @@ impl SessionEngine {
             Err(StoreError::TurnTimeout(_)) => return Ok(PeerExpiry::Busy),
             Err(e) => return Err(e),
         };
-        if !record.is_expired(now_ms()) {
+        if !end && !record.is_expired(now_ms()) {
             turn.release().await;
             return Ok(PeerExpiry::Alive);
         }
         let mut held = Held::new(turn, record);
         match self.resolve_holder(&mut held).await {
+            Ok(None) if end => {
+                let (endpoint, dialect) =
+                    (held.record.endpoint.clone(), held.record.dialect.clone());
+                self.discard(held, cookie_store::Durability::Durable)
+                    .await?;
+                crate::metrics::get().session_ended(&endpoint, &dialect);
+                tracing::info!(session = %short_id(id), "session ended at another broker's request (an operator's)");
+                Ok(PeerExpiry::Expired)
+            }
             Ok(None) => {
                 self.expire(held).await?;
                 tracing::debug!(session = %short_id(id), "expired session swept at another broker's request");
