@@ -278,3 +278,102 @@ fn an_operator_purges_expired_sessions_and_lists_the_brokers() {
     assert!(body.contains("\"id\":\"test\""), "{body}");
     assert!(body.contains(&b.url("")), "{body}");
 }
+
+/// `broker admin --url URL --token TOKEN args…`, run to completion.
+fn cli(admin: &str, token: &str, args: &[&str]) -> broker_tests::broker::Finished {
+    let mut all = vec!["admin", "--url", admin, "--token", token];
+    all.extend_from_slice(args);
+    broker_tests::broker::run_broker(&all, Duration::from_secs(30))
+}
+
+/// Protects the `broker admin` command: a session shown as a table and as JSON, ended, then
+/// unknown; the brokers table; metrics as served; and each failure as one line and status 1 (a
+/// refused token, a broker that is down, an unknown session), never echoing the token.
+#[test]
+fn the_admin_command_shows_ends_and_fails_clearly() {
+    let (b, admin) = start();
+    let url = b.url("/soap");
+    let id = soap::begin_session(&url);
+
+    let shown = cli(&admin, TOKEN, &["session", "show", &id]);
+    assert_eq!(shown.code(), Some(0), "{}", shown.describe());
+    assert!(
+        shown
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("endpoint") && l.ends_with("/soap")),
+        "{}",
+        shown.stdout
+    );
+    assert!(
+        shown
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("dialog") && l.ends_with('-')),
+        "{}",
+        shown.stdout
+    );
+    let json = cli(&admin, TOKEN, &["--json", "session", "show", &id]);
+    assert!(
+        json.stdout.starts_with('{') && json.stdout.contains("\"dialect\":\"nonstop\""),
+        "{}",
+        json.stdout
+    );
+
+    let brokers = cli(&admin, TOKEN, &["brokers"]);
+    assert_eq!(brokers.code(), Some(0), "{}", brokers.describe());
+    assert!(brokers.stdout.starts_with("ID "), "{}", brokers.stdout);
+    assert!(
+        brokers
+            .stdout
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("test ")),
+        "{}",
+        brokers.stdout
+    );
+    let metrics = cli(&admin, TOKEN, &["metrics"]);
+    assert!(
+        metrics
+            .stdout
+            .contains("broker_sessions_begun_total{endpoint=\"/soap\",dialect=\"nonstop\"} 1"),
+        "{}",
+        metrics.stdout
+    );
+
+    let ended = cli(&admin, TOKEN, &["session", "end", &id]);
+    assert_eq!(
+        (ended.code(), ended.stdout.as_str()),
+        (Some(0), "session ended\n"),
+        "{}",
+        ended.describe()
+    );
+    soap::expect_header_fault(&call11(&url, &cont(&id), &echo("x")), -1001);
+
+    let unknown = cli(&admin, TOKEN, &["session", "show", &id]);
+    assert_eq!(unknown.code(), Some(1));
+    assert_eq!(unknown.stderr, "broker admin: no such session (HTTP 404)\n");
+    let refused = cli(&admin, "wrong-token-wrong-token-000", &["brokers"]);
+    assert_eq!(refused.code(), Some(1));
+    assert_eq!(
+        refused.stderr,
+        format!("broker admin: {admin} refused the admin token (HTTP 401)\n")
+    );
+    assert!(!refused.stderr.contains("wrong-token"));
+    let down = format!("http://127.0.0.1:{}", free_port());
+    let unreachable = cli(&down, TOKEN, &["brokers"]);
+    assert_eq!(unreachable.code(), Some(1));
+    assert!(
+        unreachable
+            .stderr
+            .starts_with(&format!("broker admin: cannot reach {down}")),
+        "{}",
+        unreachable.stderr
+    );
+    assert_eq!(
+        unreachable.stderr.lines().count(),
+        1,
+        "{}",
+        unreachable.stderr
+    );
+}

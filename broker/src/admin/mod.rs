@@ -21,6 +21,8 @@
 //! Nothing here changes what the public listener does; a scrape costs the request path nothing
 //! but the counters it updates anyway.
 
+pub mod cli;
+
 use crate::cluster::Secret;
 use crate::dialect::rfc3339_utc;
 use crate::engine::{AdminEnd, SessionEngine};

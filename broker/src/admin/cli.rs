@@ -1,0 +1,300 @@
+//! # `broker admin …`: the admin API from a shell
+//!
+//! ```text
+//! broker admin [--url http://127.0.0.1:8081] [--token T] [--json] <command>
+//!   session show ID       one session (a table; --json: the API's JSON)
+//!   session end ID        end it now
+//!   sessions purge        sweep every expired session now
+//!   brokers               the live brokers sharing the store
+//!   metrics               the Prometheus exposition, as served
+//! ```
+//!
+//! The token comes from `--token` or `BROKER_ADMIN_TOKEN`. Every failure is one line on stderr
+//! and exit status 1: the broker cannot be reached, the token is refused, the session is unknown,
+//! the API answers an error (its `error` text). A usage error is status 2.
+
+use clap::{Args, Subcommand};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// How long one call may take, connecting included.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Args)]
+pub struct AdminArgs {
+    /// The broker's admin listener.
+    #[arg(long, default_value = "http://127.0.0.1:8081", value_name = "URL")]
+    url: String,
+    /// The admin token (default: the environment variable BROKER_ADMIN_TOKEN).
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// One session.
+    Session {
+        #[command(subcommand)]
+        command: SessionCommand,
+    },
+    /// All sessions.
+    Sessions {
+        #[command(subcommand)]
+        command: SessionsCommand,
+    },
+    /// The live brokers sharing the store.
+    Brokers,
+    /// The Prometheus exposition, as served.
+    Metrics,
+}
+
+#[derive(Subcommand)]
+enum SessionCommand {
+    /// Show it: endpoint, dialect, principal, times, transaction, dialog.
+    Show { id: String },
+    /// End it now: its dialog aborted, its transaction rolled back.
+    End { id: String },
+}
+
+#[derive(Subcommand)]
+enum SessionsCommand {
+    /// Sweep every expired session now.
+    Purge,
+}
+
+/// Run `broker admin …`.
+pub fn run(args: AdminArgs) -> ExitCode {
+    match execute(&args) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(message) => {
+            eprintln!("broker admin: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn execute(args: &AdminArgs) -> Result<String, String> {
+    let token = args
+        .token
+        .clone()
+        .or_else(|| std::env::var(crate::config::ADMIN_TOKEN_ENV).ok())
+        .filter(|t| !t.trim().is_empty())
+        .ok_or_else(|| {
+            format!(
+                "no admin token: give --token or set {}",
+                crate::config::ADMIN_TOKEN_ENV
+            )
+        })?;
+    let (method, path) = match &args.command {
+        AdminCommand::Session {
+            command: SessionCommand::Show { id },
+        } => ("GET", format!("/sessions/{}", path_segment(id)?)),
+        AdminCommand::Session {
+            command: SessionCommand::End { id },
+        } => ("DELETE", format!("/sessions/{}", path_segment(id)?)),
+        AdminCommand::Sessions {
+            command: SessionsCommand::Purge,
+        } => ("POST", "/sessions/purge".to_string()),
+        AdminCommand::Brokers => ("GET", "/brokers".to_string()),
+        AdminCommand::Metrics => ("GET", "/metrics".to_string()),
+    };
+    let (status, body) = call(&args.url, method, &path, token.trim())?;
+    if status == 401 {
+        return Err(format!("{} refused the admin token (HTTP 401)", args.url));
+    }
+    if matches!(args.command, AdminCommand::Metrics) {
+        return match status {
+            200 => Ok(body),
+            _ => Err(format!("HTTP {status}: {}", body.trim())),
+        };
+    }
+    let json: Value = serde_json::from_str(&body)
+        .map_err(|e| format!("{} answered HTTP {status} without JSON ({e})", args.url))?;
+    if !(200..300).contains(&status) {
+        let text = json["error"].as_str().unwrap_or("(no error text)");
+        return Err(format!("{text} (HTTP {status})"));
+    }
+    if args.json {
+        return Ok(format!("{json}\n"));
+    }
+    Ok(match &args.command {
+        AdminCommand::Session {
+            command: SessionCommand::Show { .. },
+        } => session_table(&json),
+        AdminCommand::Session {
+            command: SessionCommand::End { .. },
+        } => "session ended\n".to_string(),
+        AdminCommand::Sessions { .. } => format!(
+            "examined {}, deleted {}\n",
+            json["examined"], json["deleted"]
+        ),
+        AdminCommand::Brokers => brokers_table(&json),
+        AdminCommand::Metrics => String::new(),
+    })
+}
+
+/// A session ID as a path segment: unreserved characters as they are, the rest (sqlSession's
+/// base64 `+`, `/`, `=`) percent-encoded.
+fn path_segment(id: &str) -> Result<String, String> {
+    if id.is_empty() || id.len() > 128 || id.bytes().any(|b| !b.is_ascii_graphic()) {
+        return Err("that is not a session ID".into());
+    }
+    let mut out = String::with_capacity(id.len() + 8);
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Ok(out)
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn session_table(s: &Value) -> String {
+    let mut out = String::new();
+    let mut row = |k: &str, v: String| out.push_str(&format!("{k:<14} {v}\n"));
+    for key in [
+        "id",
+        "endpoint",
+        "dialect",
+        "principal",
+        "client_ip",
+        "created",
+        "last_access",
+        "expires",
+    ] {
+        row(key, text(&s[key]));
+    }
+    match &s["transaction"] {
+        Value::Null => row("transaction", "-".into()),
+        t => {
+            let parts: Vec<String> = t["participants"]
+                .as_array()
+                .map(|ps| {
+                    ps.iter()
+                        .map(|p| format!("{} ({})", text(&p["server_class"]), text(&p["worker"])))
+                        .collect()
+                })
+                .unwrap_or_default();
+            row("transaction", text(&t["id"]));
+            row(
+                "participants",
+                if parts.is_empty() {
+                    "-".into()
+                } else {
+                    parts.join(", ")
+                },
+            );
+        }
+    }
+    match &s["subsession"] {
+        Value::Null => row("dialog", "-".into()),
+        d => row(
+            "dialog",
+            format!(
+                "{} on {} at broker {}",
+                text(&d["server_class"]),
+                text(&d["worker"]),
+                text(&d["broker"])
+            ),
+        ),
+    }
+    out
+}
+
+fn brokers_table(list: &Value) -> String {
+    let mut out = format!("{:<24} {:<32} {}\n", "ID", "ADDRESS", "LEASE UNTIL");
+    for b in list.as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{:<24} {:<32} {}\n",
+            text(&b["id"]),
+            text(&b["advertise"]),
+            text(&b["lease_until"])
+        ));
+    }
+    out
+}
+
+/// One request to the admin listener: (status, body).
+fn call(base: &str, method: &str, path: &str, token: &str) -> Result<(u16, String), String> {
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    let uri: hyper::Uri = url
+        .parse()
+        .map_err(|e| format!("{base} is not a URL: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!(
+            "{base}: only http:// admin listeners are supported"
+        ));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start: {e}"))?;
+    runtime.block_on(async {
+        let client: Client<HttpConnector, Empty<bytes::Bytes>> =
+            Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+        let request = hyper::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Empty::new())
+            .map_err(|e| format!("cannot build the request: {e}"))?;
+        let exchange = async {
+            let response = client.request(request).await.map_err(|e| {
+                let mut reason = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    reason = format!("{reason}: {s}");
+                    source = s.source();
+                }
+                format!("cannot reach {base}: {reason}")
+            })?;
+            let status = response.status().as_u16();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("{base}: the answer broke off: {e}"))?
+                .to_bytes();
+            Ok((status, String::from_utf8_lossy(&body).into_owned()))
+        };
+        tokio::time::timeout(CALL_TIMEOUT, exchange)
+            .await
+            .map_err(|_| format!("{base} did not answer within {CALL_TIMEOUT:?}"))?
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ids_become_path_segments() {
+        assert_eq!(path_segment("3f2a-b_c.d~").unwrap(), "3f2a-b_c.d~");
+        // A sqlSession ID is base64.
+        assert_eq!(path_segment("3q2+7w/=").unwrap(), "3q2%2B7w%2F%3D");
+        assert!(path_segment("").is_err());
+        assert!(path_segment("a b").is_err());
+    }
+}
