@@ -111,16 +111,19 @@ fn session_json(r: &SessionRecord) -> Value {
     })
 }
 
+/// The answer to a session call with a bad token or a malformed ID, if it has one.
+fn session_refusal(req: &HttpRequest, id: &str, state: &AdminState) -> Option<HttpResponse> {
+    refusal(req, state)
+        .or_else(|| (!valid_id(id)).then(|| error(StatusCode::BAD_REQUEST, "not a session ID")))
+}
+
 async fn session_get(
     req: HttpRequest,
     id: web::Path<String>,
     state: web::Data<AdminState>,
 ) -> HttpResponse {
-    if let Some(refused) = refusal(&req, &state) {
+    if let Some(refused) = session_refusal(&req, &id, &state) {
         return refused;
-    }
-    if !valid_id(&id) {
-        return error(StatusCode::BAD_REQUEST, "not a session ID");
     }
     match state.engine.admin_show(&id, TURN_WAIT).await {
         Ok(Some(record)) => json_reply(StatusCode::OK, &session_json(&record)),
@@ -144,11 +147,8 @@ async fn session_delete(
     id: web::Path<String>,
     state: web::Data<AdminState>,
 ) -> HttpResponse {
-    if let Some(refused) = refusal(&req, &state) {
+    if let Some(refused) = session_refusal(&req, &id, &state) {
         return refused;
-    }
-    if !valid_id(&id) {
-        return error(StatusCode::BAD_REQUEST, "not a session ID");
     }
     match state.engine.admin_end(&id, TURN_WAIT).await {
         Ok(AdminEnd::Ended) => json_reply(StatusCode::OK, &json!({ "ended": true })),
