@@ -610,6 +610,33 @@ impl SessionStore for SledStore {
         Ok(due)
     }
 
+    async fn list_sessions(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        use std::ops::Bound;
+        let start = match after {
+            Some(id) => Bound::Excluded(id.as_bytes().to_vec()),
+            None => Bound::Unbounded,
+        };
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for entry in self
+            .sessions
+            .range::<Vec<u8>, _>((start, Bound::Unbounded))
+            .take(limit)
+        {
+            let (key, bytes) = entry
+                .map_err(|e| StoreError::Unavailable(format!("scanning the sessions: {e}")))?;
+            let record = SessionRecord::decode(&bytes).map_err(|source| StoreError::Record {
+                id: String::from_utf8_lossy(&key).into_owned(),
+                source,
+            })?;
+            out.push(record);
+        }
+        Ok(out)
+    }
+
     async fn count_sessions(
         &self,
         endpoint: &str,

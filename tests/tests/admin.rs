@@ -377,3 +377,82 @@ fn the_admin_command_shows_ends_and_fails_clearly() {
         unreachable.stderr
     );
 }
+
+/// Protects listing: every session once, in ID order, over pages of `limit` linked by `next`;
+/// filters by endpoint, dialect and idle time; the same through `broker admin sessions list`.
+#[test]
+fn an_operator_lists_sessions_page_by_page_with_filters() {
+    let (b, admin) = start();
+    let url = b.url("/soap");
+    let mut ids: Vec<String> = (0..5).map(|_| soap::begin_session(&url)).collect();
+    ids.sort();
+    let listed = |query: &str| -> (Vec<String>, Option<String>) {
+        let (status, body) = admin_call(&admin, "GET", &format!("/sessions?{query}"));
+        assert_eq!(status, 200, "{query}: {body}");
+        let page: Vec<String> = body
+            .split("\"id\":\"")
+            .skip(1)
+            .filter_map(|s| s.split('"').next().map(str::to_string))
+            .filter(|s| s.len() >= 32)
+            .collect();
+        let next = body
+            .split("\"next\":\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .map(str::to_string);
+        (page, next)
+    };
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    for _ in 0..10 {
+        let query = match &after {
+            Some(a) => format!("limit=2&after={a}"),
+            None => "limit=2".to_string(),
+        };
+        let (page, next) = listed(&query);
+        assert!(page.len() <= 2);
+        seen.extend(page);
+        match next {
+            Some(n) => after = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "every session once, in ID order");
+    assert_eq!(listed("endpoint=/dsml").0.len(), 0);
+    assert_eq!(listed("dialect=nonstop&limit=100").0, ids);
+    assert_eq!(listed("idle_longer_than=1h").0.len(), 0);
+    assert_eq!(
+        admin_call(&admin, "GET", "/sessions?idle_longer_than=soon").0,
+        400
+    );
+    assert_eq!(admin_call(&admin, "GET", "/sessions?colour=red").0, 400);
+
+    let table = cli(&admin, TOKEN, &["sessions", "list", "--limit", "3"]);
+    assert_eq!(table.code(), Some(0), "{}", table.describe());
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    assert!(lines[0].starts_with("ID "), "{}", table.stdout);
+    assert!(
+        lines[1].starts_with(&ids[0]) && lines[3].starts_with(&ids[2]),
+        "{}",
+        table.stdout
+    );
+    assert_eq!(
+        lines[4],
+        format!("next page: --after {}", ids[2]),
+        "{}",
+        table.stdout
+    );
+    let rest = cli(
+        &admin,
+        TOKEN,
+        &[
+            "sessions",
+            "list",
+            "--after",
+            &ids[2],
+            "--endpoint",
+            "/soap",
+        ],
+    );
+    assert_eq!(rest.stdout.lines().count(), 3, "{}", rest.stdout);
+}

@@ -4,6 +4,9 @@
 //! broker admin [--url http://127.0.0.1:8081] [--token T] [--json] <command>
 //!   session show ID       one session (a table; --json: the API's JSON)
 //!   session end ID        end it now
+//!   sessions list [--endpoint P] [--dialect D] [--principal U] [--holder B]
+//!                 [--idle-longer-than 30m] [--limit N] [--after ID]
+//!                         a page of sessions (the next page: --after the ID it names)
 //!   sessions purge        sweep every expired session now
 //!   brokers               the live brokers sharing the store
 //!   metrics               the Prometheus exposition, as served
@@ -68,8 +71,54 @@ enum SessionCommand {
 
 #[derive(Subcommand)]
 enum SessionsCommand {
+    /// A page of sessions, in ID order.
+    List(ListArgs),
     /// Sweep every expired session now.
     Purge,
+}
+
+#[derive(Args)]
+struct ListArgs {
+    /// Only sessions of this endpoint path.
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// Only sessions of this dialect (nonstop, dsml, sqlsession).
+    #[arg(long)]
+    dialect: Option<String>,
+    /// Only sessions of this principal.
+    #[arg(long)]
+    principal: Option<String>,
+    /// Only sessions whose dialog this broker holds.
+    #[arg(long)]
+    holder: Option<String>,
+    /// Only sessions idle longer than this (30s, 5m, 2h).
+    #[arg(long, value_name = "DURATION")]
+    idle_longer_than: Option<String>,
+    /// Sessions per page (at most 1000).
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    /// Start after this session ID (the `next` of the page before).
+    #[arg(long, value_name = "ID")]
+    after: Option<String>,
+}
+
+impl ListArgs {
+    fn query(&self) -> Result<String, String> {
+        let mut q = format!("limit={}", self.limit);
+        for (key, value) in [
+            ("endpoint", &self.endpoint),
+            ("dialect", &self.dialect),
+            ("principal", &self.principal),
+            ("holder", &self.holder),
+            ("idle_longer_than", &self.idle_longer_than),
+            ("after", &self.after),
+        ] {
+            if let Some(v) = value {
+                q.push_str(&format!("&{key}={}", path_segment(v)?));
+            }
+        }
+        Ok(q)
+    }
 }
 
 /// Run `broker admin …`.
@@ -108,6 +157,9 @@ fn execute(args: &AdminArgs) -> Result<String, String> {
         AdminCommand::Sessions {
             command: SessionsCommand::Purge,
         } => ("POST", "/sessions/purge".to_string()),
+        AdminCommand::Sessions {
+            command: SessionsCommand::List(list),
+        } => ("GET", format!("/sessions?{}", list.query()?)),
         AdminCommand::Brokers => ("GET", "/brokers".to_string()),
         AdminCommand::Metrics => ("GET", "/metrics".to_string()),
     };
@@ -137,7 +189,12 @@ fn execute(args: &AdminArgs) -> Result<String, String> {
         AdminCommand::Session {
             command: SessionCommand::End { .. },
         } => "session ended\n".to_string(),
-        AdminCommand::Sessions { .. } => format!(
+        AdminCommand::Sessions {
+            command: SessionsCommand::List(_),
+        } => sessions_table(&json),
+        AdminCommand::Sessions {
+            command: SessionsCommand::Purge,
+        } => format!(
             "examined {}, deleted {}\n",
             json["examined"], json["deleted"]
         ),
@@ -219,6 +276,32 @@ fn session_table(s: &Value) -> String {
                 text(&d["broker"])
             ),
         ),
+    }
+    out
+}
+
+fn sessions_table(page: &Value) -> String {
+    let mut out = format!(
+        "{:<34} {:<10} {:<10} {:<16} {:<24} {}\n",
+        "ID", "ENDPOINT", "DIALECT", "PRINCIPAL", "LAST ACCESS", "DIALOG"
+    );
+    for s in page["sessions"].as_array().into_iter().flatten() {
+        let dialog = match &s["subsession"] {
+            Value::Null => "-".to_string(),
+            d => format!("{} at {}", text(&d["server_class"]), text(&d["broker"])),
+        };
+        out.push_str(&format!(
+            "{:<34} {:<10} {:<10} {:<16} {:<24} {}\n",
+            text(&s["id"]),
+            text(&s["endpoint"]),
+            text(&s["dialect"]),
+            text(&s["principal"]),
+            text(&s["last_access"]),
+            dialog
+        ));
+    }
+    if let Value::String(next) = &page["next"] {
+        out.push_str(&format!("next page: --after {next}\n"));
     }
     out
 }

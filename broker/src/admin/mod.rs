@@ -7,6 +7,11 @@
 //!
 //! - `GET /metrics`: the Prometheus text exposition (`crate::metrics`), the server classes' gauges
 //!   read at that moment.
+//! - `GET /sessions?limit=&after=&endpoint=&dialect=&principal=&holder=&idle_longer_than=`: a
+//!   page of sessions in ID order (filters: exact endpoint, dialect, principal; `holder`, the
+//!   broker holding a dialog; `idle_longer_than`, a duration such as `30m`), with `next`, the ID
+//!   to pass as `after` for the next page (`null` at the end). A page scans at most
+//!   [`LIST_SCAN`] records, so a filter that matches little returns short pages with a `next`.
 //! - `GET /sessions/{id}`: one session as JSON (endpoint, dialect, principal, times, its
 //!   transaction and participants, its dialog's class, worker and broker); 404 when unknown.
 //! - `DELETE /sessions/{id}`: end it now (dialog aborted, transaction rolled back, record deleted
@@ -37,6 +42,9 @@ use std::time::Duration;
 
 /// How long an admin call waits for a session's request in progress.
 const TURN_WAIT: Duration = Duration::from_secs(5);
+/// The most sessions one page lists, and the most records it reads to find them.
+const LIST_MAX: usize = 1000;
+pub const LIST_SCAN: usize = 10_000;
 /// Expired sessions examined per purge pass, and passes at most per call.
 const PURGE_BATCH: usize = 1000;
 const PURGE_PASSES: usize = 1000;
@@ -54,6 +62,7 @@ pub struct AdminState {
 pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AdminState>) {
     cfg.app_data(state)
         .route("/metrics", web::get().to(metrics_get))
+        .route("/sessions", web::get().to(sessions_list))
         .route("/sessions/purge", web::post().to(sessions_purge))
         .route("/sessions/{id}", web::get().to(session_get))
         .route("/sessions/{id}", web::delete().to(session_delete))
@@ -109,6 +118,108 @@ fn session_json(r: &SessionRecord) -> Value {
             "broker": s.broker,
         })),
     })
+}
+
+/// `GET /sessions`'s query.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    limit: Option<usize>,
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    endpoint: Option<String>,
+    #[serde(default)]
+    dialect: Option<String>,
+    #[serde(default)]
+    principal: Option<String>,
+    #[serde(default)]
+    holder: Option<String>,
+    #[serde(default)]
+    idle_longer_than: Option<String>,
+}
+
+async fn sessions_list(
+    req: HttpRequest,
+    query: Result<web::Query<ListQuery>, actix_web::Error>,
+    state: web::Data<AdminState>,
+) -> HttpResponse {
+    if let Some(refused) = refusal(&req, &state) {
+        return refused;
+    }
+    let query = match query {
+        Ok(q) => q.into_inner(),
+        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("bad query: {e}")),
+    };
+    let limit = query.limit.unwrap_or(100).clamp(1, LIST_MAX);
+    let idle = match query
+        .idle_longer_than
+        .as_deref()
+        .map(crate::config::parse_duration)
+    {
+        None => None,
+        Some(Ok(d)) => Some(d),
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, &format!("idle_longer_than: {e}")),
+    };
+    if query.after.as_deref().is_some_and(|a| !valid_id(a)) {
+        return error(StatusCode::BAD_REQUEST, "after: not a session ID");
+    }
+    let now = now_ms();
+    let wanted = |r: &SessionRecord| {
+        query.endpoint.as_ref().is_none_or(|e| &r.endpoint == e)
+            && query.dialect.as_ref().is_none_or(|d| &r.dialect == d)
+            && query
+                .principal
+                .as_ref()
+                .is_none_or(|p| r.principal.as_ref() == Some(p))
+            && query
+                .holder
+                .as_ref()
+                .is_none_or(|h| r.subsession.as_ref().is_some_and(|s| &s.broker == h))
+            && idle.is_none_or(|d| {
+                now.saturating_sub(r.last_access_ms)
+                    > u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+            })
+    };
+    let mut found = Vec::new();
+    let mut after = query.after.clone();
+    let mut scanned = 0;
+    let mut exhausted = false;
+    while found.len() < limit && scanned < LIST_SCAN {
+        let page = match state
+            .store
+            .list_sessions(after.as_deref(), (LIST_SCAN - scanned).min(1000))
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => {
+                tracing::error!(error = %e, "admin: cannot list sessions");
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the session store did not answer",
+                );
+            }
+        };
+        let Some(last) = page.last() else {
+            exhausted = true;
+            break;
+        };
+        after = Some(last.id.clone());
+        scanned += page.len();
+        for r in page {
+            if found.len() == limit {
+                // Stop at the last listed one: the next page starts after it.
+                break;
+            }
+            after = Some(r.id.clone());
+            if wanted(&r) {
+                found.push(session_json(&r));
+            }
+        }
+    }
+    let next = if exhausted { None } else { after };
+    json_reply(StatusCode::OK, &json!({ "sessions": found, "next": next }))
 }
 
 /// The answer to a session call with a bad token or a malformed ID, if it has one.

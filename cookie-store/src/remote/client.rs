@@ -798,6 +798,29 @@ impl SessionStore for RemoteStore {
         }
     }
 
+    async fn list_sessions(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let request = Request::ListSessions {
+            after: after.map(str::to_owned),
+            limit: limit as u64,
+        };
+        match self.call(None, request, Duration::ZERO).await? {
+            Response::Records(records) => records
+                .iter()
+                .map(|bytes| {
+                    SessionRecord::decode(bytes).map_err(|source| StoreError::Record {
+                        id: "(listed)".into(),
+                        source,
+                    })
+                })
+                .collect(),
+            other => Err(self.inner.unexpected(&other)),
+        }
+    }
+
     async fn count_sessions(
         &self,
         endpoint: &str,

@@ -73,6 +73,8 @@ pub(crate) enum Request {
     Flush,
     /// Abandon the `TakeTurn` with this request ID (its caller gave up). No response.
     Cancel { request: u64 },
+    /// [`crate::SessionStore::list_sessions`] (added last: variant order is the protocol).
+    ListSessions { after: Option<String>, limit: u64 },
 }
 
 /// Daemon to client. Variant order is part of the protocol.
@@ -92,6 +94,8 @@ pub(crate) enum Response {
     Decisions(Vec<Vec<u8>>),
     /// The method failed.
     Error(WireError),
+    /// `ListSessions`: encoded records (added last: variant order is the protocol).
+    Records(Vec<Vec<u8>>),
 }
 
 impl Response {
@@ -105,6 +109,7 @@ impl Response {
             Response::Brokers(_) => "Brokers",
             Response::Decisions(_) => "Decisions",
             Response::Error(_) => "Error",
+            Response::Records(_) => "Records",
         }
     }
 }

@@ -24,7 +24,10 @@
 
 use super::frame::{self, FrameError, CONNECTION_ID};
 use super::protocol::{GrantedTurn, Request, Response, WireError, WireTurn};
-use crate::{short_id, Store, StoreError, Turn};
+use crate::{short_id, SessionRecord, Store, StoreError, Turn};
+
+/// The most records one `ListSessions` answer carries (a frame must stay well under its limit).
+const LIST_LIMIT: usize = 1000;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -414,6 +417,14 @@ async fn dispatch(conn: &Connection, request: Request) -> Result<Response, Store
             store.delete(given_back(turn), durability.into()).await?;
             Ok(Response::Done)
         }
+        Request::ListSessions { after, limit } => Ok(Response::Records(
+            store
+                .list_sessions(after.as_deref(), usize_of(limit).min(LIST_LIMIT))
+                .await?
+                .iter()
+                .map(SessionRecord::encode)
+                .collect(),
+        )),
         Request::DueForExpiry { now_ms, limit } => Ok(Response::Ids(
             store.due_for_expiry(now_ms, usize_of(limit)).await?,
         )),

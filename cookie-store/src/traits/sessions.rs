@@ -117,4 +117,14 @@ pub trait SessionStore: Send + Sync + 'static {
         now_ms: u64,
         limit: usize,
     ) -> Result<usize, StoreError>;
+
+    /// Up to `limit` records in ascending ID order, starting after ID `after` (from the first
+    /// with `None`): a page of an operator's listing, read without taking turns (a record being
+    /// changed is seen as last written). Expired records not yet swept are included; the caller
+    /// filters.
+    async fn list_sessions(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
 }

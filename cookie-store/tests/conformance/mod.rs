@@ -76,6 +76,7 @@ macro_rules! store_conformance {
             count_sessions_counts_by_endpoint_and_ip_and_stops_at_the_limit,
             count_sessions_follows_deletes_and_skips_expired_sessions,
             count_sessions_sees_a_session_kept_alive_past_its_first_deadline,
+            list_sessions_pages_through_every_record_in_id_order,
             the_broker_registry_lists_brokers_whose_lease_holds,
             decisions_are_pending_until_forgotten,
             ping_and_flush_succeed,
@@ -698,6 +699,48 @@ pub async fn count_sessions_counts_by_endpoint_and_ip_and_stops_at_the_limit(sto
     assert_eq!(count("/dsml", ip("10.9.9.9"), 100).await, 0);
     assert_eq!(count("/dsml2", None, 100).await, 1);
     assert_eq!(count("/nope", None, 100).await, 0);
+}
+
+/// Listing pages through every record in ascending ID order, each page after the last ID of the
+/// one before, without holding turns (a held session is listed, and its turn stays held); a
+/// deleted session is not listed.
+pub async fn list_sessions_pages_through_every_record_in_id_order(store: Shared) {
+    assert!(store.list_sessions(None, 10).await.unwrap().is_empty());
+    for id in ["c3", "a1", "e5", "b2", "d4"] {
+        store
+            .create(&client_record(id, "/soap", None, 60_000), Durability::Lazy)
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.list_sessions(after.as_deref(), 2).await.unwrap();
+        assert!(page.len() <= 2);
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        seen.extend(page.into_iter().map(|r| (r.id, r.endpoint)));
+    }
+    let ids: Vec<&str> = seen.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids, ["a1", "b2", "c3", "d4", "e5"]);
+    assert!(seen.iter().all(|(_, ep)| ep == "/soap"));
+    // A held turn does not hide the record, and listing does not take it.
+    let (turn, _) = store
+        .take_turn("b2", Duration::from_secs(5), Duration::ZERO)
+        .await
+        .unwrap()
+        .expect("b2 exists");
+    let listed = store.list_sessions(Some("a1"), 1).await.unwrap();
+    assert_eq!(listed.first().map(|r| r.id.as_str()), Some("b2"));
+    store.delete(turn, Durability::Lazy).await.unwrap();
+    let all: Vec<String> = store
+        .list_sessions(None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(all, ["a1", "c3", "d4", "e5"]);
 }
 
 /// A deleted session stops counting at once; an expired one stops counting at its deadline, before
