@@ -30,7 +30,7 @@ pub mod tcp;
 mod pool;
 
 pub use pool::backoff;
-pub use pool::{Connector, Link, PoolClass};
+pub use pool::{Connector, Link, PoolClass, PoolStatus, WorkerStatus};
 
 pub use config::{
     AdapterKind, Context, FieldError, PayloadFormat, ServerClassConfig, ServerClassSection,
@@ -218,6 +218,12 @@ pub trait ServerClass: Send + Sync + 'static {
     /// Its figures for the metrics. Default: nothing to report.
     fn stats(&self) -> ClassStats {
         ClassStats::default()
+    }
+
+    /// Its workers one by one, for the admin API; `None` for a class without a pool of workers
+    /// (the http adapter's slots are not workers).
+    fn workers(&self) -> Option<PoolStatus> {
+        None
     }
 
     /// Phase one of a commit, on the participant `worker`: `PREPARE` → `VOTE`. The worker stays

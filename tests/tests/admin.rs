@@ -456,3 +456,47 @@ fn an_operator_lists_sessions_page_by_page_with_filters() {
     );
     assert_eq!(rest.stdout.lines().count(), 3, "{}", rest.stdout);
 }
+
+/// Protects the server-class view: each class with its workers, the echo worker's pid the one
+/// the broker started, its served count moving with requests; the same as a table.
+#[test]
+fn an_operator_sees_the_server_classes_and_their_workers() {
+    let (b, admin) = start();
+    soap::echo_in_session(&b.url("/soap"), &soap::begin_session(&b.url("/soap")), "x");
+    let (status, body) = admin_call(&admin, "GET", "/classes");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"name\":\"echo\"") && body.contains("\"adapter\":\"process\""),
+        "{body}"
+    );
+    let pid = *b.worker_pids().iter().next().expect("an echo worker");
+    assert!(body.contains(&format!("\"pid\":{pid}")), "{pid} in {body}");
+    let served = |body: &str| -> u64 {
+        body.split("\"served\":")
+            .nth(1)
+            .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no served count in {body}"))
+    };
+    let before = served(&body);
+    for text in ["a", "b", "c"] {
+        soap::echo_in_session(&b.url("/soap"), &soap::begin_session(&b.url("/soap")), text);
+    }
+    let after = served(&admin_call(&admin, "GET", "/classes").1);
+    assert_eq!(after, before + 3, "the echo worker served three more");
+    let table = cli(&admin, TOKEN, &["classes"]);
+    assert_eq!(table.code(), Some(0), "{}", table.describe());
+    assert!(
+        table
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("echo ") && l.contains("process")),
+        "{}",
+        table.stdout
+    );
+    assert!(
+        table.stdout.contains(&format!("pid {pid}")),
+        "{}",
+        table.stdout
+    );
+}

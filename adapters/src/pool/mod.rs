@@ -532,6 +532,10 @@ impl<C: Connector> ServerClass for PoolClass<C> {
         self.shared.lock().dispatch.worker_alive(worker)
     }
 
+    fn workers(&self) -> Option<PoolStatus> {
+        Some(self.status())
+    }
+
     fn stats(&self) -> crate::ClassStats {
         let status = self.status();
         crate::ClassStats {

@@ -9,6 +9,7 @@
 //!                         a page of sessions (the next page: --after the ID it names)
 //!   sessions purge        sweep every expired session now
 //!   brokers               the live brokers sharing the store
+//!   classes               the server classes and their workers
 //!   metrics               the Prometheus exposition, as served
 //! ```
 //!
@@ -57,6 +58,8 @@ enum AdminCommand {
     },
     /// The live brokers sharing the store.
     Brokers,
+    /// The server classes and their workers (pid, busy, dialogs, transaction, served).
+    Classes,
     /// The Prometheus exposition, as served.
     Metrics,
 }
@@ -161,6 +164,7 @@ fn execute(args: &AdminArgs) -> Result<String, String> {
             command: SessionsCommand::List(list),
         } => ("GET", format!("/sessions?{}", list.query()?)),
         AdminCommand::Brokers => ("GET", "/brokers".to_string()),
+        AdminCommand::Classes => ("GET", "/classes".to_string()),
         AdminCommand::Metrics => ("GET", "/metrics".to_string()),
     };
     let (status, body) = call(&args.url, method, &path, token.trim())?;
@@ -199,6 +203,7 @@ fn execute(args: &AdminArgs) -> Result<String, String> {
             json["examined"], json["deleted"]
         ),
         AdminCommand::Brokers => brokers_table(&json),
+        AdminCommand::Classes => classes_table(&json),
         AdminCommand::Metrics => String::new(),
     })
 }
@@ -302,6 +307,40 @@ fn sessions_table(page: &Value) -> String {
     }
     if let Value::String(next) = &page["next"] {
         out.push_str(&format!("next page: --after {next}\n"));
+    }
+    out
+}
+
+fn classes_table(list: &Value) -> String {
+    let mut out = format!(
+        "{:<16} {:<8} {:>5} {:>5} {:>7} {:>9}\n",
+        "CLASS", "ADAPTER", "LIVE", "BUSY", "QUEUED", "RESTARTS"
+    );
+    for c in list.as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "{:<16} {:<8} {:>5} {:>5} {:>7} {:>9}\n",
+            text(&c["name"]),
+            text(&c["adapter"]),
+            text(&c["live"]),
+            text(&c["busy"]),
+            text(&c["queued"]),
+            text(&c["restarts"])
+        ));
+        for w in c["workers"].as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "  {:<14} pid {:<8} {:<5} dialogs {:<3} served {:<8} transaction {}\n",
+                text(&w["id"]),
+                text(&w["pid"]),
+                if w["busy"] == Value::Bool(true) {
+                    "busy"
+                } else {
+                    "idle"
+                },
+                text(&w["dialogs"]),
+                text(&w["served"]),
+                text(&w["transaction"])
+            ));
+        }
     }
     out
 }

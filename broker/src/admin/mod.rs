@@ -20,6 +20,8 @@
 //!   cluster secret the answer is 409, naming the broker.
 //! - `POST /sessions/purge`: sweep every expired session now.
 //! - `GET /brokers`: the live brokers of the shared store's registry.
+//! - `GET /classes`: each server class (adapter, context, worker limits) and its workers: pid,
+//!   busy, dialogs, pinned transaction, queued and served requests; restarts and queue depth.
 //!
 //! JSON in and out; errors are `{"error": "…"}` with the HTTP status. A session ID given in a path
 //! is never echoed in an error or a log line (only its first characters are logged).
@@ -67,6 +69,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AdminState>) {
         .route("/sessions/{id}", web::get().to(session_get))
         .route("/sessions/{id}", web::delete().to(session_delete))
         .route("/brokers", web::get().to(brokers_get))
+        .route("/classes", web::get().to(classes_get))
         .default_service(web::to(not_found));
 }
 
@@ -292,6 +295,51 @@ async fn sessions_purge(req: HttpRequest, state: web::Data<AdminState>) -> HttpR
             )
         }
     }
+}
+
+async fn classes_get(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+    if let Some(refused) = refusal(&req, &state) {
+        return refused;
+    }
+    let classes: Vec<Value> = state
+        .classes
+        .iter()
+        .map(|c| {
+            let config = c.config();
+            let stats = c.stats();
+            let workers = c.workers().map(|status| {
+                status
+                    .workers
+                    .iter()
+                    .map(|w| {
+                        json!({
+                            "id": w.id,
+                            "pid": w.pid,
+                            "busy": w.busy,
+                            "dialogs": w.dialogs,
+                            "transaction": w.transaction,
+                            "prepared": w.prepared,
+                            "queued": w.queued,
+                            "served": w.served,
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            });
+            json!({
+                "name": c.name(),
+                "adapter": config.adapter.name(),
+                "context": if config.context == adapters::Context::Sensitive { "sensitive" } else { "free" },
+                "min_workers": config.min_workers,
+                "max_workers": config.max_workers,
+                "live": stats.workers,
+                "busy": stats.busy,
+                "restarts": stats.restarts,
+                "queued": stats.queued,
+                "workers": workers,
+            })
+        })
+        .collect();
+    json_reply(StatusCode::OK, &Value::Array(classes))
 }
 
 async fn brokers_get(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
