@@ -76,19 +76,6 @@ pub enum AdapterKind {
     Ldap(crate::ldap::Binding),
 }
 
-impl AdapterKind {
-    /// The `adapter` key's value for this kind.
-    pub fn name(&self) -> &'static str {
-        match self {
-            AdapterKind::Process { .. } => "process",
-            AdapterKind::Tcp { .. } => "tcp",
-            AdapterKind::Http { .. } => "http",
-            AdapterKind::Sql { .. } => "sql",
-            AdapterKind::Ldap(_) => "ldap",
-        }
-    }
-}
-
 /// A named web method of a sql class: the Body element `<name>` with one child per parameter runs
 /// `sql`, its `@parameters` typed as declared.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -327,7 +327,7 @@ async fn classes_get(req: HttpRequest, state: web::Data<AdminState>) -> HttpResp
             });
             json!({
                 "name": c.name(),
-                "adapter": config.adapter.name(),
+                "adapter": config.adapter.kind_name(),
                 "context": if config.context == adapters::Context::Sensitive { "sensitive" } else { "free" },
                 "min_workers": config.min_workers,
                 "max_workers": config.max_workers,
