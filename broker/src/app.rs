@@ -286,6 +286,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
 
     // The admin listener: its own server, one worker, stopped when the public one stops (which
     // alone handles the signals).
+    let drain = Arc::new(crate::admin::Drain::new(config.admin.drain_timeout));
     let admin = match (config.admin.listen, config.admin.token.clone()) {
         (Some(addr), Some(token)) => {
             let state = web::Data::new(crate::admin::AdminState {
@@ -297,6 +298,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
                     .collect(),
                 engine: engine.clone(),
                 store: store.clone(),
+                drain: drain.clone(),
             });
             let server = HttpServer::new(move || {
                 App::new().configure(|cfg| crate::admin::configure(cfg, state.clone()))
@@ -335,7 +337,14 @@ pub fn run(config: Config) -> Result<(), RunError> {
             None => None,
         };
         announce(&config, bound);
-        let ran = server.run().await.map_err(|source| RunError::Listen {
+        let server = server.run();
+        // A finished drain stops the public server as SIGTERM does (requests in flight finish).
+        let public = server.handle();
+        actix_web::rt::spawn(async move {
+            drain.done.notified().await;
+            public.stop(true).await;
+        });
+        let ran = server.await.map_err(|source| RunError::Listen {
             addr: listen.to_string(),
             source,
         });

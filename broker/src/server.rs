@@ -118,6 +118,12 @@ pub fn configure_internal(cfg: &mut web::ServiceConfig, limits: &Limits) {
 
 /// `GET /healthz`: 200 when the store answers, 503 otherwise.
 pub async fn healthz(shared: web::Data<Shared>) -> HttpResponse {
+    // A draining broker is out of the load balancer's rotation at once.
+    if shared.engine.is_draining() {
+        return HttpResponse::ServiceUnavailable()
+            .content_type("text/plain")
+            .body("draining\n");
+    }
     match shared.store.ping().await {
         Ok(()) => HttpResponse::Ok().content_type("text/plain").body("ok\n"),
         Err(e) => HttpResponse::ServiceUnavailable()

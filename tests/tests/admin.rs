@@ -500,3 +500,64 @@ fn an_operator_sees_the_server_classes_and_their_workers() {
         table.stdout
     );
 }
+
+/// Protects draining: `/healthz` says `draining` at once; a new session is refused with the
+/// retriable -352 and so is a new dialog, while a session's open dialog and context-free calls
+/// carry on; when the dialog ends, the broker exits by itself with status 0.
+#[test]
+fn a_drained_broker_finishes_what_it_holds_then_exits() {
+    let admin = format!("127.0.0.1:{}", free_port());
+    let cart = "\n[[server_class]]\nname = \"cart\"\nadapter = \"process\"\ncommand = [\"{broker_exe}\", \"sample-server\", \"cart\"]\ncontext = \"sensitive\"\nmin_workers = 1\nmax_workers = 2\n";
+    let services: String = ["CartAdd", "CartList", "CartCheckout"]
+        .iter()
+        .map(|op| {
+            format!(
+                "\n[[service]]\nname = \"{op}\"\nendpoint = \"/soap\"\nserver_class = \"cart\"\n"
+            )
+        })
+        .collect();
+    let mut b = BrokerProcess::start(
+        &TestConfig::new()
+            .extra(&format!(
+                "{cart}{services}\n[admin]\nlisten = \"{admin}\"\ntoken = \"{TOKEN}\"\n"
+            ))
+            .render(),
+    );
+    let admin = format!("http://{admin}");
+    let url = b.url("/soap");
+    let add = "<CartAdd><item>pear</item><qty>1</qty></CartAdd>";
+    let shopper = call11(&url, &soap::begin(), add).expect_session_id();
+    let plain = soap::begin_session(&url);
+
+    let (status, body) = admin_call(&admin, "POST", "/drain");
+    assert_eq!(status, 202, "{body}");
+    assert!(body.contains("\"dialogs\":1"), "{body}");
+    let health = http::get(&b.url("/healthz"));
+    assert_eq!((health.status, health.text().as_str()), (503, "draining\n"));
+
+    let refused = call11(&url, &soap::begin(), &echo("new"));
+    let f = soap::expect_nonstop_fault(&refused, "SOAP-ENV:Server", -352);
+    assert!(f.detail_string.unwrap_or_default().contains("draining"));
+    let r = call11(&url, &cont(&plain), "<CartList/>");
+    soap::expect_nonstop_fault(&r, "SOAP-ENV:Server", -352);
+    assert_eq!(r.expect_session_id(), plain, "the session lives on");
+    soap::echo_in_session(&url, &plain, "still served");
+    let r = call11(&url, &cont(&shopper), "<CartList/>");
+    assert!(
+        r.fault().is_none(),
+        "the open dialog carries on: {}",
+        r.describe()
+    );
+    assert!(b.is_running(), "a dialog is still held");
+
+    let r = call11(&url, &cont(&shopper), "<CartCheckout/>");
+    assert!(r.fault().is_none(), "{}", r.describe());
+    let exited = wait::poll(Duration::from_secs(15), || (!b.is_running()).then_some(()));
+    assert!(
+        exited.is_some(),
+        "the drained broker did not exit: {}",
+        b.stderr_text()
+    );
+    let status = b.terminate();
+    assert_eq!(status.code(), Some(0), "{}", b.stderr_text());
+}

@@ -876,6 +876,63 @@ fn kill_a_broker_under_load(backend: Backend) {
     assert!(committed > 0, "some transfers committed: {results:?}");
 }
 
+/// Protects draining under load: b2 is drained (through its admin listener) while clients run
+/// transfers, carts and continues over all three brokers. Nothing is lost: no request without an
+/// answer, no dialog lost, no session lost, no half transfer. Once the clients have ended their
+/// dialogs (those b2 holds included: forwarded to it), b2 exits by itself, status 0.
+#[test]
+fn draining_one_broker_under_load_loses_no_request() {
+    let mut c = Cluster::start(Backend::daemon(), Setup::default());
+    let results = run_load(
+        &mut c,
+        6,
+        8,
+        3,
+        |c| {
+            let bearer = format!("Bearer {ADMIN_TOKEN}");
+            let r = http::request(
+                "POST",
+                &format!("{}/drain", c.admins[1]),
+                &[("Authorization", bearer.as_str())],
+                Vec::new(),
+            );
+            assert_eq!(r.status, 202, "{}", r.describe());
+            // Clients stop choosing it (a load balancer does the same from /healthz).
+            c.dead[1] = true;
+        },
+        false,
+    );
+    eprintln!("{results:#?}");
+    check_after_load(&c, &results);
+    for (id, t) in &results {
+        assert_eq!(t.unknown, 0, "session {id}: a request without an answer");
+        assert_eq!(t.lost_dialogs, 0, "session {id}: a dialog lost");
+    }
+    // The drain waits for the dialogs b2 holds: the clients finish theirs (abort, end).
+    for (t, (id, _)) in results.iter().enumerate() {
+        let abort = broker_tests::soap::session(&format!(
+            "SessionID=\"{id}\" SessionCommand=\"AbortSubsession\""
+        ));
+        let r = call11(&c.live_url(t), &abort, "");
+        assert!(r.fault().is_none(), "abort the dialog: {}", r.describe());
+        call11(&c.live_url(t), &end(id), "").expect_no_session();
+    }
+    let exited = wait::poll(Duration::from_secs(15), || {
+        (!c.brokers[1].is_running()).then_some(())
+    });
+    assert!(
+        exited.is_some(),
+        "the drained broker did not exit: {}",
+        c.brokers[1].stderr_text()
+    );
+    assert_eq!(
+        c.brokers[1].terminate().code(),
+        Some(0),
+        "{}",
+        c.brokers[1].stderr_text()
+    );
+}
+
 #[test]
 fn kill_9_of_one_broker_under_load_loses_no_session_and_no_half_transfer() {
     kill_a_broker_under_load(Backend::daemon());

@@ -10,6 +10,7 @@
 //!   sessions purge        sweep every expired session now
 //!   brokers               the live brokers sharing the store
 //!   classes               the server classes and their workers
+//!   drain                 stop taking new work, finish what is held here, then exit
 //!   metrics               the Prometheus exposition, as served
 //! ```
 //!
@@ -60,6 +61,9 @@ enum AdminCommand {
     Brokers,
     /// The server classes and their workers (pid, busy, dialogs, transaction, served).
     Classes,
+    /// Drain the broker: no new sessions, dialogs or transactions; it exits once those it holds
+    /// are done (or after admin.drain_timeout).
+    Drain,
     /// The Prometheus exposition, as served.
     Metrics,
 }
@@ -165,6 +169,7 @@ fn execute(args: &AdminArgs) -> Result<String, String> {
         } => ("GET", format!("/sessions?{}", list.query()?)),
         AdminCommand::Brokers => ("GET", "/brokers".to_string()),
         AdminCommand::Classes => ("GET", "/classes".to_string()),
+        AdminCommand::Drain => ("POST", "/drain".to_string()),
         AdminCommand::Metrics => ("GET", "/metrics".to_string()),
     };
     let (status, body) = call(&args.url, method, &path, token.trim())?;
@@ -204,6 +209,10 @@ fn execute(args: &AdminArgs) -> Result<String, String> {
         ),
         AdminCommand::Brokers => brokers_table(&json),
         AdminCommand::Classes => classes_table(&json),
+        AdminCommand::Drain => format!(
+            "draining: {} dialogs and {} transactions still held here; the broker exits when they are done\n",
+            json["dialogs"], json["transactions"]
+        ),
         AdminCommand::Metrics => String::new(),
     })
 }

@@ -20,6 +20,10 @@
 //!   cluster secret the answer is 409, naming the broker.
 //! - `POST /sessions/purge`: sweep every expired session now.
 //! - `GET /brokers`: the live brokers of the shared store's registry.
+//! - `POST /drain`: stop taking new sessions, dialogs and transactions (`/healthz` answers 503
+//!   `draining` at once, so a load balancer takes the broker out), let the dialogs and
+//!   transactions held here finish (up to `admin.drain_timeout`), then exit as after SIGTERM.
+//!   `GET /drain` tells how far it is.
 //! - `GET /classes`: each server class (adapter, context, worker limits) and its workers: pid,
 //!   busy, dialogs, pinned transaction, queued and served requests; restarts and queue depth.
 //!
@@ -58,6 +62,84 @@ pub struct AdminState {
     pub classes: Vec<Arc<dyn ServerClass>>,
     pub engine: Arc<SessionEngine>,
     pub store: Arc<dyn cookie_store::Store>,
+    pub drain: Arc<Drain>,
+}
+
+/// A drain's progress, and the signal that it is done (the broker then stops like after SIGTERM).
+pub struct Drain {
+    timeout: Duration,
+    started: std::sync::atomic::AtomicBool,
+    /// Notified once, when the broker may stop.
+    pub done: tokio::sync::Notify,
+}
+
+impl Drain {
+    pub fn new(timeout: Duration) -> Drain {
+        Drain {
+            timeout,
+            started: std::sync::atomic::AtomicBool::new(false),
+            done: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+/// What still ties sessions to this broker: dialogs and transactions pinned to its workers.
+fn held_here(classes: &[Arc<dyn ServerClass>]) -> (usize, usize) {
+    let (mut dialogs, mut transactions) = (0, 0);
+    for c in classes {
+        for w in c.workers().map(|s| s.workers).unwrap_or_default() {
+            dialogs += w.dialogs;
+            transactions += usize::from(w.transaction.is_some());
+        }
+    }
+    (dialogs, transactions)
+}
+
+async fn drain_post(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+    if let Some(refused) = refusal(&req, &state) {
+        return refused;
+    }
+    state.engine.drain();
+    let first = !state
+        .drain
+        .started
+        .swap(true, std::sync::atomic::Ordering::SeqCst);
+    let (dialogs, transactions) = held_here(&state.classes);
+    if first {
+        tracing::warn!(dialogs, transactions, timeout = ?state.drain.timeout, "draining: no new sessions, dialogs or transactions; exiting once those held here are done");
+        let state = state.clone();
+        actix_web::rt::spawn(async move {
+            let started = std::time::Instant::now();
+            loop {
+                let (dialogs, transactions) = held_here(&state.classes);
+                if dialogs + transactions == 0 {
+                    tracing::info!("drained: nothing held here any more; stopping");
+                    break;
+                }
+                if started.elapsed() >= state.drain.timeout {
+                    tracing::warn!(dialogs, transactions, "drain timeout: stopping with work still held here (its sessions see -356; recovery settles the transactions)");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            state.drain.done.notify_one();
+        });
+    }
+    json_reply(
+        StatusCode::ACCEPTED,
+        &json!({ "draining": true, "dialogs": dialogs, "transactions": transactions }),
+    )
+}
+
+async fn drain_get(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+    if let Some(refused) = refusal(&req, &state) {
+        return refused;
+    }
+    let (dialogs, transactions) = held_here(&state.classes);
+    json_reply(
+        StatusCode::OK,
+        &json!({ "draining": state.engine.is_draining(), "dialogs": dialogs, "transactions": transactions }),
+    )
 }
 
 /// Register the admin routes.
@@ -70,6 +152,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AdminState>) {
         .route("/sessions/{id}", web::delete().to(session_delete))
         .route("/brokers", web::get().to(brokers_get))
         .route("/classes", web::get().to(classes_get))
+        .route("/drain", web::post().to(drain_post))
+        .route("/drain", web::get().to(drain_get))
         .default_service(web::to(not_found));
 }
 

@@ -10,22 +10,45 @@ use std::path::PathBuf;
 /// The environment variable that may hold the admin token.
 pub const ADMIN_TOKEN_ENV: &str = "BROKER_ADMIN_TOKEN";
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(super) struct AdminSection {
     /// Default: no admin listener.
     pub listen: Option<String>,
     pub token: Option<String>,
     pub token_file: Option<String>,
+    #[serde(
+        default = "default_drain_timeout",
+        deserialize_with = "adapters::config::duration::deserialize"
+    )]
+    pub drain_timeout: std::time::Duration,
+}
+
+fn default_drain_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(300)
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        AdminSection {
+            listen: None,
+            token: None,
+            token_file: None,
+            drain_timeout: default_drain_timeout(),
+        }
+    }
 }
 
 /// `[admin]`, checked.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AdminSettings {
     /// Where the admin API and `/metrics` are served; `None`: nowhere.
     pub listen: Option<SocketAddr>,
     /// What a request must present as `Authorization: Bearer <token>`.
     pub token: Option<Secret>,
+    /// How long a drain waits for the dialogs and transactions held here before the broker exits
+    /// anyway (those left are then lost, as after a crash: -356, recovery).
+    pub drain_timeout: std::time::Duration,
 }
 
 impl AdminSection {
@@ -95,6 +118,13 @@ impl AdminSection {
                 Some(addr)
             }
         };
-        Ok(AdminSettings { listen, token })
+        if self.drain_timeout.is_zero() {
+            return Err(cx.err("admin.drain_timeout", "must be more than zero"));
+        }
+        Ok(AdminSettings {
+            listen,
+            token,
+            drain_timeout: self.drain_timeout,
+        })
     }
 }

@@ -286,6 +286,10 @@ impl From<EngineError> for Failure {
                     detail,
                 }
             }
+            EngineError::Draining => FailureKind::Retry {
+                cause: RetryCause::Busy,
+                message: "This broker is draining (shutting down for maintenance): it begins no new session, dialog or transaction; retry, and another broker takes it.".into(),
+            },
             EngineError::RecordRefused { service, refused } => {
                 tracing::debug!(service = %service, field = %refused.path, problem = %refused.message, "request refused by its record layout");
                 let refused = *refused;

@@ -118,6 +118,9 @@ pub struct SessionEngine {
     /// What stored records still name but this process ended, because writing them back failed
     /// (see [`SessionEngine::unrecorded`]); applied at the session's next request here.
     corrections: Mutex<HashMap<String, Correction>>,
+    /// Draining (an operator's `POST /drain`): no new session, dialog or transaction here; what
+    /// runs here finishes (`crate::admin`).
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// A session a request is working on: its turn is held until the record is written back (or the
@@ -249,6 +252,31 @@ impl SessionEngine {
             turn_lease,
             peer,
             corrections: Mutex::new(HashMap::new()),
+            draining: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Stop taking new sessions, dialogs and transactions (for good: a draining broker exits).
+    pub fn drain(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether [`SessionEngine::drain`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Refused while draining: something new that would tie a session to this broker. A session
+    /// that already holds work here (a dialog, a transaction: its requests are forwarded here)
+    /// may go on, or it could never finish what the drain waits for.
+    fn refuse_if_draining(&self, record: Option<&SessionRecord>) -> Result<(), EngineError> {
+        let holds_work_here =
+            record.is_some_and(|r| r.subsession.is_some() || r.transaction.is_some());
+        if self.is_draining() && !holds_work_here {
+            Err(EngineError::Draining)
+        } else {
+            Ok(())
         }
     }
 
@@ -291,6 +319,9 @@ impl SessionEngine {
     }
 
     async fn begin(&self, endpoint: &EndpointConfig, request: &Request) -> Answer {
+        if let Err(e) = self.refuse_if_draining(None) {
+            return Answer::sessionless(Err(e));
+        }
         // Held until the record is created (or the Begin fails): see admission's "The race".
         let _admitted =
             match admission::admit(&self.admission, self.store.as_ref(), endpoint, request).await {
@@ -636,6 +667,7 @@ impl SessionEngine {
             }
         }
         if request.transaction.begin_new {
+            self.refuse_if_draining(Some(&held.record))?;
             if held.record.transaction.is_some() {
                 return Err(EngineError::TransactionInProgress);
             }
@@ -705,7 +737,10 @@ impl SessionEngine {
                     // Held by an earlier run of this broker: lost with that process.
                     None => return Err(self.lose_dialog(record, class).await),
                 },
-                None => dialog = DialogMarker::Begin,
+                None => {
+                    self.refuse_if_draining(Some(record))?;
+                    dialog = DialogMarker::Begin
+                }
             }
         }
         let under_transaction = route.class.config().transactional && record.transaction.is_some();

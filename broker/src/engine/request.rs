@@ -358,6 +358,10 @@ pub enum EngineError {
         service: String,
         misfit: Box<crate::record_service::ReplyMisfit>,
     },
+    /// This broker is draining: it begins no session, dialog or transaction (retriable: another
+    /// broker does).
+    #[error("this broker is draining")]
+    Draining,
     /// The backend reported a system error.
     #[error("server class {class}: system error: {message}")]
     BackendFailed { class: String, message: String },
