@@ -108,6 +108,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                                 while next.fetch_add(1, Ordering::Relaxed) < total {
                                     let request = BackendRequest {
                                         credential: None,
+                                        traceparent: None,
                                         service: "Echo".into(),
                                         operation: "Echo".into(),
                                         session_id: None,

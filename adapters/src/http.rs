@@ -6,7 +6,9 @@
 //! - `Content-Type: text/xml; charset=utf-8` (`application/octet-stream` for a class with
 //!   `payload = "record"`, whose body is the request record),
 //! - `X-Service: <operation>` (what the backend is told to do),
-//! - `X-Session-Id: <session>` when the request runs in a session.
+//! - `X-Session-Id: <session>` when the request runs in a session;
+//! - `traceparent: <W3C trace context>` when the client's request carried one (the same trace, the
+//!   broker's hop as the parent).
 //!
 //! The answer maps to a [`BackendReply`]: a 2xx status is [`ReplyStatus::Ok`] with the response
 //! body as the payload; any other status is [`ReplyStatus::Error`] (`"HTTP 503 Service
@@ -312,19 +314,27 @@ impl HttpClass {
             crate::config::PayloadFormat::Xml => "text/xml; charset=utf-8",
             crate::config::PayloadFormat::Record => "application/octet-stream",
         };
+        // At most four headers, on the stack: the fixed two, then the session and the trace.
         let mut headers = [
             ("content-type", content_type),
             ("x-service", request.operation.as_str()),
-            ("x-session-id", ""),
+            ("", ""),
+            ("", ""),
         ];
-        let headers = match &request.session_id {
-            Some(id) if !wire::valid_header_value(id) => return Err(bad_header("session id")),
-            Some(id) => {
-                headers[2].1 = id.as_str();
-                &headers[..]
+        let mut n_headers = 2;
+        if let Some(id) = &request.session_id {
+            if !wire::valid_header_value(id) {
+                return Err(bad_header("session id"));
             }
-            None => &headers[..2],
-        };
+            headers[n_headers] = ("x-session-id", id.as_str());
+            n_headers += 1;
+        }
+        // Made by the broker from a validated traceparent: hex and dashes only.
+        if let Some(trace) = &request.traceparent {
+            headers[n_headers] = ("traceparent", trace.as_str());
+            n_headers += 1;
+        }
+        let headers = &headers[..n_headers];
         let n = self.urls.len();
         let first = self.next.fetch_add(1, Ordering::Relaxed);
         let mut refused = Vec::new();

@@ -107,6 +107,9 @@ pub struct BackendRequest {
     /// The client's credentials, for a class that binds with them (`bind = "principal"`); the
     /// engine passes them to no other kind of class.
     pub credential: Option<Credential>,
+    /// The W3C `traceparent` for this hop, when the client's request carried a trace (the http
+    /// adapter sends it; the wire protocol has no place for it yet).
+    pub traceparent: Option<String>,
 }
 
 /// How the backend answered.

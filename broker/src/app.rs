@@ -203,6 +203,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
             .iter()
             .map(|e| (e.path.clone(), e.clone()))
             .collect(),
+        request_spans: config.log.request_spans,
     });
     let internal = cluster.secret.is_some();
     let mut nonstop_endpoints = Vec::new();

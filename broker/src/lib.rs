@@ -19,6 +19,7 @@
 //! - [`record_service`]: a record service's XML to its class's request record, and the reply back;
 //! - [`server`]: the actix-web front end;
 //! - [`wsdl`]: each endpoint's WSDL, written from the configuration;
+//! - [`metrics`], [`admin`]: what operators see and do; [`tracecontext`]: W3C `traceparent`;
 //! - [`app`]: start-up and clean shutdown of the whole broker.
 
 pub mod admin;
@@ -35,4 +36,5 @@ pub mod record_service;
 pub mod router;
 pub mod server;
 pub mod soap;
+pub mod tracecontext;
 pub mod wsdl;

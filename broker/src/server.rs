@@ -34,6 +34,7 @@ use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 /// What every handler shares.
 pub struct Shared {
@@ -47,6 +48,9 @@ pub struct Shared {
     pub secret: Option<Secret>,
     /// Every endpoint by path, for requests other brokers forward here.
     pub endpoints: HashMap<String, EndpointConfig>,
+    /// `log.request_spans`: a span per request (about 3–4 % of a continue's cost on the
+    /// reference machine, BENCHMARKS.md), or none.
+    pub request_spans: bool,
 }
 
 /// One endpoint: its configuration and its dialect.
@@ -340,11 +344,17 @@ async fn serve<D: Dialect>(
         Ok(p) => p,
         Err(challenge) => return challenge,
     };
+    let trace = req
+        .headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::tracecontext::TraceParent::parse);
     let http = HttpInfo {
         client_ip: req.peer_addr().map(|a| a.ip()),
         principal,
         credential,
         soap_action,
+        trace,
     };
     let path = endpoint.config.path.clone();
     let figures = endpoint.metrics.clone();
@@ -464,18 +474,48 @@ async fn process<D: Dialect>(
     {
         return (dialect.write_soap_error(version, &e), None);
     }
-    let (request, cx) = match dialect.read_request(envelope, http) {
+    let (mut request, cx) = match dialect.read_request(envelope, http) {
         Ok(r) => r,
         Err(r) => return (dialect.write_error(version, r.context, r.error), None),
     };
+    request.trace = http.trace.clone();
     let session = match &request.session {
         SessionDirective::Continue(id) => Some(id.clone()),
         _ => None,
     };
-    let response = shared.engine.handle(&endpoint.config, &request).await;
-    let session = session.or_else(|| response.session.as_ref().map(|s| s.id.clone()));
+    // One span per request, made once its fields are known (each later `record` would format
+    // them again): what the engine, the store and the adapters log inside it carries them.
+    let span = if !shared.request_spans {
+        tracing::Span::none()
+    } else {
+        tracing::info_span!(
+            "request",
+            endpoint = %endpoint.config.path,
+            dialect = endpoint.config.dialect.name(),
+            service = request.call.as_ref().map_or("-", |c| c.service.as_str()),
+            session = session.as_deref().map(short_id),
+            trace_id = request.trace.as_ref().map_or("-", |t| t.trace_id.as_str()),
+        )
+    };
+    let response = shared
+        .engine
+        .handle(&endpoint.config, &request)
+        .instrument(span.clone())
+        .await;
+    let _in_request = span.enter();
+    let session = session.or_else(|| {
+        // A Begin's session is known now.
+        let id = response.session.as_ref().map(|s| s.id.clone());
+        if let Some(id) = &id {
+            span.record("session", short_id(id));
+        }
+        id
+    });
     if let Err(e) = &response.result {
         tracing::debug!(session = session.as_deref().map(short_id).unwrap_or("-"), error = %e, "request failed");
     }
-    (dialect.write_reply(version, cx, response), session)
+    let reply = dialect.write_reply(version, cx, response);
+    // In the request's span: with JSON logs at debug, this line carries its fields.
+    tracing::debug!(status = reply.status.as_u16(), outcome = %reply.outcome, "request answered");
+    (reply, session)
 }

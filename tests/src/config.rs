@@ -18,6 +18,10 @@ pub struct TestConfig {
     pub turn_wait: Option<String>,
     pub sweep_interval: String,
     pub log_level: String,
+    /// `[log] format` (`human` unless set).
+    pub log_format: String,
+    /// `[log] request_spans`.
+    pub request_spans: bool,
     /// The echo class's `adapter` and adapter settings, as TOML lines (default: the process adapter
     /// running `{broker_exe} sample-server echo`).
     pub echo_adapter: String,
@@ -48,6 +52,8 @@ impl Default for TestConfig {
             turn_wait: None,
             sweep_interval: "1s".into(),
             log_level: "info".into(),
+            log_format: "human".into(),
+            request_spans: true,
             echo_adapter: SAMPLE_ECHO_PROCESS.into(),
             echo_min_workers: 1,
             echo_max_workers: 2,
@@ -91,6 +97,13 @@ impl TestConfig {
 
     pub fn roles(mut self, roles: &[&str]) -> TestConfig {
         self.roles = roles.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Logs as JSON lines at `level`.
+    pub fn json_logs(mut self, level: &str) -> TestConfig {
+        self.log_level = level.into();
+        self.log_format = "json".into();
         self
     }
 
@@ -152,6 +165,8 @@ shutdown_timeout = "5s"
 
 [log]
 level = {log_level:?}
+format = {log_format:?}
+request_spans = {request_spans}
 
 [store]
 url = {store_url:?}
@@ -189,6 +204,8 @@ server_class = "echo"
             store_extra = self.store_extra,
             cluster = self.cluster,
             log_level = self.log_level,
+            log_format = self.log_format,
+            request_spans = self.request_spans,
             sweep = self.sweep_interval,
             session_timeout = self.session_timeout,
             adapter = self.echo_adapter,

@@ -58,6 +58,7 @@ pub fn echo(inner: &str) -> BackendRequest {
 pub fn request(operation: &str, payload: &str) -> BackendRequest {
     BackendRequest {
         credential: None,
+        traceparent: None,
         service: operation.to_string(),
         operation: operation.to_string(),
         session_id: Some("s-1".to_string()),

@@ -247,7 +247,10 @@ impl Peer for Forwarder {
         let body = peer::encode(&ForwardedRef { endpoint, request }).map_err(PeerError::Refused)?;
         let target = holder.advertise.as_str();
         let url = format!("{}{FORWARD_PATH}", target.trim_end_matches('/'));
-        let headers = vec![(CONTENT_TYPE.as_str(), FORWARD_MEDIA_TYPE.to_string())];
+        let mut headers = vec![(CONTENT_TYPE.as_str(), FORWARD_MEDIA_TYPE.to_string())];
+        if let Some(trace) = &request.trace {
+            headers.push(("traceparent", trace.next_hop()));
+        }
         let relayed = self
             .post(target, &url, headers, Bytes::from(body))
             .await

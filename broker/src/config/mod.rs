@@ -100,6 +100,8 @@ pub enum LogFormat {
 pub struct LogSettings {
     pub level: String,
     pub format: LogFormat,
+    /// One `request` span per request (its fields on every line logged inside it); off: none.
+    pub request_spans: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -137,11 +137,22 @@ impl BrokerSection {
 
 // ---- [log] --------------------------------------------------------------------------------------
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(super) struct LogSection {
     pub level: LogLevel,
     pub format: LogFormat,
+    pub request_spans: bool,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        LogSection {
+            level: LogLevel::default(),
+            format: LogFormat::default(),
+            request_spans: true,
+        }
+    }
 }
 
 #[derive(Deserialize, Default, Clone, Copy)]
@@ -167,6 +178,7 @@ impl LogSection {
         LogSettings {
             level: level.to_string(),
             format: self.format,
+            request_spans: self.request_spans,
         }
     }
 }

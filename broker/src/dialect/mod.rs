@@ -40,6 +40,8 @@ pub struct HttpInfo {
     pub credential: Option<adapters::Credential>,
     /// The SOAPAction header (1.1) or `action` media-type parameter (1.2), unquoted.
     pub soap_action: Option<String>,
+    /// The request's valid W3C `traceparent`, if it had one.
+    pub trace: Option<crate::tracecontext::TraceParent>,
 }
 
 /// A rendered HTTP reply.

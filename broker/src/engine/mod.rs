@@ -100,6 +100,7 @@ use request::Answer;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument;
 
 /// The dialect-neutral session engine shared by every endpoint.
 pub struct SessionEngine {
@@ -312,7 +313,10 @@ impl SessionEngine {
                 Ok(route) if !route.class.config().serves_sessionless() => {
                     Err(EngineError::SessionRequired(call.service.clone()))
                 }
-                Ok(route) => self.call_sessionless(route, call).await,
+                Ok(route) => {
+                    self.call_sessionless(route, call, request.trace.as_ref())
+                        .await
+                }
             },
         };
         Answer::sessionless(result)
@@ -364,7 +368,7 @@ impl SessionEngine {
             Some(call) => match self.route_call(endpoint, call) {
                 Err(e) => Err(e),
                 Ok(route) => self
-                    .call_in_session(&mut record, route, call)
+                    .call_in_session(&mut record, route, call, request.trace.as_ref())
                     .await
                     .map_err(|f| f.error),
             },
@@ -472,15 +476,17 @@ impl SessionEngine {
     /// Steps 1 to 3 of a continued session's request (its turn, its binding, who holds it, lazy
     /// expiry), then the rest here, or `HeldBy` when the request must go to another broker.
     async fn continue_here(&self, endpoint: &EndpointConfig, id: &str, request: &Request) -> Here {
-        let (turn, record) =
-            match take_turn(&self.store, id, self.turn_lease, endpoint.turn_wait).await {
-                Ok(Some(found)) => found,
-                Ok(None) => return Here::Done(Answer::unknown(id.to_string())),
-                Err(StoreError::TurnTimeout(_)) => {
-                    return Here::Done(Answer::sessionless(Err(EngineError::Busy(id.to_string()))))
-                }
-                Err(e) => return Here::Done(Answer::sessionless(Err(EngineError::Store(e)))),
-            };
+        let (turn, record) = match take_turn(&self.store, id, self.turn_lease, endpoint.turn_wait)
+            .instrument(tracing::debug_span!("store", op = "take_turn"))
+            .await
+        {
+            Ok(Some(found)) => found,
+            Ok(None) => return Here::Done(Answer::unknown(id.to_string())),
+            Err(StoreError::TurnTimeout(_)) => {
+                return Here::Done(Answer::sessionless(Err(EngineError::Busy(id.to_string()))))
+            }
+            Err(e) => return Here::Done(Answer::sessionless(Err(EngineError::Store(e)))),
+        };
         // A session begun on another endpoint (or dialect), or by another principal (anonymous
         // included), does not exist for this request: refused exactly like an unknown one, and left
         // intact for its owner.
@@ -585,7 +591,9 @@ impl SessionEngine {
                     Err(e) => return self.finish(held, Err(e)).await,
                 };
                 let before = boundaries(&held.record);
-                let called = self.call_in_session(&mut held.record, route, call).await;
+                let called = self
+                    .call_in_session(&mut held.record, route, call, request.trace.as_ref())
+                    .await;
                 // A transaction or dialog that began or ended is news for the client: durable.
                 held.durable |= boundaries(&held.record) != before;
                 match called {
@@ -711,6 +719,7 @@ impl SessionEngine {
         record: &mut SessionRecord,
         route: &Route,
         call: &ServiceCall,
+        trace: Option<&crate::tracecontext::TraceParent>,
     ) -> Result<Called, CallFailure> {
         let class = route.class_name();
         let one_txn_per_dialog = route.class.config().one_txn_per_dialog;
@@ -761,6 +770,7 @@ impl SessionEngine {
         }
         let request = BackendRequest {
             credential: credential_for(route, call),
+            traceparent: trace.map(crate::tracecontext::TraceParent::next_hop),
             service: call.service.clone(),
             operation: route.operation.to_string(),
             session_id: Some(record.id.clone()),
@@ -773,7 +783,12 @@ impl SessionEngine {
             worker: target,
             payload,
         };
-        let reply = match route.class.call(request).await {
+        let reply = match route
+            .class
+            .call(request)
+            .instrument(tracing::debug_span!("adapter", class = %class))
+            .await
+        {
             Ok(reply) => reply,
             Err(error) => {
                 let in_dialog = dialog == DialogMarker::Continue;
@@ -1039,7 +1054,11 @@ impl SessionEngine {
             server_transaction,
             ..SessionInfo::of(&record)
         };
-        match turn.write_and_release(&record, durability).await {
+        match turn
+            .write_and_release(&record, durability)
+            .instrument(tracing::debug_span!("store", op = "write_and_release"))
+            .await
+        {
             Ok(()) => {
                 for c in committed {
                     self.coordinator.settled(c).await;
@@ -1116,9 +1135,11 @@ impl SessionEngine {
         &self,
         route: &Route,
         call: &ServiceCall,
+        trace: Option<&crate::tracecontext::TraceParent>,
     ) -> Result<Reply, EngineError> {
         let request = BackendRequest {
             credential: credential_for(route, call),
+            traceparent: trace.map(crate::tracecontext::TraceParent::next_hop),
             service: call.service.clone(),
             operation: route.operation.to_string(),
             session_id: None,
@@ -1128,7 +1149,11 @@ impl SessionEngine {
             payload: request_payload(route, call)?,
         };
         let class = route.class_name().to_string();
-        let reply = route.class.call(request).await?;
+        let reply = route
+            .class
+            .call(request)
+            .instrument(tracing::debug_span!("adapter", class = %class))
+            .await?;
         if let (Some(records), ReplyStatus::Ok) = (&route.record, &reply.status) {
             return match records.reply(&reply.payload) {
                 Ok(RecordReply::Body(xml)) => Ok(Reply::Body(xml)),

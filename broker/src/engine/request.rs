@@ -77,6 +77,10 @@ pub struct Request {
     /// it is never forwarded again. Set by the receiving broker, never sent.
     #[serde(skip)]
     pub forwarded: bool,
+    /// The client's W3C trace, passed on to another broker and to http backends
+    /// (`crate::tracecontext`).
+    #[serde(default)]
+    pub trace: Option<crate::tracecontext::TraceParent>,
 }
 
 impl Request {
@@ -95,6 +99,7 @@ impl Request {
             principal: None,
             client_ip: None,
             forwarded: false,
+            trace: None,
         }
     }
 }
