@@ -480,6 +480,70 @@ pub fn probe(url: &str, timeout: Duration) -> Option<u16> {
     c.try_read_reply("GET").ok().map(|r| r.status)
 }
 
+/// What a [`backend`] received: one entry per request, its head (request line and headers) and
+/// its body.
+pub type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// An HTTP/1.1 backend of the test's own on 127.0.0.1 (a real socket, for what the broker's http
+/// adapter sends): it answers every request with `content_type` and `reply`, keeps connections
+/// alive, and records what it received. Returns its URL (`http://127.0.0.1:PORT/backend`).
+pub fn backend(content_type: &'static str, reply: Vec<u8>) -> (String, Received) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a backend port");
+    let url = format!(
+        "http://{}/backend",
+        listener.local_addr().expect("the backend's address")
+    );
+    let received: Received = Received::default();
+    let seen = received.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let _ = stream.set_read_timeout(Some(DEFAULT_TIMEOUT));
+            let Ok(clone) = stream.try_clone() else {
+                continue;
+            };
+            let mut reader = BufReader::new(clone);
+            // One request after the other on the connection, until it closes.
+            while let Some((head, body)) = read_request(&mut reader) {
+                seen.lock().expect("lock").push((head, body));
+                let mut out = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+                    reply.len()
+                )
+                .into_bytes();
+                out.extend_from_slice(&reply);
+                if stream.write_all(&out).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    (url, received)
+}
+
+/// One request (head, body) from `reader`, `None` at the end of the connection.
+fn read_request(reader: &mut impl BufRead) -> Option<(String, Vec<u8>)> {
+    let mut head = String::new();
+    let mut len = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+        let end = line == "\r\n";
+        head.push_str(&line);
+        if end {
+            break;
+        }
+    }
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).ok()?;
+    Some((head, body))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,9 +12,6 @@ use broker_tests::soap::{
     self, begin, call, call11, cont, end, expect_nonstop_fault, SoapReply, Version,
 };
 use broker_tests::{BrokerProcess, TestConfig};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const NS: &str = "urn:soap-broker:soap";
@@ -225,54 +222,6 @@ fn a_reply_that_does_not_fit_is_a_server_fault_logged_with_its_offset() {
     assert!(line.contains("at offset 2 (TXN-COUNT)"), "{line}");
 }
 
-/// What the test's own HTTP server received: one entry per request (headers, body).
-type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
-
-/// An HTTP/1.1 server on 127.0.0.1 that answers every POST with `reply` (one request per
-/// connection) and keeps what it received.
-fn record_server(reply: Vec<u8>) -> (String, Received) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}/acctinq", listener.local_addr().expect("addr"));
-    let received: Received = Arc::default();
-    let seen = received.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            let mut head = String::new();
-            let mut len = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
-                }
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                let done = line == "\r\n";
-                head.push_str(&line);
-                if done {
-                    break;
-                }
-            }
-            let mut body = vec![0; len];
-            if reader.read_exact(&mut body).is_err() {
-                continue;
-            }
-            seen.lock().expect("lock").push((head, body));
-            let mut out = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                reply.len()
-            )
-            .into_bytes();
-            out.extend_from_slice(&reply);
-            let _ = stream.write_all(&out);
-        }
-    });
-    (url, received)
-}
-
 fn ebcdic(text: &str) -> Vec<u8> {
     records::Charset::Ibm037.encode(text).expect("IBM-037 text")
 }
@@ -290,7 +239,7 @@ fn the_http_adapter_posts_the_record_and_refusals_post_nothing() {
     reply.extend(ebcdic("19120623"));
     reply.extend(ebcdic("  "));
     reply.extend([0, 0]);
-    let (backend, received) = record_server(reply);
+    let (backend, received) = broker_tests::http::backend("application/octet-stream", reply);
     let b = BrokerProcess::start(
         &TestConfig::new()
             .extra(&record_service(&format!(

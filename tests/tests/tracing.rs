@@ -5,78 +5,33 @@
 
 use broker_tests::soap::{self, call11, cont, echo};
 use broker_tests::{BrokerProcess, TestConfig};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
-/// An HTTP backend that answers every POST with an EchoResponse and keeps the request heads.
-fn backend() -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let url = format!("http://{}/echo", listener.local_addr().expect("addr"));
-    let heads: Arc<Mutex<Vec<String>>> = Arc::default();
-    let seen = heads.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-            let mut reader = BufReader::new(stream.try_clone().expect("clone"));
-            loop {
-                let mut head = String::new();
-                let mut len = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                    let end = line == "\r\n";
-                    head.push_str(&line);
-                    if end {
-                        break;
-                    }
-                }
-                let mut body = vec![0; len];
-                if reader.read_exact(&mut body).is_err() {
-                    break;
-                }
-                seen.lock().expect("lock").push(head);
-                let reply = "<EchoResponse><text>ok</text></EchoResponse>";
-                let out = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{reply}",
-                    reply.len()
-                );
-                if stream.write_all(out.as_bytes()).is_err() {
-                    break;
-                }
-            }
-        }
-    });
-    (url, heads)
+/// An http backend answering an EchoResponse; the heads of what it received.
+fn backend() -> (String, broker_tests::http::Received) {
+    broker_tests::http::backend(
+        "text/xml",
+        b"<EchoResponse><text>ok</text></EchoResponse>".to_vec(),
+    )
 }
 
-/// Protects the request span and the trace context: with JSON logs at debug, the request's log
-/// lines carry the span's endpoint, dialect, service, shortened session and trace ID; the whole
-/// session ID appears nowhere; the backend receives the trace with a parent of the broker's own.
-#[test]
-fn a_request_is_one_span_and_its_trace_goes_on_to_the_backend() {
-    let (url, heads) = backend();
-    let b = BrokerProcess::start(
-        &TestConfig::new()
-            .json_logs("debug")
-            .echo_adapter(&format!("adapter = \"http\"\nurls = [\"{url}\"]"))
-            .render(),
-    );
-    let endpoint = b.url("/soap");
-    let id = soap::begin_session(&endpoint);
+fn heads(received: &broker_tests::http::Received) -> Vec<String> {
+    received
+        .lock()
+        .expect("lock")
+        .iter()
+        .map(|(head, _)| head.clone())
+        .collect()
+}
+
+/// POST an Echo with `header` and a `traceparent` of [`TRACE`] to `endpoint`.
+fn post_traced(endpoint: &str, header: &str) -> String {
     let traceparent = format!("00-{TRACE}-00f067aa0ba902b7-01");
-    let envelope = soap::envelope(soap::Version::V11, &cont(&id), &echo("traced"));
+    let envelope = soap::envelope(soap::Version::V11, header, &echo("traced"));
     let r = broker_tests::http::post(
-        &endpoint,
+        endpoint,
         Some("text/xml; charset=utf-8"),
         &[
             ("SOAPAction", "\"\""),
@@ -85,10 +40,28 @@ fn a_request_is_one_span_and_its_trace_goes_on_to_the_backend() {
         envelope,
     );
     assert_eq!(r.status, 200, "{}", r.describe());
+    traceparent
+}
+
+/// Protects the request span and the trace context: with JSON logs at debug, the request's log
+/// lines carry the span's endpoint, dialect, service, shortened session and trace ID; the whole
+/// session ID appears nowhere; the backend receives the trace with a parent of the broker's own.
+#[test]
+fn a_request_is_one_span_and_its_trace_goes_on_to_the_backend() {
+    let (url, received) = backend();
+    let b = BrokerProcess::start(
+        &TestConfig::new()
+            .json_logs("debug")
+            .echo_adapter(&format!("adapter = \"http\"\nurls = [\"{url}\"]"))
+            .render(),
+    );
+    let endpoint = b.url("/soap");
+    let id = soap::begin_session(&endpoint);
+    let traceparent = post_traced(&endpoint, &cont(&id));
     // A request without a trace passes none on.
     call11(&endpoint, &cont(&id), &echo("untraced"));
 
-    let heads = heads.lock().expect("lock").clone();
+    let heads = heads(&received);
     assert_eq!(heads.len(), 2, "{heads:?}");
     let sent = heads[0]
         .lines()
@@ -132,26 +105,15 @@ fn a_request_is_one_span_and_its_trace_goes_on_to_the_backend() {
 /// goes on to the backend (it travels with the request, not the span).
 #[test]
 fn without_request_spans_the_trace_still_goes_on() {
-    let (url, heads) = backend();
+    let (url, received) = backend();
     let mut config = TestConfig::new()
         .json_logs("debug")
         .echo_adapter(&format!("adapter = \"http\"\nurls = [\"{url}\"]"));
     config.request_spans = false;
     let b = BrokerProcess::start(&config.render());
     let endpoint = b.url("/soap");
-    let traceparent = format!("00-{TRACE}-00f067aa0ba902b7-01");
-    let envelope = soap::envelope(soap::Version::V11, "", &echo("traced"));
-    let r = broker_tests::http::post(
-        &endpoint,
-        Some("text/xml; charset=utf-8"),
-        &[
-            ("SOAPAction", "\"\""),
-            ("traceparent", traceparent.as_str()),
-        ],
-        envelope,
-    );
-    assert_eq!(r.status, 200, "{}", r.describe());
-    let heads = heads.lock().expect("lock").clone();
+    post_traced(&endpoint, "");
+    let heads = heads(&received);
     assert!(
         heads[0].contains(&format!("traceparent: 00-{TRACE}-")),
         "{}",
