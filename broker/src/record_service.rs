@@ -106,16 +106,23 @@ impl RecordService {
 
     /// The reply record `bytes` as a response element or a fault.
     pub fn reply(&self, bytes: &[u8]) -> Result<RecordReply, ReplyMisfit> {
-        let rules: Vec<Rule> = self.replies.iter().map(|r| r.rule.clone()).collect();
-        let chosen = records::select::choose(&rules, bytes, self.encoding.charset)
-            .and_then(|rule| self.replies.iter().find(|r| r.rule == *rule))
+        // `records::select::choose`'s order (the first rule that holds, else the default), over
+        // the layouts themselves: nothing is copied per reply.
+        let charset = self.encoding.charset;
+        let chosen = self
+            .replies
+            .iter()
+            .find(|r| !r.rule.default && r.rule.holds(bytes, charset))
+            .or_else(|| self.replies.iter().find(|r| r.rule.default))
             .ok_or(ReplyMisfit::NoLayout { len: bytes.len() })?;
         let layout = &chosen.layout;
         let misfit = |misfit| ReplyMisfit::Misfit {
             layout: layout.name.clone(),
             misfit,
         };
-        let xmlns = format!("xmlns=\"{}\"", escape_attribute(&self.namespace));
+        let mut xmlns = String::from("xmlns=\"");
+        crate::soap::escape_attr(&self.namespace, &mut xmlns);
+        xmlns.push('"');
         if chosen.rule.fault {
             let detail = records::to_xml(layout, bytes, self.encoding, &layout.name, &xmlns)
                 .map_err(misfit)?;
@@ -140,12 +147,6 @@ impl RecordService {
     pub fn answers_in_one_layout(&self) -> bool {
         self.replies.iter().filter(|r| !r.rule.fault).count() <= 1
     }
-}
-
-fn escape_attribute(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    records::xml::escape_into(text, &mut out);
-    out.replace('"', "&quot;")
 }
 
 #[cfg(test)]

@@ -542,6 +542,11 @@ fn a_drained_broker_finishes_what_it_holds_then_exits() {
     soap::expect_nonstop_fault(&r, "SOAP-ENV:Server", -352);
     assert_eq!(r.expect_session_id(), plain, "the session lives on");
     soap::echo_in_session(&url, &plain, "still served");
+    // Nor a transaction in a session that holds nothing here.
+    let txn = soap::session(&format!(
+        "SessionID=\"{plain}\" BeginNewTransaction=\"yes\""
+    ));
+    soap::expect_nonstop_fault(&call11(&url, &txn, ""), "SOAP-ENV:Server", -352);
     let r = call11(&url, &cont(&shopper), "<CartList/>");
     assert!(
         r.fault().is_none(),
@@ -560,4 +565,31 @@ fn a_drained_broker_finishes_what_it_holds_then_exits() {
     );
     let status = b.terminate();
     assert_eq!(status.code(), Some(0), "{}", b.stderr_text());
+}
+
+/// Protects `admin.drain_timeout`: a dialog nobody ends does not keep a drained broker alive past
+/// it; the broker exits 0 and says what it left.
+#[test]
+fn a_drain_ends_at_its_timeout() {
+    let admin = format!("127.0.0.1:{}", free_port());
+    let cart = "\n[[server_class]]\nname = \"cart\"\nadapter = \"process\"\ncommand = [\"{broker_exe}\", \"sample-server\", \"cart\"]\ncontext = \"sensitive\"\n\n[[service]]\nname = \"CartAdd\"\nendpoint = \"/soap\"\nserver_class = \"cart\"\n";
+    let mut b = BrokerProcess::start(
+        &TestConfig::new()
+            .extra(&format!(
+                "{cart}\n[admin]\nlisten = \"{admin}\"\ntoken = \"{TOKEN}\"\ndrain_timeout = \"1s\"\n"
+            ))
+            .render(),
+    );
+    let admin = format!("http://{admin}");
+    let add = "<CartAdd><item>fig</item><qty>1</qty></CartAdd>";
+    call11(&b.url("/soap"), &soap::begin(), add).expect_session_id();
+    assert_eq!(admin_call(&admin, "POST", "/drain").0, 202);
+    let exited = wait::poll(Duration::from_secs(10), || (!b.is_running()).then_some(()));
+    assert!(exited.is_some(), "still running: {}", b.stderr_text());
+    assert_eq!(b.terminate().code(), Some(0));
+    assert!(
+        b.stderr_text().contains("drain timeout"),
+        "{}",
+        b.stderr_text()
+    );
 }

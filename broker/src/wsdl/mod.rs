@@ -321,8 +321,8 @@ fn base_name(path: &str) -> String {
 /// Text for an attribute value.
 fn attr(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    records::xml::escape_into(text, &mut out);
-    out.replace('"', "&quot;")
+    crate::soap::escape_attr(text, &mut out);
+    out
 }
 
 #[cfg(test)]
