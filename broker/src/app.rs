@@ -92,6 +92,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
         url: cookie_store::redact_url(&config.store.url),
         source,
     })?;
+    let store = crate::metrics::MeteredStore::wrap(store);
 
     // Join the registry first: other brokers must see this instance live before it begins any
     // transaction, and at a restart this registration replaces the previous run's, whose work is
@@ -292,6 +293,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
         (Some(addr), Some(token)) => {
             let state = web::Data::new(crate::admin::AdminState {
                 token,
+                principals: config.admin.principals.clone(),
+                authenticator: config.authenticator.clone(),
                 classes: config
                     .server_classes
                     .iter()
@@ -300,6 +303,12 @@ pub fn run(config: Config) -> Result<(), RunError> {
                 engine: engine.clone(),
                 store: store.clone(),
                 drain: drain.clone(),
+                endpoints: config
+                    .endpoints
+                    .iter()
+                    .map(|e| (e.path.clone(), e.dialect.name()))
+                    .collect(),
+                live_count_limit: config.admin.live_count_limit,
             });
             let server = HttpServer::new(move || {
                 App::new().configure(|cfg| crate::admin::configure(cfg, state.clone()))

@@ -110,6 +110,11 @@ impl Authenticator {
         })
     }
 
+    /// Whether the credentials name this user.
+    pub fn has_user(&self, user: &str) -> bool {
+        self.users.contains_key(user)
+    }
+
     /// The realm of the `WWW-Authenticate` challenge.
     pub fn realm(&self) -> &str {
         &self.realm

@@ -98,6 +98,15 @@ fn the_figures_follow_what_the_broker_did() {
     let id = soap::begin_session(&url);
     soap::echo_in_session(&url, &id, "one");
     soap::echo_in_session(&url, &id, "two");
+    let open = scrape(&admin);
+    assert_eq!(
+        value(
+            &open,
+            "broker_sessions_live{endpoint=\"/soap\",dialect=\"nonstop\"}"
+        ),
+        Some(1.0),
+        "{open}"
+    );
     call11(&url, &end(&id), "").expect_no_session();
     let r = call11(&url, &cont(&id), &echo("gone"));
     r.expect_fault();
@@ -135,6 +144,28 @@ fn the_figures_follow_what_the_broker_did() {
     );
     assert!(value(&text, "broker_class_workers{class=\"echo\"}").is_some_and(|n| n >= 1.0));
     assert!(!text.contains(&id), "a session ID in the metrics");
+    // The store's calls: one create, a turn per continue and end (four requests found a record).
+    assert_eq!(
+        value(
+            &text,
+            "broker_store_operation_duration_seconds_count{op=\"create\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        value(&text, "broker_turn_wait_seconds_count").is_some_and(|n| n >= 4.0),
+        "{text}"
+    );
+    // The session ended: none live on /soap.
+    assert_eq!(
+        value(
+            &text,
+            "broker_sessions_live{endpoint=\"/soap\",dialect=\"nonstop\"}"
+        ),
+        Some(0.0),
+        "{text}"
+    );
 
     // A worker killed: the class starts another and counts the restart.
     let workers = b.worker_pids();
@@ -142,7 +173,7 @@ fn the_figures_follow_what_the_broker_did() {
     proc::kill9(victim);
     let restarted = wait::poll(Duration::from_secs(10), || {
         let t = scrape(&admin);
-        (value(&t, "broker_class_worker_restarts{class=\"echo\"}") == Some(1.0)
+        (value(&t, "broker_class_worker_restarts_total{class=\"echo\"}") == Some(1.0)
             && value(&t, "broker_class_workers{class=\"echo\"}").is_some_and(|n| n >= 1.0))
         .then_some(t)
     });
@@ -591,5 +622,68 @@ fn a_drain_ends_at_its_timeout() {
         b.stderr_text().contains("drain timeout"),
         "{}",
         b.stderr_text()
+    );
+}
+
+/// Protects HTTP Basic on the admin API: a user named in `admin.principals` is let in with their
+/// `[auth]` password, another user of the same credentials (or a wrong password) gets 401 with
+/// both challenges, and no password reaches the log.
+#[test]
+fn an_admin_principal_signs_in_with_basic() {
+    use base64::Engine as _;
+    let admin = format!("127.0.0.1:{}", free_port());
+    let users = broker_tests::sql::USERS
+        .iter()
+        .map(|u| format!("{u:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let b = BrokerProcess::start(
+        &TestConfig::new()
+            .extra(&format!(
+                "[auth]\nusers = [{users}]\n\n[admin]\nlisten = \"{admin}\"\ntoken = \"{TOKEN}\"\nprincipals = [\"ann\"]\n"
+            ))
+            .render(),
+    );
+    let url = format!("http://{admin}/brokers");
+    let basic = |user: &str, password: &str| {
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        format!("Basic {encoded}")
+    };
+    for _ in 0..2 {
+        // Twice: the second is answered from the verified-credentials cache.
+        let r = request(
+            "GET",
+            &url,
+            &[("Authorization", &basic("ann", "ann-pw"))],
+            Vec::new(),
+        );
+        assert_eq!(r.status, 200, "{}", r.describe());
+        assert!(r.text().contains("\"id\""), "{}", r.text());
+    }
+    for (user, password) in [("bob", "bob-pw"), ("ann", "not-anns-pw"), ("eve", "x")] {
+        let r = request(
+            "GET",
+            &url,
+            &[("Authorization", &basic(user, password))],
+            Vec::new(),
+        );
+        assert_eq!(r.status, 401, "{user}: {}", r.describe());
+        let challenges: Vec<&str> = r
+            .headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case("www-authenticate"))
+            .map(|(_, v)| v.as_str())
+            .collect();
+        assert!(
+            challenges.iter().any(|c| c.starts_with("Basic")),
+            "{challenges:?}"
+        );
+    }
+    let log = b.stderr_text();
+    assert!(log.contains("not an admin principal"), "{log}");
+    assert!(
+        !log.contains("not-anns-pw") && !log.contains("bob-pw"),
+        "a password in the log"
     );
 }

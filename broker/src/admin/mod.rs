@@ -2,8 +2,9 @@
 //!
 //! A listener of its own (`[admin] listen`, never the public port; off unless configured, and
 //! loopback in every example), for people and programs that run the broker, not for its SOAP
-//! clients. Every request must carry `Authorization: Bearer <admin token>`; without it, or with a
-//! wrong one, it gets 401 and is logged (never the token).
+//! clients. Every request must carry `Authorization: Bearer <admin token>`, or HTTP Basic of one
+//! of `admin.principals` (users of the `[auth]` credentials); without either, or with wrong ones,
+//! it gets 401 and is logged (never the token or the password).
 //!
 //! - `GET /metrics`: the Prometheus text exposition (`crate::metrics`), the server classes' gauges
 //!   read at that moment.
@@ -58,11 +59,17 @@ const PURGE_PASSES: usize = 1000;
 /// What the admin handlers share.
 pub struct AdminState {
     pub token: Secret,
+    /// `admin.principals`, who may sign in with HTTP Basic against `authenticator`.
+    pub principals: Vec<String>,
+    pub authenticator: Option<Arc<crate::auth::Authenticator>>,
     /// The server classes, in configuration order.
     pub classes: Vec<Arc<dyn ServerClass>>,
     pub engine: Arc<SessionEngine>,
     pub store: Arc<dyn cookie_store::Store>,
     pub drain: Arc<Drain>,
+    /// Every endpoint's path and dialect name, for the live session counts.
+    pub endpoints: Vec<(String, &'static str)>,
+    pub live_count_limit: usize,
 }
 
 /// A drain's progress, and the signal that it is done (the broker then stops like after SIGTERM).
@@ -96,7 +103,7 @@ fn held_here(classes: &[Arc<dyn ServerClass>]) -> (usize, usize) {
 }
 
 async fn drain_post(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
-    if let Some(refused) = refusal(&req, &state) {
+    if let Some(refused) = refusal(&req, &state).await {
         return refused;
     }
     state.engine.drain();
@@ -132,7 +139,7 @@ async fn drain_post(req: HttpRequest, state: web::Data<AdminState>) -> HttpRespo
 }
 
 async fn drain_get(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
-    if let Some(refused) = refusal(&req, &state) {
+    if let Some(refused) = refusal(&req, &state).await {
         return refused;
     }
     let (dialogs, transactions) = held_here(&state.classes);
@@ -232,7 +239,7 @@ async fn sessions_list(
     query: Result<web::Query<ListQuery>, actix_web::Error>,
     state: web::Data<AdminState>,
 ) -> HttpResponse {
-    if let Some(refused) = refusal(&req, &state) {
+    if let Some(refused) = refusal(&req, &state).await {
         return refused;
     }
     let query = match query {
@@ -310,9 +317,11 @@ async fn sessions_list(
 }
 
 /// The answer to a session call with a bad token or a malformed ID, if it has one.
-fn session_refusal(req: &HttpRequest, id: &str, state: &AdminState) -> Option<HttpResponse> {
-    refusal(req, state)
-        .or_else(|| (!valid_id(id)).then(|| error(StatusCode::BAD_REQUEST, "not a session ID")))
+async fn session_refusal(req: &HttpRequest, id: &str, state: &AdminState) -> Option<HttpResponse> {
+    if let Some(refused) = refusal(req, state).await {
+        return Some(refused);
+    }
+    (!valid_id(id)).then(|| error(StatusCode::BAD_REQUEST, "not a session ID"))
 }
 
 async fn session_get(
@@ -320,7 +329,7 @@ async fn session_get(
     id: web::Path<String>,
     state: web::Data<AdminState>,
 ) -> HttpResponse {
-    if let Some(refused) = session_refusal(&req, &id, &state) {
+    if let Some(refused) = session_refusal(&req, &id, &state).await {
         return refused;
     }
     match state.engine.admin_show(&id, TURN_WAIT).await {
@@ -345,7 +354,7 @@ async fn session_delete(
     id: web::Path<String>,
     state: web::Data<AdminState>,
 ) -> HttpResponse {
-    if let Some(refused) = session_refusal(&req, &id, &state) {
+    if let Some(refused) = session_refusal(&req, &id, &state).await {
         return refused;
     }
     match state.engine.admin_end(&id, TURN_WAIT).await {
@@ -363,7 +372,7 @@ async fn session_delete(
 }
 
 async fn sessions_purge(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
-    if let Some(refused) = refusal(&req, &state) {
+    if let Some(refused) = refusal(&req, &state).await {
         return refused;
     }
     match state.engine.admin_purge(PURGE_BATCH, PURGE_PASSES).await {
@@ -382,7 +391,7 @@ async fn sessions_purge(req: HttpRequest, state: web::Data<AdminState>) -> HttpR
 }
 
 async fn classes_get(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
-    if let Some(refused) = refusal(&req, &state) {
+    if let Some(refused) = refusal(&req, &state).await {
         return refused;
     }
     let classes: Vec<Value> = state
@@ -427,7 +436,7 @@ async fn classes_get(req: HttpRequest, state: web::Data<AdminState>) -> HttpResp
 }
 
 async fn brokers_get(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
-    if let Some(refused) = refusal(&req, &state) {
+    if let Some(refused) = refusal(&req, &state).await {
         return refused;
     }
     match state.store.live_brokers(now_ms()).await {
@@ -456,35 +465,73 @@ async fn brokers_get(req: HttpRequest, state: web::Data<AdminState>) -> HttpResp
     }
 }
 
-/// The presented bearer token, checked in constant time; `Some` is the 401 to answer.
-fn refusal(req: &HttpRequest, state: &AdminState) -> Option<HttpResponse> {
-    let presented = req
+/// The request's credentials: the bearer token (checked in constant time) or HTTP Basic of one of
+/// `admin.principals` (argon2, off this thread unless verified before); `Some` is the 401 to answer.
+async fn refusal(req: &HttpRequest, state: &AdminState) -> Option<HttpResponse> {
+    let authorization = req
         .headers()
         .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
-        Some(token) if state.token.matches(token.as_bytes()) => None,
-        other => {
-            let peer = req
-                .peer_addr()
-                .map(|a| a.ip().to_string())
-                .unwrap_or_default();
-            tracing::warn!(peer = %peer, path = %req.path(), reason = if other.is_some() { "wrong token" } else { "no token" }, "admin request refused");
-            Some(HttpResponse::Unauthorized()
-                .insert_header((
-                    header::WWW_AUTHENTICATE,
-                    "Bearer realm=\"soap-broker admin\"",
-                ))
-                .content_type("text/plain")
-                .body("The admin API needs Authorization: Bearer <admin token> ([admin] token).\n"))
+        .and_then(|v| v.to_str().ok());
+    let reason = match authorization {
+        None => "no credentials",
+        Some(value) => match value.strip_prefix("Bearer ") {
+            Some(token) if state.token.matches(token.trim().as_bytes()) => return None,
+            Some(_) => "wrong token",
+            None => match admin_principal(state, value).await {
+                Some(user) if state.principals.contains(&user) => {
+                    tracing::debug!(principal = %user, path = %req.path(), "admin request by a principal");
+                    return None;
+                }
+                Some(_) => "not an admin principal",
+                None => "wrong or unknown Basic credentials",
+            },
+        },
+    };
+    let peer = req
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    tracing::warn!(peer = %peer, path = %req.path(), reason, "admin request refused");
+    let mut reply = HttpResponse::Unauthorized();
+    reply.append_header((
+        header::WWW_AUTHENTICATE,
+        "Bearer realm=\"soap-broker admin\"",
+    ));
+    if !state.principals.is_empty() {
+        reply.append_header((
+            header::WWW_AUTHENTICATE,
+            "Basic realm=\"soap-broker admin\"",
+        ));
+    }
+    Some(reply.content_type("text/plain").body(
+        "The admin API needs Authorization: Bearer <admin token> ([admin] token), or HTTP Basic of an admin principal ([admin] principals).\n",
+    ))
+}
+
+/// The `[auth]` user a Basic `Authorization` value proves, if any (only when principals are set).
+async fn admin_principal(state: &AdminState, value: &str) -> Option<String> {
+    use crate::auth::{AuthMode, AuthOutcome};
+    if state.principals.is_empty() {
+        return None;
+    }
+    let authenticator = state.authenticator.clone()?;
+    let outcome = match authenticator.check_cheap(AuthMode::Required, Some(value)) {
+        Some(outcome) => outcome,
+        None => {
+            let value = value.to_string();
+            web::block(move || authenticator.check(AuthMode::Required, Some(&value)))
+                .await
+                .ok()?
         }
+    };
+    match outcome {
+        AuthOutcome::User(user) => Some(user),
+        _ => None,
     }
 }
 
 async fn metrics_get(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
-    if let Some(refused) = refusal(&req, &state) {
+    if let Some(refused) = refusal(&req, &state).await {
         return refused;
     }
     let figures: Vec<ClassFigures<'_>> = state
@@ -495,9 +542,23 @@ async fn metrics_get(req: HttpRequest, state: web::Data<AdminState>) -> HttpResp
             stats: c.stats(),
         })
         .collect();
+    let mut live = Vec::with_capacity(state.endpoints.len());
+    for (path, dialect) in &state.endpoints {
+        match state
+            .store
+            .count_sessions(path, None, now_ms(), state.live_count_limit)
+            .await
+        {
+            Ok(n) => live.push((path.as_str(), *dialect, n)),
+            // The store's own error series tells; the last count stays as it was.
+            Err(e) => {
+                tracing::warn!(endpoint = %path, error = %e, "metrics: cannot count live sessions")
+            }
+        }
+    }
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(metrics::get().render(&figures))
+        .body(metrics::get().render(&figures, &live))
 }
 
 async fn not_found() -> HttpResponse {

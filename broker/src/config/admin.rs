@@ -17,6 +17,9 @@ pub(super) struct AdminSection {
     pub listen: Option<String>,
     pub token: Option<String>,
     pub token_file: Option<String>,
+    /// Users of `[auth]` who may also use the admin API with HTTP Basic.
+    pub principals: Vec<String>,
+    pub live_count_limit: usize,
     #[serde(
         default = "default_drain_timeout",
         deserialize_with = "adapters::config::duration::deserialize"
@@ -34,6 +37,8 @@ impl Default for AdminSection {
             listen: None,
             token: None,
             token_file: None,
+            principals: Vec::new(),
+            live_count_limit: 100_000,
             drain_timeout: default_drain_timeout(),
         }
     }
@@ -46,6 +51,10 @@ pub struct AdminSettings {
     pub listen: Option<SocketAddr>,
     /// What a request must present as `Authorization: Bearer <token>`.
     pub token: Option<Secret>,
+    /// The `[auth]` users whose HTTP Basic credentials the admin API accepts besides the token.
+    pub principals: Vec<String>,
+    /// The most live sessions `/metrics` counts per endpoint (the count's cost grows with it).
+    pub live_count_limit: usize,
     /// How long a drain waits for the dialogs and transactions held here before the broker exits
     /// anyway (those left are then lost, as after a crash: -356, recovery).
     pub drain_timeout: std::time::Duration,
@@ -58,7 +67,26 @@ impl AdminSection {
         overrides: &Overrides,
         placeholders: &Placeholders,
         public: SocketAddr,
+        authenticator: Option<&crate::auth::Authenticator>,
     ) -> Result<AdminSettings, ConfigError> {
+        for (i, user) in self.principals.iter().enumerate() {
+            let key = format!("admin.principals[{i}]");
+            match authenticator {
+                None => {
+                    return Err(cx.err(
+                        key,
+                        "admin principals sign in with [auth] credentials: set auth.credentials_file or auth.users",
+                    ))
+                }
+                Some(a) if !a.has_user(user) => {
+                    return Err(cx.err(
+                        key,
+                        format!("{user:?} is not a user of the [auth] credentials"),
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
         let token = match (self.token, self.token_file) {
             (Some(_), Some(_)) => {
                 return Err(cx.err(
@@ -118,12 +146,17 @@ impl AdminSection {
                 Some(addr)
             }
         };
+        if self.live_count_limit == 0 {
+            return Err(cx.err("admin.live_count_limit", "must be at least 1"));
+        }
         if self.drain_timeout.is_zero() {
             return Err(cx.err("admin.drain_timeout", "must be more than zero"));
         }
         Ok(AdminSettings {
             listen,
             token,
+            principals: self.principals,
+            live_count_limit: self.live_count_limit,
             drain_timeout: self.drain_timeout,
         })
     }

@@ -267,9 +267,13 @@ impl Config {
             service::services(&cx, raw.service, &endpoints, &server_classes, &placeholders)?;
         store.turn_lease = sections::turn_lease(&cx, turn_lease, &server_classes)?;
         let cluster = raw.cluster.build(&cx, &placeholders, &store, &endpoints)?;
-        let admin = raw
-            .admin
-            .build(&cx, overrides, &placeholders, broker.listen)?;
+        let admin = raw.admin.build(
+            &cx,
+            overrides,
+            &placeholders,
+            broker.listen,
+            authenticator.as_deref(),
+        )?;
 
         Ok(Config {
             broker,

@@ -9,11 +9,19 @@
 //!   recoveries, forwarded requests. The request path's figures are handles made once per endpoint
 //!   ([`EndpointMetrics`]): an increment is an atomic add, no label is built or hashed per request
 //!   (only a fault's outcome label is looked up, on the fault path).
-//! - **Gauges read when scraped**: each server class's workers, busy workers, restarts and queue
-//!   depth, from the adapters ([`adapters::ServerClass::stats`]).
+//! - **Store operations** (`store.rs`): every call's latency and errors by operation, and the turn
+//!   waits, timed by the [`MeteredStore`] every part of the broker holds.
+//! - **Read when scraped**: each server class's workers, busy workers, restarts and queue depth,
+//!   from the adapters ([`adapters::ServerClass::stats`]), and the live sessions of each endpoint,
+//!   counted in the shared store (so every broker reports the fleet's figure; counted up to
+//!   `admin.live_count_limit`).
 //!
 //! Never a session ID, a principal or a password in a label: labels are configuration names
 //! (endpoint paths, dialects, classes) and fault codes.
+
+mod store;
+
+pub use store::MeteredStore;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -60,8 +68,12 @@ pub struct Metrics {
     forwarded: Counter,
     workers: Family<ClassLabels, Gauge>,
     busy: Family<ClassLabels, Gauge>,
-    restarts: Family<ClassLabels, Gauge>,
+    restarts: Family<ClassLabels, Counter>,
     queued: Family<ClassLabels, Gauge>,
+    live_sessions: Family<EndpointLabels, Gauge>,
+    store_latency: Family<store::OpLabels, Histogram>,
+    store_errors: Family<store::OpErrorLabels, Counter>,
+    turn_wait: Histogram,
 }
 
 /// The handles of one endpoint's request figures, made once.
@@ -175,7 +187,7 @@ impl Metrics {
             "Workers of a server class serving a request now",
             busy.clone(),
         );
-        let restarts = Family::<ClassLabels, Gauge>::default();
+        let restarts = Family::<ClassLabels, Counter>::default();
         registry.register(
             "class_worker_restarts",
             "Workers of a server class started again after one died, since the broker started",
@@ -187,8 +199,39 @@ impl Metrics {
             "Requests waiting for a worker of a server class",
             queued.clone(),
         );
+        let live_sessions = Family::<EndpointLabels, Gauge>::default();
+        registry.register(
+            "sessions_live",
+            "Unexpired sessions of an endpoint in the shared store (every broker's), counted when scraped up to admin.live_count_limit",
+            live_sessions.clone(),
+        );
+        // 50 µs to about 1.6 s: a sled write is tens of µs, a PostgreSQL commit a few ms.
+        let store_latency = Family::<store::OpLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.00005, 2.0, 16))
+        });
+        registry.register(
+            "store_operation_duration_seconds",
+            "Time of each session store call, by operation",
+            store_latency.clone(),
+        );
+        let store_errors = Family::<store::OpErrorLabels, Counter>::default();
+        registry.register(
+            "store_errors",
+            "Session store calls that failed, by operation and kind of error",
+            store_errors.clone(),
+        );
+        let turn_wait = Histogram::new(exponential_buckets(0.00005, 2.0, 18));
+        registry.register(
+            "turn_wait_seconds",
+            "Time a request waited to take its session's turn (behind the session's previous request, plus the store's round trip)",
+            turn_wait.clone(),
+        );
         Metrics {
             registry,
+            live_sessions,
+            store_latency,
+            store_errors,
+            turn_wait,
             requests,
             latency,
             sessions_begun,
@@ -274,8 +317,17 @@ impl Metrics {
         self.forwarded.inc();
     }
 
-    /// The text exposition, with the classes' gauges read now.
-    pub fn render(&self, classes: &[ClassFigures<'_>]) -> String {
+    /// The text exposition, with the classes' gauges and the live sessions (`(endpoint path,
+    /// dialect, count)`) read now.
+    pub fn render(&self, classes: &[ClassFigures<'_>], live: &[(&str, &str, usize)]) -> String {
+        for (endpoint, dialect, n) in live {
+            self.live_sessions
+                .get_or_create(&EndpointLabels {
+                    endpoint: endpoint.to_string(),
+                    dialect: dialect.to_string(),
+                })
+                .set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
         for c in classes {
             let labels = ClassLabels {
                 class: c.class.to_string(),
@@ -287,7 +339,13 @@ impl Metrics {
             };
             set(&self.workers, c.stats.workers);
             set(&self.busy, c.stats.busy);
-            set(&self.restarts, c.stats.restarts);
+            // The pool counts deaths since it started; the counter follows it.
+            let restarts = self.restarts.get_or_create(&labels);
+            let seen = restarts.get();
+            let now = u64::try_from(c.stats.restarts).unwrap_or(u64::MAX);
+            if now > seen {
+                restarts.inc_by(now - seen);
+            }
             set(&self.queued, c.stats.queued);
         }
         let mut out = String::with_capacity(8192);
