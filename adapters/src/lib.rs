@@ -30,7 +30,7 @@ pub mod tcp;
 mod pool;
 
 pub use pool::backoff;
-pub use pool::{Connector, Link, PoolClass, PoolStatus, WorkerStatus};
+pub use pool::{Connector, Link, PoolClass, PoolStatus, RestartStatus, WorkerStatus};
 
 pub use config::{
     AdapterKind, Context, FieldError, PayloadFormat, ServerClassConfig, ServerClassSection,
@@ -227,6 +227,20 @@ pub trait ServerClass: Send + Sync + 'static {
     /// (the http adapter's slots are not workers).
     fn workers(&self) -> Option<PoolStatus> {
         None
+    }
+
+    /// An operator sets how many workers the class keeps (its `min_workers` from now on, at most
+    /// `max_workers`): missing ones start at once, idle free ones beyond it stop. Returns the
+    /// number kept. Default: not a class of workers.
+    fn resize(&self, workers: usize) -> Result<usize, AdapterError> {
+        let _ = workers;
+        Err(self.unsupported("resizing (it has no pool of workers)"))
+    }
+
+    /// An operator asks for every worker to be replaced one by one (the class keeps serving);
+    /// `Ok(false)` when a restart is already under way. Progress in [`PoolStatus::restart`].
+    fn restart_workers(&self) -> Result<bool, AdapterError> {
+        Err(self.unsupported("restarting workers (it has no pool of workers)"))
     }
 
     /// Phase one of a commit, on the participant `worker`: `PREPARE` → `VOTE`. The worker stays

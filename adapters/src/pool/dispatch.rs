@@ -103,6 +103,21 @@
 //! than the one its worker holds is refused ([`AdapterError::Unsupported`]): one transaction per
 //! worker.
 //!
+//! ## An operator's changes: resizing and rolling restarts
+//!
+//! [`Dispatcher::resize`] sets the number of workers the class keeps (`min_workers`, at most
+//! `max_workers`): growing starts the missing workers at once; shrinking stops idle unpinned
+//! workers (oldest idle first) down to the new number, and busy or pinned ones above it are left
+//! to the reaper once they are idle and free.
+//!
+//! [`Dispatcher::restart`] replaces the live workers **one by one**, so the class keeps serving:
+//! the next worker *retires* (it takes no new untargeted work, while the dialogs and transaction
+//! it holds go on, targeted as ever); once it is idle and holds nothing it is stopped and a
+//! replacement is started, and the next worker retires only when that replacement is up. A worker
+//! that dies while retiring is replaced as any dead worker is; a replacement that cannot start
+//! ends the restart (no more workers are taken away from a class that cannot start new ones),
+//! and the status says why.
+//!
 //! ## Reaping and shutdown
 //!
 //! On each idle tick ([`Dispatcher::reap`]) workers idle for `idle_timeout` or longer are stopped,
@@ -272,6 +287,8 @@ struct Slot<T> {
     pid: Option<u32>,
     /// Takes jobs. `false` once it is being stopped or is leaving.
     live: bool,
+    /// Being replaced by a rolling restart: it takes no untargeted work any more.
+    retiring: bool,
     busy: bool,
     /// Targeted jobs waiting for this worker to finish its current one (served before the shared
     /// queue, in order).
@@ -295,6 +312,7 @@ impl<T> Slot<T> {
     /// Whether it may take an untargeted job of this kind.
     fn takes(&self, need: Need, max_dialogs: usize) -> bool {
         self.live
+            && !self.retiring
             && match need {
                 Need::Free => !self.pinned(),
                 Need::Begin => self.txn.is_none() && self.dialogs.len() < max_dialogs.max(1),
@@ -355,6 +373,35 @@ pub(crate) struct Dispatcher<T> {
     lost: VecDeque<(String, WorkerId)>,
     /// What the I/O side has yet to do (kept between events, so no allocation per request).
     actions: VecDeque<Action<T>>,
+    /// A rolling restart's progress, if one was asked for.
+    rolling: Option<Rolling>,
+}
+
+/// A rolling restart (see the module docs).
+#[derive(Debug, Default)]
+struct Rolling {
+    /// The workers still to be replaced, in order.
+    pending: VecDeque<WorkerNo>,
+    /// The worker retiring now.
+    retiring: Option<WorkerNo>,
+    /// The replacement being started now.
+    replacement: Option<WorkerNo>,
+    replaced: usize,
+    /// Why it stopped early.
+    failed: Option<String>,
+}
+
+/// A rolling restart as seen from outside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestartStatus {
+    /// Workers replaced so far.
+    pub replaced: usize,
+    /// Workers still to be replaced (the one retiring now included).
+    pub remaining: usize,
+    /// The worker retiring now, waiting to be idle and free of dialogs and transactions.
+    pub retiring: Option<WorkerId>,
+    /// Why the restart stopped early (a replacement could not start).
+    pub failed: Option<String>,
 }
 
 impl<T: Ticket> Dispatcher<T> {
@@ -384,6 +431,7 @@ impl<T: Ticket> Dispatcher<T> {
             down: None,
             lost: VecDeque::new(),
             actions: VecDeque::new(),
+            rolling: None,
         }
     }
 
@@ -468,6 +516,7 @@ impl<T: Ticket> Dispatcher<T> {
                 id: self.worker_id(worker),
                 pid,
                 live: !stopped,
+                retiring: false,
                 busy: false,
                 own: VecDeque::new(),
                 txn: None,
@@ -483,12 +532,19 @@ impl<T: Ticket> Dispatcher<T> {
             return;
         }
         self.next_or_idle(worker, now);
+        if let Some(rolling) = &mut self.rolling {
+            if rolling.replacement == Some(worker) {
+                rolling.replacement = None;
+                self.roll(now);
+            }
+        }
     }
 
     /// Starting worker `worker` failed (spawn, connect or handshake).
     pub(crate) fn start_failed(&mut self, worker: WorkerNo, reason: &str, now: Instant) {
         // Its number is simply never used again.
         self.start_homes.remove(&worker);
+        self.replacement_lost(worker, reason);
         self.starting = self.starting.saturating_sub(1);
         self.failures = self.failures.saturating_add(1);
         let delay = self.restart_delay();
@@ -593,7 +649,6 @@ impl<T: Ticket> Dispatcher<T> {
     /// Worker `worker`'s connection is closed: forget it, answer the job it ended with, and start
     /// replacements as needed (after the backoff when it failed).
     pub(crate) fn worker_closed(&mut self, worker: WorkerNo, ending: Ending<T>, now: Instant) {
-        let _ = now;
         let id = match self.workers.remove(&worker) {
             Some(slot) => slot.id,
             None => self.worker_id(worker),
@@ -625,6 +680,15 @@ impl<T: Ticket> Dispatcher<T> {
             self.restart_delay()
         };
         self.replenish(delay);
+        // The retiring worker went another way (it died, timed out, was reaped): the replenishing
+        // above replaces it as needed, and the restart goes on with the next.
+        if let Some(rolling) = &mut self.rolling {
+            if rolling.retiring == Some(worker) {
+                rolling.retiring = None;
+                rolling.replaced += 1;
+                self.roll(now);
+            }
+        }
     }
 
     /// A [`Action::Run`] could not be delivered: the worker's task is gone without a word (it
@@ -644,6 +708,7 @@ impl<T: Ticket> Dispatcher<T> {
     pub(crate) fn vanished(&mut self, worker: WorkerNo, started: bool, now: Instant) {
         if !started {
             // One fewer to wait for; its number is never used.
+            self.replacement_lost(worker, "its runtime ended while it started");
             self.start_homes.remove(&worker);
             self.starting = self.starting.saturating_sub(1);
             return;
@@ -699,6 +764,7 @@ impl<T: Ticket> Dispatcher<T> {
     /// Stop everything now: answer what waits with `ShuttingDown`, stop every worker.
     pub(crate) fn stop(&mut self) {
         self.phase = Phase::Stopped;
+        self.rolling = None;
         while let Some(job) = self.queue.pop_front() {
             self.answer(job.ticket, Err(self.shutting_down()));
         }
@@ -714,6 +780,127 @@ impl<T: Ticket> Dispatcher<T> {
             self.answer(job.ticket, Err(self.shutting_down()));
         }
         self.idle.clear();
+    }
+
+    /// An operator sets the number of workers the class keeps (see the module docs). Returns the
+    /// number now kept: `workers` capped at `max_workers`.
+    pub(crate) fn resize(&mut self, workers: usize) -> usize {
+        let target = workers.min(self.limits.max_workers);
+        self.limits.min_workers = target;
+        if self.phase != Phase::Running {
+            return target;
+        }
+        self.replenish(Duration::ZERO);
+        let mut excess = self.live().saturating_sub(target);
+        let mut i = 0;
+        while excess > 0 && i < self.idle.len() {
+            let worker = self.idle[i];
+            match self.workers.get_mut(&worker) {
+                Some(slot) if !slot.pinned() && !slot.retiring => {
+                    slot.live = false;
+                    self.idle.remove(i);
+                    self.actions.push_back(Action::Stop { worker });
+                    excess -= 1;
+                }
+                _ => i += 1,
+            }
+        }
+        target
+    }
+
+    /// An operator asks for every live worker to be replaced, one by one (see the module docs).
+    /// `false` when one is already under way, or the pool is shutting down.
+    pub(crate) fn restart(&mut self, now: Instant) -> bool {
+        let under_way = self.rolling.as_ref().is_some_and(|r| {
+            r.failed.is_none()
+                && (r.retiring.is_some() || r.replacement.is_some() || !r.pending.is_empty())
+        });
+        if self.phase != Phase::Running || under_way {
+            return false;
+        }
+        self.rolling = Some(Rolling {
+            pending: self
+                .workers
+                .iter()
+                .filter(|(_, s)| s.live)
+                .map(|(no, _)| *no)
+                .collect(),
+            ..Rolling::default()
+        });
+        self.roll(now);
+        true
+    }
+
+    /// The rolling restart's progress, if one was asked for since the pool started.
+    pub(crate) fn restart_status(&self) -> Option<RestartStatus> {
+        self.rolling.as_ref().map(|r| RestartStatus {
+            replaced: r.replaced,
+            remaining: r.pending.len() + usize::from(r.retiring.is_some()),
+            retiring: r.retiring.map(|no| self.worker_id(no)),
+            failed: r.failed.clone(),
+        })
+    }
+
+    /// The restart's next step: retire the next worker, unless one is retiring or a replacement
+    /// is starting.
+    fn roll(&mut self, now: Instant) {
+        let _ = now;
+        loop {
+            let Some(rolling) = &mut self.rolling else {
+                return;
+            };
+            if rolling.retiring.is_some() || rolling.replacement.is_some() {
+                return;
+            }
+            let Some(next) = rolling.pending.pop_front() else {
+                return;
+            };
+            let Some(slot) = self.workers.get_mut(&next).filter(|s| s.live) else {
+                // Gone since the restart was asked for: nothing to replace.
+                continue;
+            };
+            slot.retiring = true;
+            rolling.retiring = Some(next);
+            let idle = !slot.busy;
+            if idle && self.retire_if_free(next) {
+                continue;
+            }
+            return;
+        }
+    }
+
+    /// Stop retiring worker `worker` and start its replacement, if it is idle and holds nothing;
+    /// `true` when it did.
+    fn retire_if_free(&mut self, worker: WorkerNo) -> bool {
+        let Some(slot) = self.workers.get_mut(&worker) else {
+            return false;
+        };
+        if !slot.retiring || !slot.live || slot.busy || slot.pinned() || !slot.own.is_empty() {
+            return false;
+        }
+        slot.live = false;
+        self.idle.retain(|n| *n != worker);
+        self.actions.push_back(Action::Stop { worker });
+        let replacement = self.next_worker;
+        self.start(Duration::ZERO, None);
+        if let Some(rolling) = &mut self.rolling {
+            rolling.retiring = None;
+            rolling.replacement = Some(replacement);
+            rolling.replaced += 1;
+        }
+        true
+    }
+
+    /// A worker being started will not come up: when it was the restart's replacement, the
+    /// restart ends here.
+    fn replacement_lost(&mut self, worker: WorkerNo, reason: &str) {
+        if let Some(rolling) = &mut self.rolling {
+            if rolling.replacement == Some(worker) {
+                rolling.replacement = None;
+                rolling.pending.clear();
+                rolling.failed = Some(format!("a replacement worker did not start: {reason}"));
+            }
+        }
     }
 
     // -----------------------------------------------------------------------------------------
@@ -761,6 +948,8 @@ impl<T: Ticket> Dispatcher<T> {
             starting: self.starting,
             queued: self.queue.len(),
             deaths: self.deaths,
+            kept: self.limits.min_workers,
+            restart: self.restart_status(),
         }
     }
 
@@ -829,6 +1018,7 @@ impl<T: Ticket> Dispatcher<T> {
     fn next_or_idle(&mut self, worker: WorkerNo, now: Instant) {
         match self.next_for(worker, now) {
             Some(job) => self.run(worker, job),
+            None if self.retire_if_free(worker) => {}
             None => {
                 if let Some(slot) = self.workers.get_mut(&worker) {
                     slot.idle_since = now;

@@ -75,6 +75,7 @@ use crate::{
     AdapterError, BackendReply, BackendRequest, DialogMarker, ServerClass, ServerClassConfig, Vote,
     WorkerId,
 };
+pub use dispatch::RestartStatus;
 use dispatch::{
     millis, timeout_error, Action, Answer, Dispatcher, Home, Job, Ticket, Work, WorkerNo,
 };
@@ -197,6 +198,10 @@ pub struct PoolStatus {
     pub queued: usize,
     /// Workers that died since the pool started (each was replaced, after the backoff).
     pub deaths: u64,
+    /// How many workers the class keeps (`min_workers`, or what an operator resized it to).
+    pub kept: usize,
+    /// The last rolling restart asked for, and how far it is.
+    pub restart: Option<RestartStatus>,
 }
 
 /// A job's ticket in the real pool: the encoded message and the caller's reply channel.
@@ -428,6 +433,34 @@ impl<C: Connector> ServerClass for PoolClass<C> {
 
     fn config(&self) -> &ServerClassConfig {
         &self.shared.config
+    }
+
+    fn resize(&self, workers: usize) -> Result<usize, AdapterError> {
+        let mut core = self.shared.lock();
+        if !core.dispatch.running() {
+            return Err(AdapterError::ShuttingDown {
+                class: self.shared.class.clone(),
+            });
+        }
+        let kept = core.dispatch.resize(workers);
+        self.shared.act(&mut core, None);
+        tracing::info!(class = %self.shared.class, kept, "workers resized by an operator");
+        Ok(kept)
+    }
+
+    fn restart_workers(&self) -> Result<bool, AdapterError> {
+        let mut core = self.shared.lock();
+        if !core.dispatch.running() {
+            return Err(AdapterError::ShuttingDown {
+                class: self.shared.class.clone(),
+            });
+        }
+        let begun = core.dispatch.restart(Instant::now());
+        self.shared.act(&mut core, None);
+        if begun {
+            tracing::info!(class = %self.shared.class, "rolling restart of the workers begun by an operator");
+        }
+        Ok(begun)
     }
 
     /// Send one request and wait for its reply (at most `request_timeout`, queueing included).

@@ -994,3 +994,112 @@ fn a_start_that_vanished_is_no_longer_waited_for_and_the_idle_tick_restores_min_
     p.retires(1);
     assert!(p.d.is_empty());
 }
+
+// ---------------------------------------------------------------------------------------------
+// An operator's changes: resizing, rolling restarts
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn growing_starts_workers_at_once_and_keeps_them() {
+    let mut p = Pool::up(config(1, 4), 1);
+    assert_eq!(p.d.resize(3), 3);
+    assert_eq!(p.take(), ["start 2", "start 3"]);
+    p.started(2);
+    p.started(3);
+    // Kept: the reaper leaves them, however long they idle.
+    p.advance(Duration::from_secs(600));
+    p.d.reap(p.now);
+    assert_eq!(p.take(), Vec::<String>::new());
+    // Never beyond max_workers.
+    assert_eq!(p.d.resize(9), 4);
+    assert_eq!(p.take(), ["start 4"]);
+}
+
+#[test]
+fn shrinking_stops_idle_free_workers_and_leaves_pinned_ones() {
+    let mut p = Pool::up(config(3, 3), 3);
+    // 3 holds a dialog (max one per worker), 2 serves a request.
+    p.submit(dialog("s", DialogMarker::Begin));
+    assert_eq!(p.take(), ["run 3 <- #1"]);
+    p.replies(3, ReplyStatus::DialogContinue);
+    p.submit(free());
+    assert_eq!(p.take(), ["answer #1 reply", "run 2 <- #2"]);
+    assert_eq!(p.d.resize(1), 1);
+    // Only 1 is idle and free: stopped. 2 (busy) and 3 (pinned) stay for the reaper.
+    assert_eq!(p.take(), ["stop 1"]);
+    p.retires(1);
+    assert_eq!(
+        p.take(),
+        Vec::<String>::new(),
+        "no replacement below the new size"
+    );
+    p.replies(2, ok());
+    p.advance(Duration::from_secs(61));
+    p.d.reap(p.now);
+    assert_eq!(p.take(), ["answer #2 reply", "stop 2"]);
+}
+
+#[test]
+fn a_rolling_restart_replaces_workers_one_by_one() {
+    let mut p = Pool::up(config(2, 2), 2);
+    assert!(p.d.restart(p.now));
+    // 1 is idle: stopped and replaced at once; 2 waits for the replacement.
+    assert_eq!(p.take(), ["stop 1", "start 3"]);
+    assert!(!p.d.restart(p.now), "one restart at a time");
+    p.retires(1);
+    assert_eq!(p.take(), Vec::<String>::new());
+    let status = p.d.restart_status().unwrap();
+    assert_eq!((status.replaced, status.remaining), (1, 1));
+    p.started(3);
+    assert_eq!(p.take(), ["stop 2", "start 4"]);
+    p.retires(2);
+    p.started(4);
+    assert_eq!(p.take(), Vec::<String>::new());
+    let status = p.d.restart_status().unwrap();
+    assert_eq!((status.replaced, status.remaining), (2, 0));
+    let ids: Vec<_> = p.d.status().workers.into_iter().map(|w| w.id).collect();
+    assert_eq!(ids, ["c#3", "c#4"]);
+    // Finished: another may be asked for.
+    assert!(p.d.restart(p.now));
+}
+
+#[test]
+fn a_retiring_worker_finishes_its_dialog_and_takes_no_new_work() {
+    let mut p = Pool::up(config(1, 2), 1);
+    p.submit(dialog("s", DialogMarker::Begin));
+    assert_eq!(p.take(), ["run 1 <- #1"]);
+    p.replies(1, ReplyStatus::DialogContinue);
+    p.take();
+    assert!(p.d.restart(p.now));
+    // Pinned: it retires, but is not stopped yet.
+    assert_eq!(p.take(), Vec::<String>::new());
+    assert_eq!(
+        p.d.restart_status().unwrap().retiring.as_deref(),
+        Some("c#1")
+    );
+    // New free work goes elsewhere (a new worker), the dialog's next request to 1.
+    p.submit(free());
+    assert_eq!(p.take(), ["start 2"]);
+    p.submit_to(1, dialog("s", DialogMarker::Continue));
+    assert_eq!(p.take(), ["run 1 <- #3"]);
+    p.replies(1, ReplyStatus::DialogEnd);
+    // The dialog over, it is stopped and replaced.
+    assert_eq!(p.take(), ["answer #3 reply", "stop 1", "start 3"]);
+}
+
+#[test]
+fn a_replacement_that_cannot_start_ends_the_restart() {
+    let mut p = Pool::up(config(2, 2), 2);
+    assert!(p.d.restart(p.now));
+    assert_eq!(p.take(), ["stop 1", "start 3"]);
+    p.retires(1);
+    p.start_failed(3);
+    p.take();
+    let status = p.d.restart_status().unwrap();
+    assert_eq!(status.remaining, 0);
+    assert!(status
+        .failed
+        .is_some_and(|f| f.contains("connection refused")));
+    // Worker 2 was not taken away.
+    assert!(p.d.worker_alive("c#2"));
+}
