@@ -234,13 +234,13 @@ pub trait ServerClass: Send + Sync + 'static {
     /// number kept. Default: not a class of workers.
     fn resize(&self, workers: usize) -> Result<usize, AdapterError> {
         let _ = workers;
-        Err(self.unsupported("resizing (it has no pool of workers)"))
+        Err(self.unsupported("resizes (it has no pool of workers)"))
     }
 
     /// An operator asks for every worker to be replaced one by one (the class keeps serving);
     /// `Ok(false)` when a restart is already under way. Progress in [`PoolStatus::restart`].
     fn restart_workers(&self) -> Result<bool, AdapterError> {
-        Err(self.unsupported("restarting workers (it has no pool of workers)"))
+        Err(self.unsupported("worker restarts (it has no pool of workers)"))
     }
 
     /// Phase one of a commit, on the participant `worker`: `PREPARE` → `VOTE`. The worker stays

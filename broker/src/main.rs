@@ -57,7 +57,7 @@ enum Command {
         user: Option<String>,
     },
     /// Call a broker's admin API: sessions, brokers, metrics (see the README).
-    Admin(broker::admin::cli::AdminArgs),
+    Admin(Box<broker::admin::cli::AdminArgs>),
     /// Play one of the sample legacy server classes (the same program as `sample-server`).
     SampleServer {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -70,7 +70,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::SampleServer { args }) => return adapters::sample::main_with_args(args),
         Some(Command::HashPassword { user }) => return hash_password(user),
-        Some(Command::Admin(args)) => return broker::admin::cli::run(args),
+        Some(Command::Admin(args)) => return broker::admin::cli::run(*args),
         None => {}
     }
     if cli.print_default_config {

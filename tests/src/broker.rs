@@ -479,11 +479,17 @@ impl Finished {
 
 /// Run `broker ARGS...` to completion (at most `timeout`, then SIGKILL and panic).
 pub fn run_broker(args: &[&str], timeout: Duration) -> Finished {
+    run_broker_with_env(args, &[], timeout)
+}
+
+/// [`run_broker`] with more environment variables (a password the command reads from one).
+pub fn run_broker_with_env(args: &[&str], env: &[(&str, &str)], timeout: Duration) -> Finished {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let out_path = dir.path().join("stdout");
     let err_path = dir.path().join("stderr");
     let mut child = command(broker_exe())
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(dir.path())
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path).expect("stdout file"))

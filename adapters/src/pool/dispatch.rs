@@ -400,6 +400,8 @@ pub struct RestartStatus {
     pub remaining: usize,
     /// The worker retiring now, waiting to be idle and free of dialogs and transactions.
     pub retiring: Option<WorkerId>,
+    /// A replacement is starting (the restart is done when none is and none remain).
+    pub starting: bool,
     /// Why the restart stopped early (a replacement could not start).
     pub failed: Option<String>,
 }
@@ -535,7 +537,7 @@ impl<T: Ticket> Dispatcher<T> {
         if let Some(rolling) = &mut self.rolling {
             if rolling.replacement == Some(worker) {
                 rolling.replacement = None;
-                self.roll(now);
+                self.roll();
             }
         }
     }
@@ -648,7 +650,7 @@ impl<T: Ticket> Dispatcher<T> {
 
     /// Worker `worker`'s connection is closed: forget it, answer the job it ended with, and start
     /// replacements as needed (after the backoff when it failed).
-    pub(crate) fn worker_closed(&mut self, worker: WorkerNo, ending: Ending<T>, now: Instant) {
+    pub(crate) fn worker_closed(&mut self, worker: WorkerNo, ending: Ending<T>) {
         let id = match self.workers.remove(&worker) {
             Some(slot) => slot.id,
             None => self.worker_id(worker),
@@ -686,7 +688,7 @@ impl<T: Ticket> Dispatcher<T> {
             if rolling.retiring == Some(worker) {
                 rolling.retiring = None;
                 rolling.replaced += 1;
-                self.roll(now);
+                self.roll();
             }
         }
     }
@@ -697,7 +699,7 @@ impl<T: Ticket> Dispatcher<T> {
     pub(crate) fn undeliverable(&mut self, worker: WorkerNo, job: Job<T>, now: Instant) {
         self.worker_leaving(worker, None, Some(job), now);
         let reason = "its task ended unexpectedly".to_string();
-        self.worker_closed(worker, Ending::Failed { job: None, reason }, now);
+        self.worker_closed(worker, Ending::Failed { job: None, reason });
     }
 
     /// Worker `worker` (`started`, or still starting) is gone without a word because the runtime
@@ -810,7 +812,7 @@ impl<T: Ticket> Dispatcher<T> {
 
     /// An operator asks for every live worker to be replaced, one by one (see the module docs).
     /// `false` when one is already under way, or the pool is shutting down.
-    pub(crate) fn restart(&mut self, now: Instant) -> bool {
+    pub(crate) fn restart(&mut self) -> bool {
         let under_way = self.rolling.as_ref().is_some_and(|r| {
             r.failed.is_none()
                 && (r.retiring.is_some() || r.replacement.is_some() || !r.pending.is_empty())
@@ -827,7 +829,7 @@ impl<T: Ticket> Dispatcher<T> {
                 .collect(),
             ..Rolling::default()
         });
-        self.roll(now);
+        self.roll();
         true
     }
 
@@ -837,14 +839,14 @@ impl<T: Ticket> Dispatcher<T> {
             replaced: r.replaced,
             remaining: r.pending.len() + usize::from(r.retiring.is_some()),
             retiring: r.retiring.map(|no| self.worker_id(no)),
+            starting: r.replacement.is_some(),
             failed: r.failed.clone(),
         })
     }
 
     /// The restart's next step: retire the next worker, unless one is retiring or a replacement
     /// is starting.
-    fn roll(&mut self, now: Instant) {
-        let _ = now;
+    fn roll(&mut self) {
         loop {
             let Some(rolling) = &mut self.rolling else {
                 return;

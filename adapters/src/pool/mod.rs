@@ -455,7 +455,7 @@ impl<C: Connector> ServerClass for PoolClass<C> {
                 class: self.shared.class.clone(),
             });
         }
-        let begun = core.dispatch.restart(Instant::now());
+        let begun = core.dispatch.restart();
         self.shared.act(&mut core, None);
         if begun {
             tracing::info!(class = %self.shared.class, "rolling restart of the workers begun by an operator");

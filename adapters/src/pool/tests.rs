@@ -204,8 +204,7 @@ impl Pool {
         self.d
             .worker_leaving(worker, job.as_ref().map(|j| &j.work), None, self.now);
         let reason = "exited".to_string();
-        self.d
-            .worker_closed(worker, Ending::Failed { job, reason }, self.now);
+        self.d.worker_closed(worker, Ending::Failed { job, reason });
     }
 
     /// Worker `worker`'s job ran out of time.
@@ -213,15 +212,13 @@ impl Pool {
         let job = self.running.remove(&worker).expect("the worker runs a job");
         self.d
             .worker_leaving(worker, Some(&job.work), None, self.now);
-        self.d
-            .worker_closed(worker, Ending::TimedOut(job), self.now);
+        self.d.worker_closed(worker, Ending::TimedOut(job));
     }
 
     /// Worker `worker` obeys a stop order.
     fn retires(&mut self, worker: WorkerNo) {
         self.d.worker_leaving(worker, None, None, self.now);
-        self.d
-            .worker_closed(worker, Ending::Retired(None), self.now);
+        self.d.worker_closed(worker, Ending::Retired(None));
     }
 
     fn advance(&mut self, d: Duration) {
@@ -774,7 +771,6 @@ fn an_unsent_job_of_a_worker_that_left_goes_back_to_the_head_of_the_queue() {
             job: None,
             reason: "exited while idle".into(),
         },
-        p.now,
     );
     p.take();
     p.replies(1, ok());
@@ -877,7 +873,7 @@ fn stopping_answers_what_waits_and_stops_every_worker() {
     assert!(!p.d.is_empty());
     let job = p.running.remove(&2).unwrap();
     p.d.worker_leaving(2, Some(&job.work), None, p.now);
-    p.d.worker_closed(2, Ending::Retired(Some(job)), p.now);
+    p.d.worker_closed(2, Ending::Retired(Some(job)));
     p.retires(3);
     assert_eq!(p.take(), ["answer #1 ShuttingDown"]);
     assert!(p.d.is_empty());
@@ -1042,10 +1038,10 @@ fn shrinking_stops_idle_free_workers_and_leaves_pinned_ones() {
 #[test]
 fn a_rolling_restart_replaces_workers_one_by_one() {
     let mut p = Pool::up(config(2, 2), 2);
-    assert!(p.d.restart(p.now));
+    assert!(p.d.restart());
     // 1 is idle: stopped and replaced at once; 2 waits for the replacement.
     assert_eq!(p.take(), ["stop 1", "start 3"]);
-    assert!(!p.d.restart(p.now), "one restart at a time");
+    assert!(!p.d.restart(), "one restart at a time");
     p.retires(1);
     assert_eq!(p.take(), Vec::<String>::new());
     let status = p.d.restart_status().unwrap();
@@ -1060,7 +1056,7 @@ fn a_rolling_restart_replaces_workers_one_by_one() {
     let ids: Vec<_> = p.d.status().workers.into_iter().map(|w| w.id).collect();
     assert_eq!(ids, ["c#3", "c#4"]);
     // Finished: another may be asked for.
-    assert!(p.d.restart(p.now));
+    assert!(p.d.restart());
 }
 
 #[test]
@@ -1070,7 +1066,7 @@ fn a_retiring_worker_finishes_its_dialog_and_takes_no_new_work() {
     assert_eq!(p.take(), ["run 1 <- #1"]);
     p.replies(1, ReplyStatus::DialogContinue);
     p.take();
-    assert!(p.d.restart(p.now));
+    assert!(p.d.restart());
     // Pinned: it retires, but is not stopped yet.
     assert_eq!(p.take(), Vec::<String>::new());
     assert_eq!(
@@ -1090,7 +1086,7 @@ fn a_retiring_worker_finishes_its_dialog_and_takes_no_new_work() {
 #[test]
 fn a_replacement_that_cannot_start_ends_the_restart() {
     let mut p = Pool::up(config(2, 2), 2);
-    assert!(p.d.restart(p.now));
+    assert!(p.d.restart());
     assert_eq!(p.take(), ["stop 1", "start 3"]);
     p.retires(1);
     p.start_failed(3);

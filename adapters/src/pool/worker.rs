@@ -434,7 +434,7 @@ impl<C: Connector> Shared<C> {
         };
         presence.disarm();
         let mut core = self.lock();
-        core.dispatch.worker_closed(no, ending, Instant::now());
+        core.dispatch.worker_closed(no, ending);
         self.act(&mut core, None);
     }
 

@@ -1,7 +1,7 @@
 //! # `broker admin …`: the admin API from a shell
 //!
 //! ```text
-//! broker admin [--url http://127.0.0.1:8081] [--token T] [--json] <command>
+//! broker admin [--url http://127.0.0.1:8081] [--token T | --user U] [--json] <command>
 //!   session show ID       one session (a table; --json: the API's JSON)
 //!   session end ID        end it now
 //!   sessions list [--endpoint P] [--dialect D] [--principal U] [--holder B]
@@ -10,16 +10,22 @@
 //!   sessions purge        sweep every expired session now
 //!   brokers               the live brokers sharing the store
 //!   classes               the server classes and their workers
+//!   class resize NAME N   keep N workers of the class on this broker
+//!   class grow NAME [N]   N more workers than are live now (default 1)
+//!   class shrink NAME [N] N fewer (default 1)
+//!   class restart NAME    replace its workers one by one
 //!   drain                 stop taking new work, finish what is held here, then exit
 //!   metrics               the Prometheus exposition, as served
 //! ```
 //!
-//! The token comes from `--token` or `BROKER_ADMIN_TOKEN`. Every failure is one line on stderr
+//! The token comes from `--token` or `BROKER_ADMIN_TOKEN`; with `--user`, an admin principal signs
+//! in with HTTP Basic instead, the password read from `BROKER_ADMIN_PASSWORD` (never an argument,
+//! which every local user could read in the process list). Every failure is one line on stderr
 //! and exit status 1: the broker cannot be reached, the token is refused, the session is unknown,
 //! the API answers an error (its `error` text). A usage error is status 2.
 
 use clap::{Args, Subcommand};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -36,8 +42,12 @@ pub struct AdminArgs {
     #[arg(long, default_value = "http://127.0.0.1:8081", value_name = "URL")]
     url: String,
     /// The admin token (default: the environment variable BROKER_ADMIN_TOKEN).
-    #[arg(long, value_name = "TOKEN")]
+    #[arg(long, value_name = "TOKEN", conflicts_with = "user")]
     token: Option<String>,
+    /// Sign in as this admin principal (admin.principals) with HTTP Basic; the password is read
+    /// from the environment variable BROKER_ADMIN_PASSWORD.
+    #[arg(long, value_name = "USER")]
+    user: Option<String>,
     /// Print the API's JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -61,6 +71,11 @@ enum AdminCommand {
     Brokers,
     /// The server classes and their workers (pid, busy, dialogs, transaction, served).
     Classes,
+    /// Change one server class's workers on this broker.
+    Class {
+        #[command(subcommand)]
+        command: ClassCommand,
+    },
     /// Drain the broker: no new sessions, dialogs or transactions; it exits once those it holds
     /// are done (or after admin.drain_timeout).
     Drain,
@@ -74,6 +89,26 @@ enum SessionCommand {
     Show { id: String },
     /// End it now: its dialog aborted, its transaction rolled back.
     End { id: String },
+}
+
+#[derive(Subcommand)]
+enum ClassCommand {
+    /// Keep this many workers (at most the class's max_workers).
+    Resize { name: String, workers: usize },
+    /// Keep this many more workers than are live now.
+    Grow {
+        name: String,
+        #[arg(default_value_t = 1)]
+        by: usize,
+    },
+    /// Keep this many fewer workers than are live now (idle ones stop at once).
+    Shrink {
+        name: String,
+        #[arg(default_value_t = 1)]
+        by: usize,
+    },
+    /// Replace every worker one by one; the class keeps serving.
+    Restart { name: String },
 }
 
 #[derive(Subcommand)]
@@ -142,7 +177,23 @@ pub fn run(args: AdminArgs) -> ExitCode {
     }
 }
 
-fn execute(args: &AdminArgs) -> Result<String, String> {
+/// Where the password of `--user` comes from.
+pub const ADMIN_PASSWORD_ENV: &str = "BROKER_ADMIN_PASSWORD";
+
+/// The `Authorization` value: Basic of `--user`, or the bearer token.
+fn authorization(args: &AdminArgs) -> Result<String, String> {
+    use base64::Engine as _;
+    if let Some(user) = &args.user {
+        let password = std::env::var(ADMIN_PASSWORD_ENV)
+            .ok()
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| format!("--user {user} needs the password in {ADMIN_PASSWORD_ENV}"))?;
+        let pair = format!("{user}:{password}");
+        return Ok(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        ));
+    }
     let token = args
         .token
         .clone()
@@ -150,10 +201,16 @@ fn execute(args: &AdminArgs) -> Result<String, String> {
         .filter(|t| !t.trim().is_empty())
         .ok_or_else(|| {
             format!(
-                "no admin token: give --token or set {}",
+                "no admin token: give --token or set {} (or sign in with --user)",
                 crate::config::ADMIN_TOKEN_ENV
             )
         })?;
+    Ok(format!("Bearer {}", token.trim()))
+}
+
+fn execute(args: &AdminArgs) -> Result<String, String> {
+    let authorization = authorization(args)?;
+    let mut body = None;
     let (method, path) = match &args.command {
         AdminCommand::Session {
             command: SessionCommand::Show { id },
@@ -169,12 +226,36 @@ fn execute(args: &AdminArgs) -> Result<String, String> {
         } => ("GET", format!("/sessions?{}", list.query()?)),
         AdminCommand::Brokers => ("GET", "/brokers".to_string()),
         AdminCommand::Classes => ("GET", "/classes".to_string()),
+        AdminCommand::Class { command } => {
+            let (name, action) = match command {
+                ClassCommand::Resize { name, workers } => {
+                    body = Some(serde_json::json!({ "workers": workers }));
+                    (name, "workers")
+                }
+                ClassCommand::Grow { name, by } => {
+                    body = Some(serde_json::json!({ "grow": by }));
+                    (name, "workers")
+                }
+                ClassCommand::Shrink { name, by } => {
+                    body = Some(serde_json::json!({ "shrink": by }));
+                    (name, "workers")
+                }
+                ClassCommand::Restart { name } => (name, "restart"),
+            };
+            ("POST", format!("/classes/{}/{action}", path_segment(name)?))
+        }
         AdminCommand::Drain => ("POST", "/drain".to_string()),
         AdminCommand::Metrics => ("GET", "/metrics".to_string()),
     };
-    let (status, body) = call(&args.url, method, &path, token.trim())?;
+    let (status, body) = call(&args.url, method, &path, &authorization, body)?;
     if status == 401 {
-        return Err(format!("{} refused the admin token (HTTP 401)", args.url));
+        return Err(match &args.user {
+            Some(user) => format!(
+                "{} refused {user}'s sign-in (HTTP 401): a wrong password, or not one of admin.principals",
+                args.url
+            ),
+            None => format!("{} refused the admin token (HTTP 401)", args.url),
+        });
     }
     if matches!(args.command, AdminCommand::Metrics) {
         return match status {
@@ -209,6 +290,24 @@ fn execute(args: &AdminArgs) -> Result<String, String> {
         ),
         AdminCommand::Brokers => brokers_table(&json),
         AdminCommand::Classes => classes_table(&json),
+        AdminCommand::Class {
+            command: ClassCommand::Restart { name },
+        } => format!(
+            "rolling restart of {name} begun: {} workers to replace one by one (progress: broker admin classes)\n",
+            json["restart"]["workers"]
+        ),
+        AdminCommand::Class { .. } => {
+            let count = |v: &Value, one: &str, many: &str| match v.as_u64() {
+                Some(1) => format!("1 {one}"),
+                _ => format!("{} {many}", text(v)),
+            };
+            format!(
+                "{} keeps {} on this broker ({} live)\n",
+                text(&json["name"]),
+                count(&json["kept"], "worker", "workers"),
+                count(&json["live_before"], "was", "were")
+            )
+        }
         AdminCommand::Drain => format!(
             "draining: {} dialogs and {} transactions still held here; the broker exits when they are done\n",
             json["dialogs"], json["transactions"]
@@ -322,19 +421,33 @@ fn sessions_table(page: &Value) -> String {
 
 fn classes_table(list: &Value) -> String {
     let mut out = format!(
-        "{:<16} {:<8} {:>5} {:>5} {:>7} {:>9}\n",
-        "CLASS", "ADAPTER", "LIVE", "BUSY", "QUEUED", "RESTARTS"
+        "{:<16} {:<8} {:>5} {:>5} {:>5} {:>7} {:>9}\n",
+        "CLASS", "ADAPTER", "KEPT", "LIVE", "BUSY", "QUEUED", "RESTARTS"
     );
     for c in list.as_array().into_iter().flatten() {
         out.push_str(&format!(
-            "{:<16} {:<8} {:>5} {:>5} {:>7} {:>9}\n",
+            "{:<16} {:<8} {:>5} {:>5} {:>5} {:>7} {:>9}\n",
             text(&c["name"]),
             text(&c["adapter"]),
+            text(&c["kept"]),
             text(&c["live"]),
             text(&c["busy"]),
             text(&c["queued"]),
             text(&c["restarts"])
         ));
+        let r = &c["restart"];
+        if !r.is_null() {
+            let state = match (&r["failed"], r["done"].as_bool()) {
+                (Value::String(why), _) => format!("stopped: {why}"),
+                (_, Some(true)) => "done".to_string(),
+                _ => format!("retiring {}", text(&r["retiring"])),
+            };
+            out.push_str(&format!(
+                "  rolling restart: {} replaced, {} to go, {state}\n",
+                text(&r["replaced"]),
+                text(&r["remaining"])
+            ));
+        }
         for w in c["workers"].as_array().into_iter().flatten() {
             out.push_str(&format!(
                 "  {:<14} pid {:<8} {:<5} dialogs {:<3} served {:<8} transaction {}\n",
@@ -367,8 +480,14 @@ fn brokers_table(list: &Value) -> String {
     out
 }
 
-/// One request to the admin listener: (status, body).
-fn call(base: &str, method: &str, path: &str, token: &str) -> Result<(u16, String), String> {
+/// One request to the admin listener, with a JSON body if given: (status, body).
+fn call(
+    base: &str,
+    method: &str,
+    path: &str,
+    authorization: &str,
+    body: Option<Value>,
+) -> Result<(u16, String), String> {
     let url = format!("{}{path}", base.trim_end_matches('/'));
     let uri: hyper::Uri = url
         .parse()
@@ -383,13 +502,18 @@ fn call(base: &str, method: &str, path: &str, token: &str) -> Result<(u16, Strin
         .build()
         .map_err(|e| format!("cannot start: {e}"))?;
     runtime.block_on(async {
-        let client: Client<HttpConnector, Empty<bytes::Bytes>> =
+        let client: Client<HttpConnector, Full<bytes::Bytes>> =
             Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-        let request = hyper::Request::builder()
+        let mut request = hyper::Request::builder()
             .method(method)
             .uri(uri)
-            .header("authorization", format!("Bearer {token}"))
-            .body(Empty::new())
+            .header("authorization", authorization);
+        if body.is_some() {
+            request = request.header("content-type", "application/json");
+        }
+        let payload = body.map(|b| b.to_string()).unwrap_or_default();
+        let request = request
+            .body(Full::new(bytes::Bytes::from(payload)))
             .map_err(|e| format!("cannot build the request: {e}"))?;
         let exchange = async {
             let response = client.request(request).await.map_err(|e| {

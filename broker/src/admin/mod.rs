@@ -25,14 +25,20 @@
 //!   `draining` at once, so a load balancer takes the broker out), let the dialogs and
 //!   transactions held here finish (up to `admin.drain_timeout`), then exit as after SIGTERM.
 //!   `GET /drain` tells how far it is.
-//! - `GET /classes`: each server class (adapter, context, worker limits) and its workers: pid,
-//!   busy, dialogs, pinned transaction, queued and served requests; restarts and queue depth.
+//! - `GET /classes`: each server class (adapter, context, worker limits, workers kept) and its
+//!   workers: pid, busy, dialogs, pinned transaction, queued and served requests; restarts, queue
+//!   depth and the last rolling restart's progress.
+//! - `POST /classes/{name}/workers` with `{"workers": N}`, `{"grow": N}` or `{"shrink": N}`: how
+//!   many workers this broker keeps for the class (grow and shrink count from the workers live
+//!   now); `POST /classes/{name}/restart`: replace its workers one by one (202; 409 while one is
+//!   under way). Both act on this broker's own workers: each broker of a fleet has its own.
 //!
 //! JSON in and out; errors are `{"error": "…"}` with the HTTP status. A session ID given in a path
 //! is never echoed in an error or a log line (only its first characters are logged).
 //! Nothing here changes what the public listener does; a scrape costs the request path nothing
 //! but the counters it updates anyway.
 
+mod classes;
 pub mod cli;
 
 use crate::cluster::Secret;
@@ -158,7 +164,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AdminState>) {
         .route("/sessions/{id}", web::get().to(session_get))
         .route("/sessions/{id}", web::delete().to(session_delete))
         .route("/brokers", web::get().to(brokers_get))
-        .route("/classes", web::get().to(classes_get))
+        .route("/classes", web::get().to(classes::list))
+        .route("/classes/{name}/workers", web::post().to(classes::resize))
+        .route("/classes/{name}/restart", web::post().to(classes::restart))
         .route("/drain", web::post().to(drain_post))
         .route("/drain", web::get().to(drain_get))
         .default_service(web::to(not_found));
@@ -390,51 +398,6 @@ async fn sessions_purge(req: HttpRequest, state: web::Data<AdminState>) -> HttpR
     }
 }
 
-async fn classes_get(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
-    if let Some(refused) = refusal(&req, &state).await {
-        return refused;
-    }
-    let classes: Vec<Value> = state
-        .classes
-        .iter()
-        .map(|c| {
-            let config = c.config();
-            let stats = c.stats();
-            let workers = c.workers().map(|status| {
-                status
-                    .workers
-                    .iter()
-                    .map(|w| {
-                        json!({
-                            "id": w.id,
-                            "pid": w.pid,
-                            "busy": w.busy,
-                            "dialogs": w.dialogs,
-                            "transaction": w.transaction,
-                            "prepared": w.prepared,
-                            "queued": w.queued,
-                            "served": w.served,
-                        })
-                    })
-                    .collect::<Vec<_>>()
-            });
-            json!({
-                "name": c.name(),
-                "adapter": config.adapter.kind_name(),
-                "context": if config.context == adapters::Context::Sensitive { "sensitive" } else { "free" },
-                "min_workers": config.min_workers,
-                "max_workers": config.max_workers,
-                "live": stats.workers,
-                "busy": stats.busy,
-                "restarts": stats.restarts,
-                "queued": stats.queued,
-                "workers": workers,
-            })
-        })
-        .collect();
-    json_reply(StatusCode::OK, &Value::Array(classes))
-}
-
 async fn brokers_get(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
     if let Some(refused) = refusal(&req, &state).await {
         return refused;
@@ -564,6 +527,6 @@ async fn metrics_get(req: HttpRequest, state: web::Data<AdminState>) -> HttpResp
 async fn not_found() -> HttpResponse {
     error(
         StatusCode::NOT_FOUND,
-        "no such admin path: GET /metrics, GET|DELETE /sessions/{id}, POST /sessions/purge, GET /brokers",
+        "no such admin path: GET /metrics, GET /sessions, GET|DELETE /sessions/{id}, POST /sessions/purge, GET /brokers, GET /classes, POST /classes/{name}/workers, POST /classes/{name}/restart, GET|POST /drain",
     )
 }
