@@ -13,15 +13,12 @@
 //! it held) and the store flushes.
 
 use crate::cluster::{Forwarder, Instance, Peer, Registry};
-use crate::config::{Config, DialectKind, EndpointConfig};
+use crate::config::Config;
 use crate::coordinator::{spawn_recovery, Coordinator};
-use crate::dialect::dsml::Dsml;
-use crate::dialect::nonstop::NonStop;
-use crate::dialect::sqlsession::SqlSession;
 use crate::engine::{spawn_sweeper, SessionEngine};
+use crate::reload::Served;
 use crate::router::Router;
-use crate::server::{self, Endpoint, Shared};
-use crate::soap::Roles;
+use crate::server::{self, Shared};
 use actix_web::{web, App, HttpServer};
 use adapters::ServerClass;
 use std::collections::HashMap;
@@ -65,7 +62,7 @@ pub enum RunError {
 }
 
 /// Run the broker until SIGTERM/SIGINT. Prints where it listens once ready.
-pub fn run(config: Config) -> Result<(), RunError> {
+pub fn run(config: Config, source: crate::reload::ConfigSource) -> Result<(), RunError> {
     let data_dir = &config.broker.data_dir;
     std::fs::create_dir_all(data_dir).map_err(|source| RunError::DataDir {
         path: data_dir.display().to_string(),
@@ -151,11 +148,13 @@ pub fn run(config: Config) -> Result<(), RunError> {
         }
     }
 
-    let router = Router::new(&config, &classes);
+    let roster = Arc::new(crate::router::Roster::from_pointee(Router::new(
+        &config, &classes,
+    )));
     let coordinator = Arc::new(Coordinator::new(
         store.clone(),
         store.clone(),
-        classes.clone(),
+        roster.clone(),
         registry.clone(),
         engine_rt.handle().clone(),
     ));
@@ -169,7 +168,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
     }
     let engine = Arc::new(SessionEngine::new(
         store.clone(),
-        router,
+        roster.clone(),
         coordinator.clone(),
         config.store.turn_lease,
         peer,
@@ -199,65 +198,30 @@ pub fn run(config: Config) -> Result<(), RunError> {
         limits: config.limits.clone(),
         authenticator: config.authenticator.clone(),
         secret: cluster.secret.clone(),
-        endpoints: config
-            .endpoints
-            .iter()
-            .map(|e| (e.path.clone(), e.clone()))
-            .collect(),
+        endpoints: arc_swap::ArcSwap::from_pointee(
+            config
+                .endpoints
+                .iter()
+                .map(|e| (e.path.clone(), e.clone()))
+                .collect(),
+        ),
         request_spans: config.log.request_spans,
     });
     let internal = cluster.secret.is_some();
-    let mut nonstop_endpoints = Vec::new();
-    let mut dsml_endpoints = Vec::new();
-    let mut sql_endpoints = Vec::new();
-    for e in &config.endpoints {
-        match e.dialect {
-            DialectKind::NonStop => {
-                let services: HashMap<String, crate::dialect::OutputEncoding> = config
-                    .services
-                    .iter()
-                    .filter(|s| s.endpoint == e.path)
-                    .filter_map(|s| {
-                        let enc = crate::dialect::OutputEncoding::for_label(
-                            s.response_encoding.as_deref()?,
-                        )?;
-                        Some((s.name.clone(), enc))
-                    })
-                    .collect();
-                nonstop_endpoints.push(Arc::new(Endpoint {
-                    config: e.clone(),
-                    roles: Roles {
-                        extra: e.roles.clone(),
-                    },
-                    dialect: NonStop::new(services),
-                    metrics: Arc::new(crate::metrics::get().endpoint(&e.path, e.dialect.name())),
-                    wsdl: wsdl_of(&config, e, &crate::dialect::nonstop::wsdl::HEADERS),
-                }));
-            }
-            DialectKind::Dsml => {
-                dsml_endpoints.push(Arc::new(Endpoint {
-                    config: e.clone(),
-                    roles: Roles {
-                        extra: e.roles.clone(),
-                    },
-                    dialect: Dsml::new(e.max_requests_per_batch),
-                    metrics: Arc::new(crate::metrics::get().endpoint(&e.path, e.dialect.name())),
-                    wsdl: wsdl_of(&config, e, &crate::dialect::dsml::wsdl::HEADERS),
-                }));
-            }
-            DialectKind::SqlSession => {
-                sql_endpoints.push(Arc::new(Endpoint {
-                    config: e.clone(),
-                    roles: Roles {
-                        extra: e.roles.clone(),
-                    },
-                    dialect: SqlSession::new(e.sessions, e.session_timeout, e.soap12_sender_400),
-                    metrics: Arc::new(crate::metrics::get().endpoint(&e.path, e.dialect.name())),
-                    wsdl: wsdl_of(&config, e, &crate::dialect::sqlsession::wsdl::HEADERS),
-                }));
-            }
-        }
-    }
+    let served: Vec<(String, Served)> = config
+        .endpoints
+        .iter()
+        .map(|e| (e.path.clone(), Served::build(&config, e)))
+        .collect();
+    let reloader = Arc::new(crate::reload::Reloader::new(
+        source,
+        config.clone(),
+        roster.clone(),
+        served.iter().cloned().collect(),
+        shared.clone(),
+        engine.clone(),
+        engine_rt.handle().clone(),
+    ));
 
     let limits = config.limits.clone();
     let mut http = HttpServer::new(move || {
@@ -267,17 +231,18 @@ pub fn run(config: Config) -> Result<(), RunError> {
         if internal {
             app = app.configure(|cfg| server::configure_internal(cfg, &limits));
         }
-        for ep in &nonstop_endpoints {
-            let ep = ep.clone();
-            app = app.configure(|cfg| server::configure_endpoint(cfg, ep, &limits));
-        }
-        for ep in &dsml_endpoints {
-            let ep = ep.clone();
-            app = app.configure(|cfg| server::configure_endpoint(cfg, ep, &limits));
-        }
-        for ep in &sql_endpoints {
-            let ep = ep.clone();
-            app = app.configure(|cfg| server::configure_endpoint(cfg, ep, &limits));
+        for (_, ep) in &served {
+            app = match ep.clone() {
+                Served::NonStop(ep) => {
+                    app.configure(|cfg| server::configure_endpoint(cfg, ep, &limits))
+                }
+                Served::Dsml(ep) => {
+                    app.configure(|cfg| server::configure_endpoint(cfg, ep, &limits))
+                }
+                Served::SqlSession(ep) => {
+                    app.configure(|cfg| server::configure_endpoint(cfg, ep, &limits))
+                }
+            };
         }
         app
     })
@@ -295,11 +260,8 @@ pub fn run(config: Config) -> Result<(), RunError> {
                 token,
                 principals: config.admin.principals.clone(),
                 authenticator: config.authenticator.clone(),
-                classes: config
-                    .server_classes
-                    .iter()
-                    .filter_map(|c| classes.get(&c.name).cloned())
-                    .collect(),
+                classes: roster.clone(),
+                reloader: reloader.clone(),
                 engine: engine.clone(),
                 store: store.clone(),
                 drain: drain.clone(),
@@ -347,6 +309,7 @@ pub fn run(config: Config) -> Result<(), RunError> {
             None => None,
         };
         announce(&config, bound);
+        spawn_sighup_reload(reloader.clone());
         let server = server.run();
         // A finished drain stops the public server as SIGTERM does (requests in flight finish).
         let public = server.handle();
@@ -370,7 +333,10 @@ pub fn run(config: Config) -> Result<(), RunError> {
         let _ = sweeper.await;
         let _ = recovery.await;
         let _ = heartbeat.await;
-        stop_classes(&classes, Duration::from_secs(5)).await;
+        // Those a reload added or is draining too.
+        for class in roster.load().all() {
+            class.shutdown(Duration::from_secs(5)).await;
+        }
         // Only now: the others may take over what this broker held once its workers are gone.
         registry.deregister().await;
         if let Err(e) = store.flush().await {
@@ -447,17 +413,22 @@ fn announce(config: &Config, bound: std::net::SocketAddr) {
     let _ = out.flush();
 }
 
-/// The WSDL of endpoint `e` with the services configured on it.
-fn wsdl_of(config: &Config, e: &EndpointConfig, headers: &crate::wsdl::Headers) -> bytes::Bytes {
-    let services: Vec<&crate::config::ServiceConfig> = config
-        .services
-        .iter()
-        .filter(|s| s.endpoint == e.path)
-        .collect();
-    bytes::Bytes::from(crate::wsdl::document(
-        e,
-        &services,
-        headers,
-        &config.broker.advertise,
-    ))
+/// SIGHUP reloads the configuration, as `POST /reload` does; the outcome goes to the log.
+fn spawn_sighup_reload(reloader: Arc<crate::reload::Reloader>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: reload with POST /reload");
+            return;
+        }
+    };
+    actix_web::rt::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            if let Err(e) = reloader.reload().await {
+                tracing::error!(error = %e, "reload refused; nothing changed");
+            }
+        }
+    });
 }

@@ -73,6 +73,11 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
+    /// Whether `other` holds the same users, passwords and realm (a reload compares them).
+    pub fn same_credentials(&self, other: &Authenticator) -> bool {
+        self.users == other.users && self.realm == other.realm
+    }
+
     /// Load `user:hash` lines. Errors name the line.
     pub fn load(path: &Path, realm: &str) -> Result<Authenticator, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;

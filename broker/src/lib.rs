@@ -19,7 +19,7 @@
 //! - [`record_service`]: a record service's XML to its class's request record, and the reply back;
 //! - [`server`]: the actix-web front end;
 //! - [`wsdl`]: each endpoint's WSDL, written from the configuration;
-//! - [`metrics`], [`admin`]: what operators see and do; [`tracecontext`]: W3C `traceparent`;
+//! - [`metrics`], [`admin`], [`reload`]: what operators see and do; [`tracecontext`]: W3C `traceparent`;
 //! - [`app`]: start-up and clean shutdown of the whole broker.
 
 pub mod admin;
@@ -33,6 +33,7 @@ pub mod engine;
 pub mod logging;
 pub mod metrics;
 pub mod record_service;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod soap;

@@ -2,7 +2,7 @@
 //! configuration, or act as the sample server (`broker sample-server …`, so that the embedded default
 //! needs no second binary on the path).
 
-use broker::config::{Config, LogFormat, Overrides, DEFAULT_CONFIG};
+use broker::config::{LogFormat, Overrides, DEFAULT_CONFIG};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -85,10 +85,11 @@ fn main() -> ExitCode {
         advertise: cli.advertise,
         admin_listen: cli.admin_listen,
     };
-    let config = match &cli.config {
-        Some(path) => Config::load(path, &overrides),
-        None => Config::embedded(&overrides),
+    let source = broker::reload::ConfigSource {
+        path: cli.config.clone(),
+        overrides,
     };
+    let config = source.load();
     let config = match config {
         Ok(c) => c,
         Err(e) => {
@@ -98,7 +99,7 @@ fn main() -> ExitCode {
     };
     broker::logging::init(&config.log);
     let config_log_format = config.log.format;
-    match broker::app::run(config) {
+    match broker::app::run(config, source) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Once, on stderr: as a JSON log line when the logs are JSON (so a log shipper

@@ -46,8 +46,8 @@ pub struct Shared {
     pub authenticator: Option<Arc<crate::auth::Authenticator>>,
     /// The cluster secret; `None`: no internal path is served.
     pub secret: Option<Secret>,
-    /// Every endpoint by path, for requests other brokers forward here.
-    pub endpoints: HashMap<String, EndpointConfig>,
+    /// Every endpoint by path, for requests other brokers forward here (a reload swaps it).
+    pub endpoints: arc_swap::ArcSwap<HashMap<String, EndpointConfig>>,
     /// `log.request_spans`: a span per request (about 3–4 % of a continue's cost on the
     /// reference machine, BENCHMARKS.md), or none.
     pub request_spans: bool,
@@ -64,13 +64,17 @@ pub struct Endpoint<D: Dialect> {
     pub metrics: Arc<crate::metrics::EndpointMetrics>,
 }
 
+/// An endpoint as served now: a reload stores its new configuration here (the path and the
+/// dialect stay; requests in progress finish with the one they loaded).
+pub type EndpointSlot<D> = arc_swap::ArcSwap<Endpoint<D>>;
+
 /// Register an endpoint's routes on an actix `ServiceConfig`.
 pub fn configure_endpoint<D: Dialect>(
     cfg: &mut web::ServiceConfig,
-    endpoint: Arc<Endpoint<D>>,
+    endpoint: Arc<EndpointSlot<D>>,
     limits: &Limits,
 ) {
-    let path = endpoint.config.path.clone();
+    let path = endpoint.load().config.path.clone();
     let data = web::Data::from(endpoint);
     cfg.service(
         web::resource(path)
@@ -87,8 +91,9 @@ pub fn configure_endpoint<D: Dialect>(
 async fn wsdl_get<D: Dialect>(
     req: HttpRequest,
     shared: web::Data<Shared>,
-    endpoint: web::Data<Endpoint<D>>,
+    slot: web::Data<EndpointSlot<D>>,
 ) -> HttpResponse {
+    let endpoint = slot.load_full();
     if !req.query_string().eq_ignore_ascii_case("wsdl") {
         return method_not_allowed().await;
     }
@@ -197,9 +202,9 @@ async fn soap_post<D: Dialect>(
     req: HttpRequest,
     body: Bytes,
     shared: web::Data<Shared>,
-    endpoint: web::Data<Endpoint<D>>,
+    slot: web::Data<EndpointSlot<D>>,
 ) -> HttpResponse {
-    serve(req, body, shared, endpoint).await
+    serve(req, body, shared, slot.load_full()).await
 }
 
 /// `POST /_cluster/forward`: a request another broker's engine found held here. It runs in this
@@ -218,7 +223,7 @@ async fn cluster_forward(req: HttpRequest, body: Bytes, shared: web::Data<Shared
             )
         }
     };
-    let Some(endpoint) = shared.endpoints.get(&forwarded.endpoint).cloned() else {
+    let Some(endpoint) = shared.endpoints.load().get(&forwarded.endpoint).cloned() else {
         return plain(
             StatusCode::BAD_REQUEST,
             format!("no endpoint {} here", forwarded.endpoint),
@@ -321,7 +326,7 @@ async fn serve<D: Dialect>(
     req: HttpRequest,
     body: Bytes,
     shared: web::Data<Shared>,
-    endpoint: web::Data<Endpoint<D>>,
+    endpoint: Arc<Endpoint<D>>,
 ) -> HttpResponse {
     let started = Instant::now();
     let media = match media_type(&req) {

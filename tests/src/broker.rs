@@ -223,6 +223,11 @@ impl BrokerProcess {
     }
 
     /// The process id (panics if the process is not running).
+    /// Write a new configuration over the file the broker was started with (for a reload).
+    pub fn write_config(&self, config_toml: &str) {
+        std::fs::write(&self.config_path, config_toml).expect("writing the configuration");
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("the broker is not running").id()
     }

@@ -59,6 +59,7 @@ pub(super) fn class_json(c: &dyn ServerClass) -> Value {
         "queued": stats.queued,
         "restart": status.as_ref().and_then(|s| s.restart.as_ref()).map(restart_json),
         "workers": workers,
+        "draining": false,
     })
 }
 
@@ -78,17 +79,28 @@ pub(super) async fn list(req: HttpRequest, state: web::Data<AdminState>) -> Http
     if let Some(refused) = refusal(&req, &state).await {
         return refused;
     }
-    let classes: Vec<Value> = state.classes.iter().map(|c| class_json(&**c)).collect();
+    let router = state.classes.load_full();
+    let mut classes: Vec<Value> = router
+        .configured()
+        .iter()
+        .map(|c| class_json(&**c))
+        .collect();
+    for c in router.draining() {
+        let mut shown = class_json(&**c);
+        shown["draining"] = Value::Bool(true);
+        classes.push(shown);
+    }
     json_reply(StatusCode::OK, &Value::Array(classes))
 }
 
-/// The class the path names, if this broker has it.
-fn named<'a>(state: &'a AdminState, name: &str) -> Option<&'a Arc<dyn ServerClass>> {
-    state.classes.iter().find(|c| c.name() == name)
+/// The class the path names, if this broker has it (draining ones too).
+fn named(state: &AdminState, name: &str) -> Option<Arc<dyn ServerClass>> {
+    state.classes.load().class(name).cloned()
 }
 
 fn unknown_class(state: &AdminState, name: &str) -> HttpResponse {
-    let known: Vec<&str> = state.classes.iter().map(|c| c.name()).collect();
+    let router = state.classes.load();
+    let known: Vec<&str> = router.all().map(|c| c.name()).collect();
     error(
         StatusCode::NOT_FOUND,
         &format!(
@@ -190,13 +202,13 @@ pub(super) async fn restart(
     match class.restart_workers() {
         Ok(true) => json_reply(
             StatusCode::ACCEPTED,
-            &json!({ "name": class.name(), "restart": progress(class) }),
+            &json!({ "name": class.name(), "restart": progress(&class) }),
         ),
         Ok(false) => json_reply(
             StatusCode::CONFLICT,
             &json!({
                 "error": format!("a rolling restart of {name:?} is already under way"),
-                "restart": progress(class),
+                "restart": progress(&class),
             }),
         ),
         Err(e) => refused_by_class(&e),

@@ -15,6 +15,7 @@
 //!   class shrink NAME [N] N fewer (default 1)
 //!   class restart NAME    replace its workers one by one
 //!   drain                 stop taking new work, finish what is held here, then exit
+//!   reload                read the configuration again; say what changed and what needs a restart
 //!   metrics               the Prometheus exposition, as served
 //! ```
 //!
@@ -79,6 +80,8 @@ enum AdminCommand {
     /// Drain the broker: no new sessions, dialogs or transactions; it exits once those it holds
     /// are done (or after admin.drain_timeout).
     Drain,
+    /// Read the configuration again: new classes and services appear, removed ones drain.
+    Reload,
     /// The Prometheus exposition, as served.
     Metrics,
 }
@@ -245,6 +248,7 @@ fn execute(args: &AdminArgs) -> Result<String, String> {
             ("POST", format!("/classes/{}/{action}", path_segment(name)?))
         }
         AdminCommand::Drain => ("POST", "/drain".to_string()),
+        AdminCommand::Reload => ("POST", "/reload".to_string()),
         AdminCommand::Metrics => ("GET", "/metrics".to_string()),
     };
     let (status, body) = call(&args.url, method, &path, &authorization, body)?;
@@ -312,6 +316,7 @@ fn execute(args: &AdminArgs) -> Result<String, String> {
             "draining: {} dialogs and {} transactions still held here; the broker exits when they are done\n",
             json["dialogs"], json["transactions"]
         ),
+        AdminCommand::Reload => reload_report(&json),
         AdminCommand::Metrics => String::new(),
     })
 }
@@ -463,6 +468,29 @@ fn classes_table(list: &Value) -> String {
                 text(&w["transaction"])
             ));
         }
+    }
+    out
+}
+
+fn reload_report(r: &Value) -> String {
+    let mut out = String::from("configuration reloaded\n");
+    for (key, title) in [
+        ("classes_added", "server classes started"),
+        ("classes_draining", "server classes draining"),
+        ("services_added", "services added"),
+        ("services_removed", "services removed"),
+        ("endpoints_changed", "endpoints changed"),
+    ] {
+        let items: Vec<String> = r[key].as_array().into_iter().flatten().map(text).collect();
+        if !items.is_empty() {
+            out.push_str(&format!("{title}: {}\n", items.join(", ")));
+        }
+    }
+    if r["sessions_ended"].as_u64().unwrap_or(0) > 0 {
+        out.push_str(&format!("sessions ended: {}\n", r["sessions_ended"]));
+    }
+    for item in r["restart_needed"].as_array().into_iter().flatten() {
+        out.push_str(&format!("needs a restart: {}\n", text(item)));
     }
     out
 }

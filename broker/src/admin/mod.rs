@@ -21,6 +21,9 @@
 //!   cluster secret the answer is 409, naming the broker.
 //! - `POST /sessions/purge`: sweep every expired session now.
 //! - `GET /brokers`: the live brokers of the shared store's registry.
+//! - `POST /reload`: read the configuration again and apply what a running broker can
+//!   (`crate::reload`: classes, services, endpoint settings); the answer says what changed and
+//!   what needs a restart. 400 naming the key for a file with a mistake (nothing changes).
 //! - `POST /drain`: stop taking new sessions, dialogs and transactions (`/healthz` answers 503
 //!   `draining` at once, so a load balancer takes the broker out), let the dialogs and
 //!   transactions held here finish (up to `admin.drain_timeout`), then exit as after SIGTERM.
@@ -68,8 +71,10 @@ pub struct AdminState {
     /// `admin.principals`, who may sign in with HTTP Basic against `authenticator`.
     pub principals: Vec<String>,
     pub authenticator: Option<Arc<crate::auth::Authenticator>>,
-    /// The server classes, in configuration order.
-    pub classes: Vec<Arc<dyn ServerClass>>,
+    /// The routing table's server classes (configured, then draining; a reload swaps them).
+    pub classes: Arc<crate::router::Roster>,
+    /// `POST /reload`'s work.
+    pub reloader: Arc<crate::reload::Reloader>,
     pub engine: Arc<SessionEngine>,
     pub store: Arc<dyn cookie_store::Store>,
     pub drain: Arc<Drain>,
@@ -97,13 +102,22 @@ impl Drain {
 }
 
 /// What still ties sessions to this broker: dialogs and transactions pinned to its workers.
-fn held_here(classes: &[Arc<dyn ServerClass>]) -> (usize, usize) {
+fn held_here(classes: &crate::router::Roster) -> (usize, usize) {
     let (mut dialogs, mut transactions) = (0, 0);
-    for c in classes {
-        for w in c.workers().map(|s| s.workers).unwrap_or_default() {
-            dialogs += w.dialogs;
-            transactions += usize::from(w.transaction.is_some());
-        }
+    for c in classes.load().all() {
+        let (d, t) = held_by(c);
+        dialogs += d;
+        transactions += t;
+    }
+    (dialogs, transactions)
+}
+
+/// The dialogs and transactions pinned to one class's workers.
+pub fn held_by(class: &Arc<dyn ServerClass>) -> (usize, usize) {
+    let (mut dialogs, mut transactions) = (0, 0);
+    for w in class.workers().map(|s| s.workers).unwrap_or_default() {
+        dialogs += w.dialogs;
+        transactions += usize::from(w.transaction.is_some());
     }
     (dialogs, transactions)
 }
@@ -155,6 +169,27 @@ async fn drain_get(req: HttpRequest, state: web::Data<AdminState>) -> HttpRespon
     )
 }
 
+async fn reload_post(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+    if let Some(refused) = refusal(&req, &state).await {
+        return refused;
+    }
+    match state.reloader.reload().await {
+        Ok(report) => json_reply(
+            StatusCode::OK,
+            &serde_json::to_value(&report).unwrap_or(Value::Null),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "reload refused; nothing changed");
+            let status = match e {
+                crate::reload::ReloadError::Config(_) => StatusCode::BAD_REQUEST,
+                crate::reload::ReloadError::StillDraining(_) => StatusCode::CONFLICT,
+                crate::reload::ReloadError::ServerClass(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            error(status, &format!("{e}; nothing changed"))
+        }
+    }
+}
+
 /// Register the admin routes.
 pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AdminState>) {
     cfg.app_data(state)
@@ -169,6 +204,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AdminState>) {
         .route("/classes/{name}/restart", web::post().to(classes::restart))
         .route("/drain", web::post().to(drain_post))
         .route("/drain", web::get().to(drain_get))
+        .route("/reload", web::post().to(reload_post))
         .default_service(web::to(not_found));
 }
 
@@ -497,9 +533,9 @@ async fn metrics_get(req: HttpRequest, state: web::Data<AdminState>) -> HttpResp
     if let Some(refused) = refusal(&req, &state).await {
         return refused;
     }
-    let figures: Vec<ClassFigures<'_>> = state
-        .classes
-        .iter()
+    let classes = state.classes.load_full();
+    let figures: Vec<ClassFigures<'_>> = classes
+        .all()
         .map(|c| ClassFigures {
             class: c.name(),
             stats: c.stats(),
@@ -527,6 +563,6 @@ async fn metrics_get(req: HttpRequest, state: web::Data<AdminState>) -> HttpResp
 async fn not_found() -> HttpResponse {
     error(
         StatusCode::NOT_FOUND,
-        "no such admin path: GET /metrics, GET /sessions, GET|DELETE /sessions/{id}, POST /sessions/purge, GET /brokers, GET /classes, POST /classes/{name}/workers, POST /classes/{name}/restart, GET|POST /drain",
+        "no such admin path: GET /metrics, GET /sessions, GET|DELETE /sessions/{id}, POST /sessions/purge, GET /brokers, GET /classes, POST /classes/{name}/workers, POST /classes/{name}/restart, GET|POST /drain, POST /reload",
     )
 }

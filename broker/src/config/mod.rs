@@ -161,7 +161,7 @@ impl DialectKind {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EndpointConfig {
     pub path: String,
     pub dialect: DialectKind,

@@ -41,7 +41,7 @@ use adapters::{AdapterError, ServerClass, Vote, WorkerId};
 use cookie_store::{
     now_ms, DecisionLog, Participant, SessionStore, StoreError, TransactionState, TxnDecision,
 };
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -118,7 +118,9 @@ pub struct Coordinator {
     decisions: Arc<dyn DecisionLog>,
     /// For settling the session of a transaction recovery finished.
     sessions: Arc<dyn SessionStore>,
-    classes: HashMap<String, Arc<dyn ServerClass>>,
+    /// The server classes, by name: the routing table's (a reload swaps it; a removed class stays
+    /// there while it holds a transaction).
+    classes: Arc<crate::router::Roster>,
     /// This broker process: tags the workers it pinned and prefixes the transactions it begins.
     instance: Instance,
     /// Who lives; whether this broker may still decide.
@@ -134,7 +136,7 @@ impl Coordinator {
     pub fn new(
         decisions: Arc<dyn DecisionLog>,
         sessions: Arc<dyn SessionStore>,
-        classes: HashMap<String, Arc<dyn ServerClass>>,
+        classes: Arc<crate::router::Roster>,
         registry: Arc<Registry>,
         runtime: tokio::runtime::Handle,
     ) -> Coordinator {
@@ -489,8 +491,8 @@ impl Coordinator {
         .await;
     }
 
-    fn class(&self, name: &str) -> Option<&Arc<dyn ServerClass>> {
-        self.classes.get(name)
+    fn class(&self, name: &str) -> Option<Arc<dyn ServerClass>> {
+        self.classes.load().class(name).cloned()
     }
 
     fn enter(&self, txn: &str) {

@@ -67,7 +67,9 @@ impl Coordinator {
 
         // 1. What the participants hold prepared.
         let mut prepared = Vec::new();
-        for (name, class) in &self.classes {
+        let classes = self.classes.load_full();
+        for class in classes.all() {
+            let name = class.name();
             if !class.config().transactional {
                 continue;
             }

@@ -6,6 +6,9 @@ use super::{EngineError, Held, PeerExpiry, SessionEngine};
 use cookie_store::{now_ms, short_id, take_turn, Durability, SessionRecord, StoreError};
 use std::time::Duration;
 
+/// How long ending one session waits for its request in progress.
+const END_WAIT: Duration = Duration::from_secs(5);
+
 /// What ending a session came to.
 #[derive(Debug, PartialEq, Eq)]
 pub enum AdminEnd {
@@ -73,6 +76,43 @@ impl SessionEngine {
                 Err(e)
             }
         }
+    }
+
+    /// End every session of endpoint `path` begun before `before_ms` (a reload changed the
+    /// endpoint: sqlSession's sessions do not outlive their endpoint's configuration). Pages
+    /// through the store; returns how many were ended.
+    pub async fn admin_end_endpoint(
+        &self,
+        path: &str,
+        before_ms: u64,
+    ) -> Result<usize, StoreError> {
+        const PAGE: usize = 1000;
+        let mut after: Option<String> = None;
+        let mut ended = 0;
+        loop {
+            let page = self.store.list_sessions(after.as_deref(), PAGE).await?;
+            for record in page
+                .iter()
+                .filter(|r| r.endpoint == path && r.created_ms < before_ms)
+            {
+                match self.admin_end(&record.id, END_WAIT).await {
+                    Ok(AdminEnd::Ended) => ended += 1,
+                    Ok(AdminEnd::Unknown) => {}
+                    Ok(AdminEnd::HeldElsewhere { broker }) => {
+                        tracing::warn!(session = %short_id(&record.id), %broker, "reload: a session of a changed endpoint is held by another broker and was left")
+                    }
+                    Err(e) => {
+                        tracing::warn!(session = %short_id(&record.id), error = %e, "reload: could not end a session of a changed endpoint")
+                    }
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE => after = Some(last.id.clone()),
+                _ => break,
+            }
+        }
+        tracing::info!(endpoint = %path, ended, "sessions of a changed endpoint ended");
+        Ok(ended)
     }
 
     /// Sweep every expired session now, in passes of `batch`, until a pass finds fewer than a

@@ -120,7 +120,7 @@ impl SessionEngine {
         let Some(call) = &request.call else {
             return false;
         };
-        match self.router.route(&endpoint.path, &call.service) {
+        match self.session_route(&endpoint.path, &call.service, record) {
             // Unknown here: -215 from here.
             None => false,
             Some(route) => {
@@ -140,7 +140,7 @@ impl SessionEngine {
         let call_names_it = request
             .call
             .as_ref()
-            .and_then(|c| self.router.route(&endpoint.path, &c.service))
+            .and_then(|c| self.session_route(&endpoint.path, &c.service, record))
             .is_some_and(|r| r.class.config().transactional || r.class.config().one_txn_per_dialog);
         request.transaction.command.is_some()
             || request.transaction.begin_new

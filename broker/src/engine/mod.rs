@@ -89,7 +89,7 @@ use crate::cluster::{Peer, PeerError, Registry};
 use crate::config::EndpointConfig;
 use crate::coordinator::{CommitError, Committed, Coordinator};
 use crate::record_service::RecordReply;
-use crate::router::{Route, Router};
+use crate::router::{Roster, Route};
 use adapters::{AdapterError, BackendRequest, DialogMarker, ReplyStatus, WorkerId};
 use cookie_store::{
     now_ms, take_turn, BrokerInfo, Durability, HeldTurn, SessionRecord, SessionStore, StoreError,
@@ -105,7 +105,8 @@ use tracing::Instrument;
 /// The dialect-neutral session engine shared by every endpoint.
 pub struct SessionEngine {
     store: Arc<dyn SessionStore>,
-    router: Router,
+    /// The routing table now (a reload swaps it).
+    router: Arc<Roster>,
     coordinator: Arc<Coordinator>,
     /// Session-limit bookkeeping of this process's Begins in flight (see `admission`).
     admission: admission::Gates,
@@ -239,7 +240,7 @@ impl From<EngineError> for CallFailure {
 impl SessionEngine {
     pub fn new(
         store: Arc<dyn SessionStore>,
-        router: Router,
+        router: Arc<Roster>,
         coordinator: Arc<Coordinator>,
         turn_lease: Duration,
         peer: Option<Arc<dyn Peer>>,
@@ -290,9 +291,23 @@ impl SessionEngine {
         self.turn_lease
     }
 
-    /// Route a service name on an endpoint (dialects use it to pick response encodings).
-    pub fn route(&self, endpoint: &str, service: &str) -> Option<&Route> {
-        self.router.route(endpoint, service)
+    /// Route a service name on an endpoint, in the routing table of now.
+    pub fn route(&self, endpoint: &str, service: &str) -> Option<Route> {
+        self.router.load().route(endpoint, service).cloned()
+    }
+
+    /// [`SessionEngine::route`] for a call in session `record`: a class a reload removed still
+    /// serves the session's dialog and transaction on it until they are done.
+    fn session_route(
+        &self,
+        endpoint: &str,
+        service: &str,
+        record: &SessionRecord,
+    ) -> Option<Route> {
+        self.router
+            .load()
+            .route_for_session(endpoint, service, |class| holds_work_on(record, class))
+            .cloned()
     }
 
     /// Process one request of `endpoint`, here or (forwarded) at the live broker that holds its
@@ -314,7 +329,7 @@ impl SessionEngine {
                     Err(EngineError::SessionRequired(call.service.clone()))
                 }
                 Ok(route) => {
-                    self.call_sessionless(route, call, request.trace.as_ref())
+                    self.call_sessionless(&route, call, request.trace.as_ref())
                         .await
                 }
             },
@@ -368,7 +383,7 @@ impl SessionEngine {
             Some(call) => match self.route_call(endpoint, call) {
                 Err(e) => Err(e),
                 Ok(route) => self
-                    .call_in_session(&mut record, route, call, request.trace.as_ref())
+                    .call_in_session(&mut record, &route, call, request.trace.as_ref())
                     .await
                     .map_err(|f| f.error),
             },
@@ -586,13 +601,13 @@ impl SessionEngine {
             None if request.end_session => Reply::Ended,
             None => Reply::Empty,
             Some(call) => {
-                let route = match self.route_call(endpoint, call) {
+                let route = match self.route_session_call(endpoint, call, &held.record) {
                     Ok(r) => r,
                     Err(e) => return self.finish(held, Err(e)).await,
                 };
                 let before = boundaries(&held.record);
                 let called = self
-                    .call_in_session(&mut held.record, route, call, request.trace.as_ref())
+                    .call_in_session(&mut held.record, &route, call, request.trace.as_ref())
                     .await;
                 // A transaction or dialog that began or ended is news for the client: durable.
                 held.durable |= boundaries(&held.record) != before;
@@ -693,7 +708,7 @@ impl SessionEngine {
         request: &Request,
     ) -> Result<(), EngineError> {
         match &request.call {
-            Some(call) => match self.router.route(&endpoint.path, &call.service) {
+            Some(call) => match self.route(&endpoint.path, &call.service) {
                 Some(route) if !route.class.config().transactional => {
                     Err(EngineError::NotTransactional(call.service.clone()))
                 }
@@ -957,7 +972,7 @@ impl SessionEngine {
             return;
         };
         let (Some(class), Some(worker)) = (
-            self.router.class(&sub.server_class),
+            self.router.load().class(&sub.server_class).cloned(),
             self.coordinator.untag(&sub.worker),
         ) else {
             return;
@@ -971,6 +986,7 @@ impl SessionEngine {
     fn in_one_transaction_dialog(&self, record: &SessionRecord) -> bool {
         record.subsession.as_ref().is_some_and(|sub| {
             self.router
+                .load()
                 .class(&sub.server_class)
                 .is_some_and(|c| c.config().one_txn_per_dialog)
         })
@@ -1124,9 +1140,19 @@ impl SessionEngine {
         &self,
         endpoint: &EndpointConfig,
         call: &ServiceCall,
-    ) -> Result<&Route, EngineError> {
-        self.router
-            .route(&endpoint.path, &call.service)
+    ) -> Result<Route, EngineError> {
+        self.route(&endpoint.path, &call.service)
+            .ok_or_else(|| EngineError::UnknownService(call.service.clone()))
+    }
+
+    /// [`SessionEngine::route_call`] for a call in session `record`.
+    fn route_session_call(
+        &self,
+        endpoint: &EndpointConfig,
+        call: &ServiceCall,
+        record: &SessionRecord,
+    ) -> Result<Route, EngineError> {
+        self.session_route(&endpoint.path, &call.service, record)
             .ok_or_else(|| EngineError::UnknownService(call.service.clone()))
     }
 
@@ -1291,3 +1317,16 @@ pub fn new_session_id() -> String {
 
 /// The first characters of a session ID, for logs: enough to correlate, not enough to hijack.
 pub use cookie_store::short_id;
+
+/// Whether session `record` holds work on server class `class`: its dialog, or a transaction the
+/// class takes part in.
+fn holds_work_on(record: &SessionRecord, class: &str) -> bool {
+    record
+        .subsession
+        .as_ref()
+        .is_some_and(|s| s.server_class == class)
+        || record
+            .transaction
+            .as_ref()
+            .is_some_and(|t| t.participants.iter().any(|p| p.server_class == class))
+}

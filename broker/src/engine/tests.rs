@@ -174,11 +174,13 @@ impl Rig {
             .await
             .expect("register b2");
         registry.refresh().await.expect("refresh");
-        let router = Router::new(&config, &dyn_classes);
+        let router = Arc::new(crate::router::Roster::from_pointee(
+            crate::router::Router::new(&config, &dyn_classes),
+        ));
         let coordinator = Arc::new(Coordinator::new(
             store.clone(),
             store.clone(),
-            dyn_classes,
+            router.clone(),
             registry,
             tokio::runtime::Handle::current(),
         ));
