@@ -17,6 +17,8 @@
 #    And the seven SOAP clients of the interop suite (scripts/interop.sh: zeep, suds, node-soap,
 #    PHP SoapClient, SOAP::Lite, gSOAP, JAX-WS), each only when missing; BROKER_SKIP_INTEROP=1
 #    skips installing and running them.
+#    And Chromium (the Debian package `chromium`), the headless browser of the web console's test
+#    (tests/tests/console.rs), when no chromium is found.
 # 3. Builds every binary of the workspace (the tests start the real `broker` binary).
 # 4. Runs the whole workspace's tests, passing extra arguments through to `cargo test`.
 #
@@ -64,8 +66,21 @@ install_zeep() {
     fi
 }
 
+install_chromium() {
+    command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 && return 0
+    if command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
+        log "installing chromium (the web console's test)"
+        apt-get update -qq >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+            || log "apt-get could not install chromium; the web console's test will fail"
+    else
+        log "no chromium and no apt-get as root; the web console's test will fail"
+    fi
+}
+
 install_zeep
 interop_install
+install_chromium
 # Whatever happens from here on (failed tests, Ctrl-C), the private cluster goes with us.
 trap 'pg_private_stop; slapd_private_stop' EXIT
 trap 'exit 130' INT

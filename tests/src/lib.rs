@@ -9,6 +9,7 @@
 //! command, `scripts/test.sh`, does that before `cargo test`).
 
 pub mod broker;
+pub mod browser;
 pub mod config;
 pub mod daemon;
 pub mod dsml;

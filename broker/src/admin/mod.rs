@@ -2,9 +2,10 @@
 //!
 //! A listener of its own (`[admin] listen`, never the public port; off unless configured, and
 //! loopback in every example), for people and programs that run the broker, not for its SOAP
-//! clients. Every request must carry `Authorization: Bearer <admin token>`, or HTTP Basic of one
-//! of `admin.principals` (users of the `[auth]` credentials); without either, or with wrong ones,
-//! it gets 401 and is logged (never the token or the password).
+//! clients. Every request must carry `Authorization: Bearer <admin token>`, HTTP Basic with the
+//! token as the password (what a browser can send, for the console), or HTTP Basic of one of
+//! `admin.principals` (users of the `[auth]` credentials); without any, or with wrong ones, it gets
+//! 401 and is logged (never the token or the password).
 //!
 //! - `GET /metrics`: the Prometheus text exposition (`crate::metrics`), the server classes' gauges
 //!   read at that moment.
@@ -36,6 +37,8 @@
 //!   now); `POST /classes/{name}/restart`: replace its workers one by one (202; 409 while one is
 //!   under way). Both act on this broker's own workers: each broker of a fleet has its own.
 //!
+//! - `GET /admin/`: the web console, read-only HTML pages for a browser (`console`).
+//!
 //! JSON in and out; errors are `{"error": "…"}` with the HTTP status. A session ID given in a path
 //! is never echoed in an error or a log line (only its first characters are logged).
 //! Nothing here changes what the public listener does; a scrape costs the request path nothing
@@ -43,27 +46,22 @@
 
 mod classes;
 pub mod cli;
+mod console;
+mod sessions;
 
 use crate::cluster::Secret;
 use crate::dialect::rfc3339_utc;
-use crate::engine::{AdminEnd, SessionEngine};
+use crate::engine::SessionEngine;
 use crate::metrics::{self, ClassFigures};
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use adapters::ServerClass;
-use cookie_store::{now_ms, short_id, SessionRecord};
+use cookie_store::now_ms;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// How long an admin call waits for a session's request in progress.
-const TURN_WAIT: Duration = Duration::from_secs(5);
-/// The most sessions one page lists, and the most records it reads to find them.
-const LIST_MAX: usize = 1000;
-pub const LIST_SCAN: usize = 10_000;
-/// Expired sessions examined per purge pass, and passes at most per call.
-const PURGE_BATCH: usize = 1000;
-const PURGE_PASSES: usize = 1000;
+pub use sessions::LIST_SCAN;
 
 /// What the admin handlers share.
 pub struct AdminState {
@@ -190,14 +188,20 @@ async fn reload_post(req: HttpRequest, state: web::Data<AdminState>) -> HttpResp
     }
 }
 
+async fn console_home() -> HttpResponse {
+    HttpResponse::PermanentRedirect()
+        .insert_header((header::LOCATION, "/admin/"))
+        .finish()
+}
+
 /// Register the admin routes.
 pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AdminState>) {
     cfg.app_data(state)
         .route("/metrics", web::get().to(metrics_get))
-        .route("/sessions", web::get().to(sessions_list))
-        .route("/sessions/purge", web::post().to(sessions_purge))
-        .route("/sessions/{id}", web::get().to(session_get))
-        .route("/sessions/{id}", web::delete().to(session_delete))
+        .route("/sessions", web::get().to(sessions::list))
+        .route("/sessions/purge", web::post().to(sessions::purge))
+        .route("/sessions/{id}", web::get().to(sessions::show))
+        .route("/sessions/{id}", web::delete().to(sessions::end))
         .route("/brokers", web::get().to(brokers_get))
         .route("/classes", web::get().to(classes::list))
         .route("/classes/{name}/workers", web::post().to(classes::resize))
@@ -205,6 +209,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: web::Data<AdminState>) {
         .route("/drain", web::post().to(drain_post))
         .route("/drain", web::get().to(drain_get))
         .route("/reload", web::post().to(reload_post))
+        .route("/admin", web::get().to(console_home))
+        .route("/admin/", web::get().to(console::overview))
+        .route("/admin/classes", web::get().to(console::classes))
+        .route("/admin/sessions", web::get().to(console::sessions))
+        .route("/admin/sessions/{id}", web::get().to(console::session))
         .default_service(web::to(not_found));
 }
 
@@ -216,222 +225,6 @@ fn json_reply(status: StatusCode, body: &Value) -> HttpResponse {
 
 fn error(status: StatusCode, message: &str) -> HttpResponse {
     json_reply(status, &json!({ "error": message }))
-}
-
-/// A session ID as the store has them: refused before any store call otherwise.
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id.bytes().all(|b| {
-            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'+' | b'/' | b'=')
-        })
-}
-
-/// A session record as JSON.
-fn session_json(r: &SessionRecord) -> Value {
-    let now = now_ms();
-    json!({
-        "id": r.id,
-        "endpoint": r.endpoint,
-        "dialect": r.dialect,
-        "principal": r.principal,
-        "client_ip": r.client_ip.map(|ip| ip.to_string()),
-        "created": rfc3339_utc(r.created_ms),
-        "last_access": rfc3339_utc(r.last_access_ms),
-        "expires": rfc3339_utc(r.last_access_ms.saturating_add(r.idle_timeout_ms)),
-        "idle_timeout_seconds": r.idle_timeout_ms / 1000,
-        "expired": r.is_expired(now),
-        "transaction": r.transaction.as_ref().map(|t| json!({
-            "id": t.id,
-            "started": rfc3339_utc(t.started_ms),
-            "deadline": rfc3339_utc(t.deadline_ms),
-            "participants": t.participants.iter().map(|p| json!({
-                "server_class": p.server_class,
-                "worker": p.worker,
-            })).collect::<Vec<_>>(),
-        })),
-        "subsession": r.subsession.as_ref().map(|s| json!({
-            "server_class": s.server_class,
-            "worker": s.worker,
-            "broker": s.broker,
-        })),
-    })
-}
-
-/// `GET /sessions`'s query.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    #[serde(default)]
-    limit: Option<usize>,
-    #[serde(default)]
-    after: Option<String>,
-    #[serde(default)]
-    endpoint: Option<String>,
-    #[serde(default)]
-    dialect: Option<String>,
-    #[serde(default)]
-    principal: Option<String>,
-    #[serde(default)]
-    holder: Option<String>,
-    #[serde(default)]
-    idle_longer_than: Option<String>,
-}
-
-async fn sessions_list(
-    req: HttpRequest,
-    query: Result<web::Query<ListQuery>, actix_web::Error>,
-    state: web::Data<AdminState>,
-) -> HttpResponse {
-    if let Some(refused) = refusal(&req, &state).await {
-        return refused;
-    }
-    let query = match query {
-        Ok(q) => q.into_inner(),
-        Err(e) => return error(StatusCode::BAD_REQUEST, &format!("bad query: {e}")),
-    };
-    let limit = query.limit.unwrap_or(100).clamp(1, LIST_MAX);
-    let idle = match query
-        .idle_longer_than
-        .as_deref()
-        .map(crate::config::parse_duration)
-    {
-        None => None,
-        Some(Ok(d)) => Some(d),
-        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, &format!("idle_longer_than: {e}")),
-    };
-    if query.after.as_deref().is_some_and(|a| !valid_id(a)) {
-        return error(StatusCode::BAD_REQUEST, "after: not a session ID");
-    }
-    let now = now_ms();
-    let wanted = |r: &SessionRecord| {
-        query.endpoint.as_ref().is_none_or(|e| &r.endpoint == e)
-            && query.dialect.as_ref().is_none_or(|d| &r.dialect == d)
-            && query
-                .principal
-                .as_ref()
-                .is_none_or(|p| r.principal.as_ref() == Some(p))
-            && query
-                .holder
-                .as_ref()
-                .is_none_or(|h| r.subsession.as_ref().is_some_and(|s| &s.broker == h))
-            && idle.is_none_or(|d| {
-                now.saturating_sub(r.last_access_ms)
-                    > u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-            })
-    };
-    let mut found = Vec::new();
-    let mut after = query.after.clone();
-    let mut scanned = 0;
-    let mut exhausted = false;
-    while found.len() < limit && scanned < LIST_SCAN {
-        let page = match state
-            .store
-            .list_sessions(after.as_deref(), (LIST_SCAN - scanned).min(1000))
-            .await
-        {
-            Ok(page) => page,
-            Err(e) => {
-                tracing::error!(error = %e, "admin: cannot list sessions");
-                return error(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the session store did not answer",
-                );
-            }
-        };
-        let Some(last) = page.last() else {
-            exhausted = true;
-            break;
-        };
-        after = Some(last.id.clone());
-        scanned += page.len();
-        for r in page {
-            if found.len() == limit {
-                // Stop at the last listed one: the next page starts after it.
-                break;
-            }
-            after = Some(r.id.clone());
-            if wanted(&r) {
-                found.push(session_json(&r));
-            }
-        }
-    }
-    let next = if exhausted { None } else { after };
-    json_reply(StatusCode::OK, &json!({ "sessions": found, "next": next }))
-}
-
-/// The answer to a session call with a bad token or a malformed ID, if it has one.
-async fn session_refusal(req: &HttpRequest, id: &str, state: &AdminState) -> Option<HttpResponse> {
-    if let Some(refused) = refusal(req, state).await {
-        return Some(refused);
-    }
-    (!valid_id(id)).then(|| error(StatusCode::BAD_REQUEST, "not a session ID"))
-}
-
-async fn session_get(
-    req: HttpRequest,
-    id: web::Path<String>,
-    state: web::Data<AdminState>,
-) -> HttpResponse {
-    if let Some(refused) = session_refusal(&req, &id, &state).await {
-        return refused;
-    }
-    match state.engine.admin_show(&id, TURN_WAIT).await {
-        Ok(Some(record)) => json_reply(StatusCode::OK, &session_json(&record)),
-        Ok(None) => error(StatusCode::NOT_FOUND, "no such session"),
-        Err(cookie_store::StoreError::TurnTimeout(_)) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the session is busy with a request; try again",
-        ),
-        Err(e) => {
-            tracing::error!(session = %short_id(&id), error = %e, "admin: cannot read a session");
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the session store did not answer",
-            )
-        }
-    }
-}
-
-async fn session_delete(
-    req: HttpRequest,
-    id: web::Path<String>,
-    state: web::Data<AdminState>,
-) -> HttpResponse {
-    if let Some(refused) = session_refusal(&req, &id, &state).await {
-        return refused;
-    }
-    match state.engine.admin_end(&id, TURN_WAIT).await {
-        Ok(AdminEnd::Ended) => json_reply(StatusCode::OK, &json!({ "ended": true })),
-        Ok(AdminEnd::Unknown) => error(StatusCode::NOT_FOUND, "no such session"),
-        Ok(AdminEnd::HeldElsewhere { broker }) => error(
-            StatusCode::CONFLICT,
-            &format!("broker {broker} holds the session's dialog or transaction: end it on that broker's admin listener"),
-        ),
-        Err(e) => {
-            tracing::error!(session = %short_id(&id), error = %e, "admin: cannot end a session");
-            error(StatusCode::SERVICE_UNAVAILABLE, &format!("the session could not be ended: {e}"))
-        }
-    }
-}
-
-async fn sessions_purge(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
-    if let Some(refused) = refusal(&req, &state).await {
-        return refused;
-    }
-    match state.engine.admin_purge(PURGE_BATCH, PURGE_PASSES).await {
-        Ok((examined, deleted)) => json_reply(
-            StatusCode::OK,
-            &json!({ "examined": examined, "deleted": deleted }),
-        ),
-        Err(e) => {
-            tracing::error!(error = %e, "admin: purge failed");
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "the session store did not answer",
-            )
-        }
-    }
 }
 
 async fn brokers_get(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
@@ -476,6 +269,11 @@ async fn refusal(req: &HttpRequest, state: &AdminState) -> Option<HttpResponse> 
         Some(value) => match value.strip_prefix("Bearer ") {
             Some(token) if state.token.matches(token.trim().as_bytes()) => return None,
             Some(_) => "wrong token",
+            // A browser has no way to send a bearer token: Basic with the token as the password
+            // (any user name) does as well.
+            None if basic_password(value).is_some_and(|p| state.token.matches(p.as_bytes())) => {
+                return None
+            }
             None => match admin_principal(state, value).await {
                 Some(user) if state.principals.contains(&user) => {
                     tracing::debug!(principal = %user, path = %req.path(), "admin request by a principal");
@@ -496,15 +294,24 @@ async fn refusal(req: &HttpRequest, state: &AdminState) -> Option<HttpResponse> 
         header::WWW_AUTHENTICATE,
         "Bearer realm=\"soap-broker admin\"",
     ));
-    if !state.principals.is_empty() {
-        reply.append_header((
-            header::WWW_AUTHENTICATE,
-            "Basic realm=\"soap-broker admin\"",
-        ));
-    }
+    reply.append_header((
+        header::WWW_AUTHENTICATE,
+        "Basic realm=\"soap-broker admin\", charset=\"UTF-8\"",
+    ));
     Some(reply.content_type("text/plain").body(
-        "The admin API needs Authorization: Bearer <admin token> ([admin] token), or HTTP Basic of an admin principal ([admin] principals).\n",
+        "The admin API needs Authorization: Bearer <admin token> ([admin] token), HTTP Basic with the admin token as the password, or HTTP Basic of an admin principal ([admin] principals).\n",
     ))
+}
+
+/// The password of a Basic `Authorization` value, if it is one.
+fn basic_password(value: &str) -> Option<String> {
+    use base64::Engine as _;
+    let encoded = value.strip_prefix("Basic ")?.trim();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split_once(':').map(|(_, p)| p.to_string())
 }
 
 /// The `[auth]` user a Basic `Authorization` value proves, if any (only when principals are set).
@@ -563,6 +370,6 @@ async fn metrics_get(req: HttpRequest, state: web::Data<AdminState>) -> HttpResp
 async fn not_found() -> HttpResponse {
     error(
         StatusCode::NOT_FOUND,
-        "no such admin path: GET /metrics, GET /sessions, GET|DELETE /sessions/{id}, POST /sessions/purge, GET /brokers, GET /classes, POST /classes/{name}/workers, POST /classes/{name}/restart, GET|POST /drain, POST /reload",
+        "no such admin path: GET /metrics, GET /sessions, GET|DELETE /sessions/{id}, POST /sessions/purge, GET /brokers, GET /classes, POST /classes/{name}/workers, POST /classes/{name}/restart, GET|POST /drain, POST /reload, GET /admin/",
     )
 }
