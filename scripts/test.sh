@@ -19,7 +19,8 @@
 #    skips installing and running them.
 #    And Chromium (the Debian package `chromium`), the headless browser of the web console's test
 #    (tests/tests/console.rs), when no chromium is found.
-# 3. Builds every binary of the workspace (the tests start the real `broker` binary).
+# 3. Builds every binary of the workspace (the tests start the real `broker` binary), and the
+#    broker with the `otlp` feature as `broker-otlp`.
 # 4. Runs the whole workspace's tests, passing extra arguments through to `cargo test`.
 #
 # Idempotent: a second run installs nothing and prints nothing about installing.
@@ -91,5 +92,11 @@ fi
 if ! slapd_private_start; then
     log "no slapd for the tests; the LDAP adapter's tests will fail and say so"
 fi
+# The broker with the OpenTelemetry exporter (tests/tests/otlp.rs) is kept as broker-otlp; then
+# the plain broker again. Both builds stay in cargo's cache, so a second run rebuilds neither.
+target_dir="${CARGO_TARGET_DIR:-target}"
+cargo build -p broker --features otlp --bin broker
+rm -f "$target_dir/debug/broker-otlp"
+cp "$target_dir/debug/broker" "$target_dir/debug/broker-otlp"
 cargo build --workspace --bins
 cargo test --workspace "$@"

@@ -97,7 +97,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    broker::logging::init(&config.log);
+    // Kept to the end of main: dropping it flushes the spans still to be exported.
+    let _log = broker::logging::init(&config.log, &config.broker.id);
     let config_log_format = config.log.format;
     match broker::app::run(config, source) {
         Ok(()) => ExitCode::SUCCESS,

@@ -502,6 +502,11 @@ async fn process<D: Dialect>(
             trace_id = request.trace.as_ref().map_or("-", |t| t.trace_id.as_str()),
         )
     };
+    // Exported spans continue the client's trace.
+    #[cfg(feature = "otlp")]
+    if let Some(trace) = &request.trace {
+        crate::logging::continue_trace(&span, trace);
+    }
     let response = shared
         .engine
         .handle(&endpoint.config, &request)

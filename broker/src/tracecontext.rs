@@ -13,6 +13,8 @@
 pub struct TraceParent {
     /// 32 lowercase hex digits, not all zero.
     pub trace_id: String,
+    /// The caller's span: 16 lowercase hex digits, not all zero.
+    pub parent_id: String,
     /// 2 hex digits.
     pub flags: String,
 }
@@ -38,6 +40,7 @@ impl TraceParent {
             && hex(flags, 2))
         .then(|| TraceParent {
             trace_id: trace.to_string(),
+            parent_id: parent.to_string(),
             flags: flags.to_string(),
         })
     }

@@ -92,6 +92,8 @@ pub struct BrokerProcess {
     extra_args: Vec<String>,
     /// Environment variables set for the next start ([`BrokerProcess::set_env`]).
     env: Vec<(String, String)>,
+    /// The executable (the workspace's `broker` unless started with another build).
+    exe: PathBuf,
 }
 
 impl BrokerProcess {
@@ -113,7 +115,21 @@ impl BrokerProcess {
         BrokerProcess::start_full(config_toml, &[], env)
     }
 
+    /// [`BrokerProcess::start`] of another build of the broker (`broker-otlp`).
+    pub fn start_with_exe(exe: &Path, config_toml: &str) -> BrokerProcess {
+        BrokerProcess::start_exe(exe.to_path_buf(), config_toml, &[], &[])
+    }
+
     fn start_full(config_toml: &str, extra_args: &[&str], env: &[(&str, &str)]) -> BrokerProcess {
+        BrokerProcess::start_exe(broker_exe(), config_toml, extra_args, env)
+    }
+
+    fn start_exe(
+        exe: PathBuf,
+        config_toml: &str,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> BrokerProcess {
         let mut dir = tempfile::Builder::new()
             .prefix("broker-test-")
             .tempdir()
@@ -139,6 +155,7 @@ impl BrokerProcess {
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
+                exe: exe.clone(),
             };
             match b.spawn_and_wait() {
                 Ok(()) => return b,
@@ -178,7 +195,7 @@ impl BrokerProcess {
             std::fs::File::create(self.log_path("stdout")).expect("creating the stdout log");
         let stderr =
             std::fs::File::create(self.log_path("stderr")).expect("creating the stderr log");
-        let mut cmd = command(broker_exe());
+        let mut cmd = command(&self.exe);
         cmd.arg("--config")
             .arg(&self.config_path)
             .arg("--listen")
@@ -192,7 +209,7 @@ impl BrokerProcess {
             .stderr(stderr);
         let child = cmd
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", broker_exe().display()));
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.exe.display()));
         self.child = Some(child);
         let health = self.url("/healthz");
         let child = self.child.as_mut().expect("just started");

@@ -22,6 +22,8 @@ pub struct TestConfig {
     pub log_format: String,
     /// `[log] request_spans`.
     pub request_spans: bool,
+    /// More TOML lines for `[log]` (`otlp_endpoint = "…"`).
+    pub log_extra: String,
     /// The echo class's `adapter` and adapter settings, as TOML lines (default: the process adapter
     /// running `{broker_exe} sample-server echo`).
     pub echo_adapter: String,
@@ -54,6 +56,7 @@ impl Default for TestConfig {
             log_level: "info".into(),
             log_format: "human".into(),
             request_spans: true,
+            log_extra: String::new(),
             echo_adapter: SAMPLE_ECHO_PROCESS.into(),
             echo_min_workers: 1,
             echo_max_workers: 2,
@@ -104,6 +107,11 @@ impl TestConfig {
     pub fn json_logs(mut self, level: &str) -> TestConfig {
         self.log_level = level.into();
         self.log_format = "json".into();
+        self
+    }
+
+    pub fn log_extra(mut self, toml_lines: &str) -> TestConfig {
+        self.log_extra = toml_lines.into();
         self
     }
 
@@ -167,6 +175,7 @@ shutdown_timeout = "5s"
 level = {log_level:?}
 format = {log_format:?}
 request_spans = {request_spans}
+{log_extra}
 
 [store]
 url = {store_url:?}
@@ -206,6 +215,7 @@ server_class = "echo"
             log_level = self.log_level,
             log_format = self.log_format,
             request_spans = self.request_spans,
+            log_extra = self.log_extra,
             sweep = self.sweep_interval,
             session_timeout = self.session_timeout,
             adapter = self.echo_adapter,

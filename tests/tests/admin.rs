@@ -687,3 +687,43 @@ fn an_admin_principal_signs_in_with_basic() {
         "a password in the log"
     );
 }
+
+/// Protects the store's error figures: with the `cookie-store` daemon killed, a request's store
+/// calls fail and `broker_store_errors_total{error="unavailable"}` counts them (the kind of error
+/// as the label, never its text); the call latencies are observed too.
+#[test]
+fn a_store_that_does_not_answer_is_counted_in_the_store_errors() {
+    let mut daemon = broker_tests::daemon::Daemon::start();
+    let admin = format!("127.0.0.1:{}", free_port());
+    let b = BrokerProcess::start(
+        &TestConfig::new()
+            .store_url(&daemon.url())
+            .extra(&format!(
+                "[admin]\nlisten = \"{admin}\"\ntoken = \"{TOKEN}\"\n"
+            ))
+            .render(),
+    );
+    let admin = format!("http://{admin}");
+    let url = b.url("/soap");
+    let id = soap::begin_session(&url);
+    let unavailable = |text: &str| -> f64 {
+        text.lines()
+            .filter(|l| {
+                l.starts_with("broker_store_errors_total{") && l.contains("error=\"unavailable\"")
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let before = scrape(&admin);
+    assert_eq!(unavailable(&before), 0.0, "{before}");
+    assert!(
+        before.contains("broker_store_operation_duration_seconds_count{op=\"create\"} 1"),
+        "the Begin's create was timed: {before}"
+    );
+    daemon.kill9();
+    let r = call11(&url, &cont(&id), &echo("no store"));
+    r.expect_fault();
+    let after = scrape(&admin);
+    assert!(unavailable(&after) >= 1.0, "{after}");
+    assert!(!after.contains(&id), "a session ID in the metrics");
+}

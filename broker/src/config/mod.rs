@@ -102,6 +102,11 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// One `request` span per request (its fields on every line logged inside it); off: none.
     pub request_spans: bool,
+    /// Where spans are exported with OTLP/HTTP (the collector's `…/v1/traces`), with the
+    /// `otlp` feature; `None`: nowhere.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` of the exported spans.
+    pub otlp_service_name: String,
 }
 
 #[derive(Debug, Clone)]
@@ -255,7 +260,7 @@ impl Config {
         // The sections in the order a reader meets them, each checked on its own, then the
         // checks between sections.
         let broker = raw.broker.build(&cx, overrides)?;
-        let log = raw.log.build();
+        let log = raw.log.build(&cx)?;
         let placeholders = Placeholders::new(&broker.data_dir);
         let turn_lease = raw.store.turn_lease;
         let mut store = raw.store.build(&cx, overrides, &placeholders, &broker)?;

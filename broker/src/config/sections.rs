@@ -143,6 +143,8 @@ pub(super) struct LogSection {
     pub level: LogLevel,
     pub format: LogFormat,
     pub request_spans: bool,
+    pub otlp_endpoint: Option<String>,
+    pub otlp_service_name: String,
 }
 
 impl Default for LogSection {
@@ -151,6 +153,8 @@ impl Default for LogSection {
             level: LogLevel::default(),
             format: LogFormat::default(),
             request_spans: true,
+            otlp_endpoint: None,
+            otlp_service_name: "soap-broker".into(),
         }
     }
 }
@@ -167,7 +171,7 @@ pub(super) enum LogLevel {
 }
 
 impl LogSection {
-    pub fn build(self) -> LogSettings {
+    pub fn build(self, cx: &Ctx<'_>) -> Result<LogSettings, ConfigError> {
         let level = match self.level {
             LogLevel::Error => "error",
             LogLevel::Warn => "warn",
@@ -175,11 +179,36 @@ impl LogSection {
             LogLevel::Debug => "debug",
             LogLevel::Trace => "trace",
         };
-        LogSettings {
+        let otlp_endpoint = match self.otlp_endpoint {
+            None => None,
+            Some(_) if !cfg!(feature = "otlp") => {
+                return Err(cx.err(
+                    "log.otlp_endpoint",
+                    "this broker was built without the OpenTelemetry exporter: build it with `cargo build --release -p broker --features otlp`, or remove the key",
+                ))
+            }
+            Some(url) => {
+                let trimmed = url.trim().trim_end_matches('/');
+                let host = trimmed.strip_prefix("http://").unwrap_or("");
+                if host.is_empty() || host.contains('/') {
+                    return Err(cx.err(
+                        "log.otlp_endpoint",
+                        format!("{url:?} is not an OTLP/HTTP collector's base URL (http://HOST:PORT; spans go to its /v1/traces)"),
+                    ));
+                }
+                Some(format!("{trimmed}/v1/traces"))
+            }
+        };
+        if self.otlp_service_name.trim().is_empty() {
+            return Err(cx.err("log.otlp_service_name", "must not be empty"));
+        }
+        Ok(LogSettings {
             level: level.to_string(),
             format: self.format,
             request_spans: self.request_spans,
-        }
+            otlp_endpoint,
+            otlp_service_name: self.otlp_service_name,
+        })
     }
 }
 
