@@ -3,8 +3,9 @@
 //! made at one broker about work another broker did: the registry lists all three; sessions begun
 //! anywhere are listed, shown and ended anywhere (the next request, at a third broker, gets
 //! -1001); live sessions are the fleet's figure on every broker; a class's workers are resized
-//! and restarted on one broker only; an admin principal signs in with `--user`; a drained broker
-//! exits and leaves the registry while its sessions carry on at the others.
+//! and restarted on one broker only; an admin principal signs in with `--user`; a reload at one
+//! broker (its own file) changes that broker only; a drained broker exits and leaves the
+//! registry while its sessions carry on at the others.
 
 use broker_tests::broker::{free_port, run_broker_with_env, Finished};
 use broker_tests::daemon::Daemon;
@@ -18,6 +19,8 @@ const SECRET: &str = "fleet-cluster-secret-0123456789";
 
 struct Fleet {
     brokers: Vec<BrokerProcess>,
+    /// Each broker's configuration as started.
+    configs: Vec<String>,
     /// Each broker's admin listener, `http://…`.
     admins: Vec<String>,
     _daemon: Daemon,
@@ -34,12 +37,12 @@ fn start() -> Fleet {
         .join(", ");
     let (backend, received) = broker_tests::http::backend("text/xml", b"<ok/>".to_vec());
     let mut admins = Vec::new();
+    let mut configs = Vec::new();
     let brokers = (1..=3)
         .map(|i| {
             let admin = format!("127.0.0.1:{}", free_port());
             admins.push(format!("http://{admin}"));
-            BrokerProcess::start(
-                &TestConfig::new()
+            let config = TestConfig::new()
                     .broker_id(&format!("b{i}"))
                     .store_url(&daemon.url())
                     .cluster(&format!(
@@ -49,12 +52,14 @@ fn start() -> Fleet {
                     .extra(&format!(
                         "\n[[server_class]]\nname = \"web\"\nadapter = \"http\"\nurls = [\"{backend}\"]\n\n[auth]\nusers = [{users}]\n\n[admin]\nlisten = \"{admin}\"\ntoken = \"{TOKEN}\"\nprincipals = [\"ann\"]\n"
                     ))
-                    .render(),
-            )
+                    .render();
+            configs.push(config.clone());
+            BrokerProcess::start(&config)
         })
         .collect();
     Fleet {
         brokers,
+        configs,
         admins,
         _daemon: daemon,
         _backend: received,
@@ -291,6 +296,9 @@ fn every_admin_call_and_command_works_across_three_brokers() {
         )
     );
 
+    // A reload at b2 adds a class and its service there only; `broker admin reload` says so.
+    b_reload(&f);
+
     // b3 drained: it exits, leaves the registry, and its session carries on at the others.
     let drained = cli(&f.admins[2], &["drain"]);
     assert!(
@@ -313,4 +321,31 @@ fn every_admin_call_and_command_works_across_three_brokers() {
     });
     assert!(gone.is_some(), "b3 is still in the registry");
     soap::echo_in_session(&url(0), &ids[2], "at b1");
+}
+
+fn b_reload(f: &Fleet) {
+    let echo2 = "\n[[server_class]]\nname = \"echo2\"\nadapter = \"process\"\ncommand = [\"{broker_exe}\", \"sample-server\", \"echo\"]\ncontext = \"free\"\n\n[[service]]\nname = \"Echo2\"\nendpoint = \"/soap\"\nserver_class = \"echo2\"\noperation = \"Echo\"\n";
+    f.brokers[1].write_config(&(f.configs[1].clone() + echo2));
+    let reloaded = cli(&f.admins[1], &["reload"]);
+    assert!(
+        expect_ok(&reloaded).contains("server classes started: echo2")
+            && reloaded.stdout.contains("services added: /soap Echo2"),
+        "{}",
+        reloaded.stdout
+    );
+    let body = format!(
+        "<e:Echo2 xmlns:e=\"{}\"><text>two</text></e:Echo2>",
+        soap::ECHO_NS
+    );
+    call11(&f.brokers[1].url("/soap"), "", &body).expect_echo("two");
+    soap::expect_nonstop_fault(
+        &call11(&f.brokers[0].url("/soap"), "", &body),
+        "SOAP-ENV:Client",
+        -215,
+    );
+    for admin in [&f.admins[0], &f.admins[2]] {
+        let (status, report) = api(admin, "POST", "/reload", "");
+        assert_eq!(status, 200, "{report}");
+        assert!(report.contains("\"classes_added\":[]"), "{admin}: {report}");
+    }
 }
