@@ -597,6 +597,19 @@ impl ChildGuard {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// `broker sample-server echo --http 127.0.0.1:0`, the http adapter's echo backend, once it
+    /// listens; with its address, and the `adapter`/`urls` lines of a class that reaches it.
+    pub fn http_echo_backend() -> (ChildGuard, SocketAddr, String) {
+        let mut server = ChildGuard::spawn(
+            "broker sample-server echo --http",
+            broker_exe(),
+            &["sample-server", "echo", "--http", "127.0.0.1:0"],
+        );
+        let addr = server.wait_announced(Duration::from_secs(20));
+        let adapter = format!("adapter = \"http\"\nurls = [\"http://{addr}/\"]");
+        (server, addr, adapter)
+    }
+
     /// What the process wrote to stdout so far.
     pub fn stdout_text(&self) -> String {
         std::fs::read_to_string(&self.stdout_path).unwrap_or_default()

@@ -463,6 +463,17 @@ pub fn request(method: &str, url: &str, headers: &[(&str, &str)], body: Vec<u8>)
     Client::new().send(url, &r)
 }
 
+/// GET `url` with `Authorization: Bearer TOKEN` (the admin listener's API).
+pub fn get_with_bearer(url: &str, token: &str) -> Reply {
+    let bearer = format!("Bearer {token}");
+    request(
+        "GET",
+        url,
+        &[("Authorization", bearer.as_str())],
+        Vec::new(),
+    )
+}
+
 /// GET `url` with a short timeout, returning the status, or None if nothing answered.
 pub fn probe(url: &str, timeout: Duration) -> Option<u16> {
     let t = parse_url(url);

@@ -2,7 +2,7 @@
 //! over TCP, the sample server behind the http adapter, an unreachable tcp class (-301), and the
 //! request timeout (-351) — each seen through real sessions on the broker.
 
-use broker_tests::broker::{broker_exe, free_port, workspace_root, ChildGuard};
+use broker_tests::broker::{free_port, workspace_root, ChildGuard};
 use broker_tests::soap::{self, call11, cont, echo, echo_sleep, expect_nonstop_fault};
 use broker_tests::{soak, BrokerProcess, TestConfig};
 use std::path::PathBuf;
@@ -72,14 +72,7 @@ fn tcp_adapter_against_the_python_server() {
 /// mode and serves sessions through it.
 #[test]
 fn http_adapter_against_the_sample_server() {
-    let exe = broker_exe();
-    let mut server = ChildGuard::spawn(
-        "broker sample-server echo --http",
-        &exe,
-        &["sample-server", "echo", "--http", "127.0.0.1:0"],
-    );
-    let addr = server.wait_announced(Duration::from_secs(20));
-    let adapter = format!("adapter = \"http\"\nurls = [\"http://{addr}/\"]");
+    let (_server, _, adapter) = ChildGuard::http_echo_backend();
     let b = BrokerProcess::start(&TestConfig::new().echo_adapter(&adapter).render());
     assert_session_round_trip(&b);
 }

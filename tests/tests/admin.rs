@@ -24,13 +24,7 @@ fn start() -> (BrokerProcess, String) {
 }
 
 fn scrape(admin: &str) -> String {
-    let bearer = format!("Bearer {TOKEN}");
-    let r = request(
-        "GET",
-        &format!("{admin}/metrics"),
-        &[("Authorization", bearer.as_str())],
-        Vec::new(),
-    );
+    let r = http::get_with_bearer(&format!("{admin}/metrics"), TOKEN);
     assert_eq!(r.status, 200, "{}", r.describe());
     r.text()
 }
